@@ -1,0 +1,78 @@
+"""esdlib: Enhanced Self-Distillation (ESD) for spiking neural networks.
+
+A flat public namespace (``import esdlib as esd``): LIF neurons, the explicit passes of
+rate-based backpropagation and BPTT, spiking ResNets with auxiliary branches, the
+reliability-decoupled self-distillation loss and one training step per method.
+"""
+
+from esdlib.losses import (
+    LossConfig,
+    LossOutput,
+    Teacher,
+    ce_loss,
+    distillation_loss,
+    esd_loss,
+    hard_loss,
+    overconfidence_penalty,
+    reliable_teacher,
+    sd_loss,
+    self_distillation_loss,
+)
+from esdlib.methods import (
+    BRANCH_METHODS,
+    METHODS,
+    EvalOutput,
+    StepResult,
+    evaluate_batch,
+    get_method,
+)
+from esdlib.models import (
+    ARCHITECTURES,
+    BRANCH_KINDS,
+    AuxBranch,
+    NetOutput,
+    SpikingNet,
+    build_model,
+    preact_spiking_resnet34,
+    spiking_resnet18,
+    spiking_resnet19,
+)
+from esdlib.modes import (
+    bptt_forward,
+    infer,
+    mode,
+    rate_input,
+    rate_pass,
+    reset_state,
+    set_mode,
+    spike_pass,
+)
+from esdlib.neurons import (
+    LIF,
+    RESET_MODES,
+    LIFParams,
+    LIFState,
+    charge,
+    fire,
+    heaviside,
+    lif_multistep,
+    lif_step,
+    reset,
+    spike_pass_lif,
+    surrogate_derivative,
+)
+from esdlib.norm import SpikeBatchNorm1d, SpikeBatchNorm2d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHITECTURES", "BRANCH_KINDS", "BRANCH_METHODS", "LIF", "METHODS", "RESET_MODES",
+    "AuxBranch", "EvalOutput", "LIFParams", "LIFState", "LossConfig", "LossOutput", "NetOutput",
+    "SpikeBatchNorm1d", "SpikeBatchNorm2d", "SpikingNet", "StepResult", "Teacher",
+    "bptt_forward", "build_model", "ce_loss", "charge", "distillation_loss", "esd_loss",
+    "evaluate_batch", "fire", "get_method", "hard_loss", "heaviside", "infer", "lif_multistep",
+    "lif_step", "mode", "overconfidence_penalty", "preact_spiking_resnet34", "rate_input",
+    "rate_pass", "reliable_teacher", "reset", "reset_state", "sd_loss", "self_distillation_loss",
+    "set_mode", "spike_pass", "spike_pass_lif", "spiking_resnet18", "spiking_resnet19",
+    "surrogate_derivative",
+]

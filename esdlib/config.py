@@ -1,0 +1,652 @@
+"""Run configuration: one frozen, validated record per training run.
+
+Every run (CLI, notebook, test) is described by a :class:`RunConfig`. It is built
+by :meth:`RunConfig.profile` from a named profile plus overrides, validated in
+``__post_init__`` (invalid or unknown values raise :class:`ConfigError` listing
+the valid choices before any work is done) and never mutated afterwards
+(:meth:`RunConfig.replace` returns a new, re-validated config).
+
+Profiles:
+    * ``smoke``   -- seconds on a CPU; used by CI and by notebooks' smoke runs.
+    * ``default`` -- the embedded digits data set; minutes on a laptop CPU.
+    * ``paper``   -- the paper's data sets and schedules (GPU); the
+      hyper-parameters depend on the data set and live in :data:`PAPER_HPARAMS`.
+
+Example:
+    >>> cfg = RunConfig.profile("smoke", method="bptt")
+    >>> cfg.T, cfg.method, cfg.uses_branches
+    (2, 'bptt', False)
+"""
+
+import dataclasses
+import difflib
+import functools
+import hashlib
+import json
+import math
+import numbers
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ARCHS",
+    "BRANCH_KINDS",
+    "BRANCH_METHODS",
+    "ConfigError",
+    "DATASETS",
+    "DEFAULT_PROFILE",
+    "HASH_EXCLUDED_FIELDS",
+    "METHODS",
+    "PAPER_ASSUMED",
+    "PAPER_HPARAMS",
+    "PROFILES",
+    "PROFILE_SETTINGS",
+    "RATE_BP_METHODS",
+    "RATE_GRAD_SCALES",
+    "RESET_MODES",
+    "RunConfig",
+    "SMOKE_PROFILE",
+    "TEACHER_SPACES",
+    "canonical_json",
+    "parse_override",
+]
+
+# ---------------------------------------------------------------------------
+# Choices
+# ---------------------------------------------------------------------------
+
+METHODS = ("bptt", "ratebp", "sd", "esd", "esd_bptt")
+"""Training methods: BPTT, rate-based BP, standard self-distillation, ESD, ESD on BPTT."""
+
+BRANCH_METHODS = ("sd", "esd", "esd_bptt")
+"""Methods that attach the auxiliary ANN branches during training."""
+
+RATE_BP_METHODS = ("ratebp", "sd", "esd")
+"""Methods trained with the two-pass rate-based backpropagation (the others use BPTT)."""
+
+DATASETS = ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
+"""Data-set names; must equal ``esdlib.data.DATASET_NAMES`` (checked by a test)."""
+
+ARCHS = ("spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34")
+BRANCH_KINDS = ("dsconv", "conv")
+TEACHER_SPACES = ("logits", "probs")
+RESET_MODES = ("soft", "soft_nodetach", "hard")
+RATE_GRAD_SCALES = ("1/T", "none")
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+# ---------------------------------------------------------------------------
+# Profiles and the paper's hyper-parameters
+# ---------------------------------------------------------------------------
+
+SMOKE_PROFILE: dict[str, Any] = {
+    "dataset": "digits",
+    "image_size": 16,
+    "arch": "spiking_resnet18",
+    "width": 0.125,
+    "T": 2,
+    "epochs": 1,
+    "batch_size": 64,
+    "eval_batch_size": 256,
+    "max_train_steps": 3,
+}
+"""``smoke``: a few optimiser steps on tiny digits; finishes in seconds on a CPU."""
+
+DEFAULT_PROFILE: dict[str, Any] = {
+    "dataset": "digits",
+    "image_size": 16,
+    "arch": "spiking_resnet18",
+    "width": 0.25,
+    "T": 4,
+    "epochs": 20,
+    "batch_size": 64,
+    "eval_batch_size": 256,
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+}
+"""``default``: the embedded digits data set at reduced width; minutes on a laptop CPU."""
+
+_PAPER_CIFAR: dict[str, Any] = {
+    "arch": "spiking_resnet18",
+    "width": 1.0,
+    "image_size": 32,
+    "augment": True,  # AutoAugment + Cutout (16 px)
+    "T": 6,
+    "alpha": 1.0,
+    "beta": 0.3,
+    "tau": 3.0,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "epochs": 300,  # cosine annealing
+    "warmup_epochs": 0,
+    "batch_size": 128,
+}
+
+PAPER_HPARAMS: dict[str, dict[str, Any]] = {
+    "cifar10": dict(_PAPER_CIFAR),
+    "cifar100": dict(_PAPER_CIFAR),
+    "imagenet": {
+        "arch": "preact_spiking_resnet34",
+        "width": 1.0,
+        "image_size": 224,
+        "augment": True,  # assumed: random-resized crop + flip
+        "T": 4,
+        "alpha": 0.7,
+        "beta": 0.3,
+        "tau": 3.0,  # assumed (the CIFAR value)
+        "lr": 0.2,
+        "momentum": 0.9,
+        "weight_decay": 2e-5,
+        "epochs": 100,
+        "warmup_epochs": 0,  # assumed
+        "batch_size": 512,
+    },
+    "cifar10_dvs": {
+        "arch": "spiking_resnet18",
+        "width": 1.0,
+        "image_size": 48,
+        "augment": True,  # assumed
+        "T": 10,
+        "alpha": 1.0,  # assumed
+        "beta": 0.1,
+        "tau": 3.0,  # assumed (the CIFAR value)
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "epochs": 300,
+        "warmup_epochs": 0,
+        "batch_size": 32,
+    },
+}
+"""The paper's hyper-parameters per data set (the ``paper`` profile; one place only).
+
+All rows use SGD with a cosine schedule, decay 0.2, threshold 1.0 and surrogate
+alpha 4 (the field defaults). Values the paper does not state are listed in
+:data:`PAPER_ASSUMED`.
+"""
+
+PAPER_ASSUMED: dict[str, tuple[str, ...]] = {
+    "cifar10": (),
+    "cifar100": (),
+    "imagenet": ("augment", "tau", "warmup_epochs"),
+    "cifar10_dvs": ("augment", "alpha", "tau"),
+}
+"""Per data set, the :data:`PAPER_HPARAMS` entries that are our assumptions, not the paper's."""
+
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "smoke": SMOKE_PROFILE,
+    "default": DEFAULT_PROFILE,
+    "paper": {"dataset": "cifar10"},  # + the data set's row of PAPER_HPARAMS
+}
+"""Field values of each profile, applied on top of the field defaults."""
+
+PROFILES = tuple(PROFILE_SETTINGS)
+"""Profile names: ``("smoke", "default", "paper")``."""
+
+HASH_EXCLUDED_FIELDS = frozenset(
+    {"out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download"}
+)
+"""Fields left out of :meth:`RunConfig.config_hash`: they say where files live or
+how the work is scheduled, not what is computed."""
+
+
+class ConfigError(ValueError):
+    """An invalid run configuration: unknown key, bad type, value out of range or choice.
+
+    The message names every offending key and lists the valid keys or choices.
+    """
+
+
+def _spec(default: Any, **constraints: Any) -> Any:
+    """A dataclass field whose validation constraints live next to its default.
+
+    Args:
+        default: The field's default value.
+        **constraints: Any of ``choices`` (tuple), ``ge``/``gt``/``le``/``lt``
+            (numeric bounds), ``pattern`` (compiled regex) with ``pattern_doc``
+            (what the pattern accepts, for the error message).
+    """
+    return field(default=default, metadata=constraints)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The complete, validated description of one training run.
+
+    Build it with :meth:`RunConfig.profile` rather than the constructor: the field
+    defaults below are the *paper-like* values (e.g. 300 epochs at width 1.0), not
+    the ``default`` profile. All fields are plain Python primitives, so
+    :meth:`to_dict` is JSON-serialisable and round-trips through :meth:`from_dict`.
+
+    Attributes:
+        profile: Name of the profile the config was built from (a label; one of
+            :data:`PROFILES`).
+        experiment: Experiment name; records go to ``<out_dir>/<experiment>/``.
+            Letters, digits, ``_``, ``.``, ``-``.
+        dataset: Data set, one of :data:`DATASETS`.
+        data_root: Directory holding the data set's files; ``None`` = the data
+            module's default location. Does not affect the config hash.
+        image_size: Input side length in pixels (images are square); ``None`` =
+            the data set's native size. Paper: 32 (CIFAR), 224 (ImageNet),
+            48 (CIFAR10-DVS).
+        split: Name of the train/test split (``"official"`` = the data set's
+            published split; for CIFAR10-DVS, which has none, the data module
+            names the split it uses).
+        augment: Training-set augmentation (paper CIFAR: AutoAugment + Cutout 16 px;
+            the data module defines what each data set gets).
+        download: Allow the data module to download a missing data set.
+        arch: Backbone, one of :data:`ARCHS`.
+        width: Channel-width multiplier (1.0 = the paper's widths).
+        branch_kind: Auxiliary-branch block, ``"dsconv"`` (depthwise-separable, the
+            paper's) or ``"conv"`` (plain 3x3 convolutions).
+        method: Training method, one of :data:`METHODS`.
+        T: Number of simulation timesteps (paper: 6 CIFAR, 4 ImageNet, 10 DVS).
+        alpha: Weight of the hard (cross-entropy) loss (paper: 1.0; ImageNet 0.7).
+        beta: Weight of the soft (distillation) loss (paper: 0.3; DVS 0.1).
+        tau: Distillation temperature (paper: 3.0).
+        eta: Weight of the optional term for unreliable samples (0 = the official code).
+        teacher_space: Average the reliable outputs as ``"logits"`` (official code)
+            or ``"probs"`` (the poster's formula).
+        decay: LIF leak d in (0, 1); membrane factor lambda = d (paper: 0.2).
+        v_threshold: Firing threshold theta, in membrane-potential units (paper: 1.0).
+        surrogate_alpha: Steepness of the sigmoid surrogate derivative (paper: 4.0).
+        reset: ``"soft"`` (subtract theta, reset detached from the graph; paper),
+            ``"soft_nodetach"`` (same, reset kept in the graph) or ``"hard"`` (to 0).
+        rate_grad_scale: ``"1/T"`` scales the loss gradient by 1/T in the two-pass
+            (rate-BP) methods, as the official code does; ``"none"`` does not.
+        lr: Initial learning rate of SGD (paper: 0.1; ImageNet 0.2).
+        momentum: SGD momentum in [0, 1) (paper: 0.9).
+        weight_decay: L2 weight decay (paper: 5e-4; ImageNet 2e-5).
+        epochs: Training epochs; the schedule is cosine annealing over them
+            (paper: 300 CIFAR/DVS, 100 ImageNet).
+        warmup_epochs: Linear learning-rate warm-up epochs (0 = none; <= epochs).
+        batch_size: Training mini-batch size in samples (paper: 128 CIFAR,
+            512 ImageNet, 32 DVS).
+        eval_batch_size: Evaluation mini-batch size in samples.
+        max_train_steps: Cap on optimiser steps per epoch (``None`` = full epoch);
+            the smoke profile uses it to finish in seconds.
+        num_workers: DataLoader worker processes (does not affect the config hash).
+        seed: Random seed for weights, shuffling and augmentation, in [0, 2**32).
+        device: ``"auto"`` (CUDA if available, else MPS, else CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (does not affect the config hash).
+        amp: Mixed-precision (autocast) training on CUDA.
+        channels_last: Use the channels-last memory format.
+        out_dir: Root directory of run records (does not affect the config hash).
+        checkpoint_dir: Root directory of checkpoints (does not affect the config hash).
+    """
+
+    profile: str = _spec("default", choices=PROFILES)
+    experiment: str = _spec("train", pattern=_NAME_RE, pattern_doc="letters, digits, _ . -")
+
+    dataset: str = _spec("digits", choices=DATASETS)
+    data_root: str | None = None
+    image_size: int | None = _spec(None, ge=1)
+    split: str = _spec("official", pattern=_NAME_RE, pattern_doc="letters, digits, _ . -")
+    augment: bool = True
+    download: bool = False
+
+    arch: str = _spec("spiking_resnet18", choices=ARCHS)
+    width: float = _spec(1.0, gt=0)
+    branch_kind: str = _spec("dsconv", choices=BRANCH_KINDS)
+
+    method: str = _spec("esd", choices=METHODS)
+    T: int = _spec(4, ge=1)
+
+    alpha: float = _spec(1.0, ge=0)
+    beta: float = _spec(0.3, ge=0)
+    tau: float = _spec(3.0, gt=0)
+    eta: float = _spec(0.0, ge=0)
+    teacher_space: str = _spec("logits", choices=TEACHER_SPACES)
+
+    decay: float = _spec(0.2, gt=0, lt=1)
+    v_threshold: float = _spec(1.0, gt=0)
+    surrogate_alpha: float = _spec(4.0, gt=0)
+    reset: str = _spec("soft", choices=RESET_MODES)
+    rate_grad_scale: str = _spec("1/T", choices=RATE_GRAD_SCALES)
+
+    lr: float = _spec(0.1, ge=0)
+    momentum: float = _spec(0.9, ge=0, lt=1)
+    weight_decay: float = _spec(5e-4, ge=0)
+    epochs: int = _spec(300, ge=1)
+    warmup_epochs: int = _spec(0, ge=0)
+    batch_size: int = _spec(128, ge=1)
+    eval_batch_size: int = _spec(256, ge=1)
+    max_train_steps: int | None = _spec(None, ge=1)
+
+    num_workers: int = _spec(0, ge=0)
+    seed: int = _spec(0, ge=0, lt=2**32)
+    device: str = _spec("auto", pattern=_DEVICE_RE, pattern_doc=", ".join(_DEVICE_CHOICES))
+    amp: bool = False
+    channels_last: bool = False
+
+    out_dir: str = _spec("results", nonempty=True)
+    checkpoint_dir: str = _spec("checkpoints", nonempty=True)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                value = _coerce_type(f.name, value)
+            except ConfigError as err:
+                problems.append(str(err))
+                continue
+            if value is not getattr(self, f.name):
+                object.__setattr__(self, f.name, value)
+            if value is not None:
+                problems.extend(_check_constraints(f.name, value, f.metadata))
+        if not problems and self.warmup_epochs > self.epochs:
+            problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
+        if problems:
+            raise ConfigError("invalid RunConfig:\n  " + "\n  ".join(problems))
+
+    # -- construction ------------------------------------------------------
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> "RunConfig":
+        """Build a config from a named profile, then apply ``overrides``.
+
+        For ``paper`` the data set is chosen first (``overrides["dataset"]``, else
+        ``"cifar10"``), its row of :data:`PAPER_HPARAMS` is applied, then the
+        remaining overrides. Also reachable as ``RunConfig.profile(name, ...)``.
+
+        Args:
+            name: One of :data:`PROFILES`.
+            **overrides: Field values that replace the profile's.
+
+        Returns:
+            The validated config, with ``profile=name``.
+
+        Raises:
+            ConfigError: Unknown profile, unknown or invalid override, or a paper
+                profile for a data set the paper does not use.
+        """
+        if name not in PROFILE_SETTINGS:
+            raise ConfigError(
+                f"unknown profile {name!r}{_did_you_mean(name, PROFILES)}; "
+                f"valid profiles: {', '.join(PROFILES)}"
+            )
+        _check_keys(overrides)
+        if "profile" in overrides:
+            raise ConfigError(
+                "'profile' cannot be overridden; pass the profile name as the first argument"
+            )
+        values: dict[str, Any] = {"profile": name, **PROFILE_SETTINGS[name]}
+        if name == "paper":
+            dataset = overrides.get("dataset", values["dataset"])
+            if dataset not in PAPER_HPARAMS:
+                raise ConfigError(
+                    f"the paper profile has no hyper-parameters for dataset={dataset!r}; "
+                    f"paper data sets: {', '.join(PAPER_HPARAMS)} "
+                    "(use the 'default' or 'smoke' profile for the embedded data sets)"
+                )
+            values.update(dataset=dataset, **PAPER_HPARAMS[dataset])
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Rebuild a config from :meth:`to_dict` output (missing keys take field defaults).
+
+        Raises:
+            ConfigError: ``d`` has unknown keys or invalid values.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"from_dict expects a mapping, got {type(d).__name__}")
+        _check_keys(d)
+        return cls(**dict(d))
+
+    @classmethod
+    def from_overrides(cls, profile: str, overrides: Iterable[str] = ()) -> "RunConfig":
+        """Build a config from a profile and ``"key=value"`` strings (CLI, papermill).
+
+        Args:
+            profile: One of :data:`PROFILES`.
+            overrides: Strings such as ``["T=4", "method=bptt", "data_root=none"]``;
+                converted with :func:`parse_override`. A later duplicate key wins.
+
+        Example:
+            >>> RunConfig.from_overrides("smoke", ["T=3", "amp=false"]).T
+            3
+        """
+        if isinstance(overrides, str):
+            raise ConfigError("overrides must be a list of 'key=value' strings, not one string")
+        return cls.from_profile(profile, **dict(parse_override(s) for s in overrides))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """Return a new, re-validated config with ``changes`` applied.
+
+        Raises:
+            ConfigError: An unknown key or an invalid value.
+        """
+        _check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+    # -- serialisation -----------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a flat ``{name: primitive}`` dict, in declaration order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def config_hash(self) -> str:
+        """SHA-256 (64 hex digits) of the fields that can change a run's results.
+
+        The hash covers every field except :data:`HASH_EXCLUDED_FIELDS` (output and
+        data locations, worker count, device), serialised by :func:`canonical_json`.
+        It is stable across processes and machines; adding a field to
+        :class:`RunConfig` changes every hash (old records are then not re-used).
+        """
+        return hashlib.sha256(canonical_json(self.hash_dict()).encode("ascii")).hexdigest()
+
+    def hash_dict(self) -> dict[str, Any]:
+        """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones)."""
+        return {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED_FIELDS}
+
+    # -- derived properties ------------------------------------------------
+
+    @property
+    def uses_branches(self) -> bool:
+        """Whether the method trains auxiliary ANN branches (``sd``, ``esd``, ``esd_bptt``)."""
+        return self.method in BRANCH_METHODS
+
+    @property
+    def uses_rate_backprop(self) -> bool:
+        """Whether the method uses two-pass rate-based BP (``ratebp``, ``sd``, ``esd``)."""
+        return self.method in RATE_BP_METHODS
+
+    def scale_label(self) -> str:
+        """Human-readable scale of the run, printed beside every reproduced number.
+
+        Example:
+            ``"digits 16×16, spiking_resnet18 ×0.25, T=4, 20 epochs"``; a capped
+            epoch adds ``", ≤3 steps/epoch"``; no ``image_size`` reads
+            ``"digits (native size)"``.
+        """
+        size = f"{self.image_size}×{self.image_size}" if self.image_size else "(native size)"
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        label = f"{self.dataset} {size}, {self.arch} ×{self.width:g}, T={self.T}, {epochs}"
+        if self.max_train_steps is not None:
+            label += f", ≤{self.max_train_steps} steps/epoch"
+        return label
+
+
+# ``profile`` is both a field (the instance's profile name) and the factory
+# ``RunConfig.profile(name, **overrides)``. Defining the classmethod in the class
+# body would replace the field's default, so it is attached after the dataclass
+# is built: class access finds the classmethod, instance access the field value.
+RunConfig.profile = classmethod(RunConfig.from_profile.__func__)  # type: ignore[assignment]
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic compact JSON (sorted keys, ASCII, no NaN) used for hashing."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+
+
+@functools.cache
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """``{field name: (base type, accepts None)}`` read from the annotations."""
+    hints = typing.get_type_hints(RunConfig)
+    out: dict[str, tuple[type, bool]] = {}
+    for f in dataclasses.fields(RunConfig):
+        tp = hints[f.name]
+        optional = False
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = len(args) < len(typing.get_args(tp))
+            (tp,) = args
+        out[f.name] = (tp, optional)
+    return out
+
+
+def _field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(options), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _check_keys(keys: Iterable[str]) -> None:
+    valid = _field_names()
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        parts = [f"{k!r}{_did_you_mean(k, valid)}" for k in unknown]
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(parts)}; valid keys: {', '.join(valid)}"
+        )
+
+
+def _coerce_type(name: str, value: Any) -> Any:
+    """Check ``value`` against the field's annotated type; normalise to a plain primitive.
+
+    int fields reject bools, floats and strings; float fields accept ints (stored as
+    float) but reject bools and non-finite values; bool fields accept only bools;
+    str fields also accept ``os.PathLike`` (stored as ``str``).
+    """
+    tp, optional = _field_types()[name]
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} must not be None (expected {tp.__name__})")
+    kind = f"{tp.__name__} or None" if optional else tp.__name__
+    got = f"got {value!r} of type {type(value).__name__}"
+    if tp is bool:
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            return bool(value)
+        raise ConfigError(f"{name} must be a bool (true/false), {got}")
+    if tp is int:
+        if isinstance(value, numbers.Integral) and not _is_bool(value):
+            return int(value)
+        raise ConfigError(f"{name} must be an integer ({kind}), {got}")
+    if tp is float:
+        if isinstance(value, numbers.Real) and not _is_bool(value):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, {got}")
+            return value
+        raise ConfigError(f"{name} must be a number ({kind}), {got}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        raise ConfigError(f"{name} must be a string ({kind}), {got}")
+    raise TypeError(f"unsupported annotation for RunConfig.{name}: {tp!r}")  # pragma: no cover
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+def _check_constraints(name: str, value: Any, spec: Mapping[str, Any]) -> list[str]:
+    problems = []
+    choices = spec.get("choices")
+    if choices is not None and value not in choices:
+        problems.append(
+            f"{name}={value!r} is not valid{_did_you_mean(value, choices)}; "
+            f"choose one of: {', '.join(repr(c) for c in choices)}"
+        )
+    pattern = spec.get("pattern")
+    if pattern is not None and not pattern.match(value):
+        problems.append(f"{name}={value!r} is not valid; expected {spec['pattern_doc']}")
+    if spec.get("nonempty") and not value:
+        problems.append(f"{name} must not be empty")
+    for key, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = spec.get(key)
+        if bound is not None and not ok(value, bound):
+            problems.append(f"{name}={value!r} is out of range; must be {word} {bound}")
+    return problems
+
+
+_NONE_WORDS = ("none", "null")
+_TRUE_WORDS = ("true", "1", "yes", "on")
+_FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``"key=value"`` string into ``(key, value)`` of the field's type.
+
+    Conversions: int and float fields parse numbers (``"2.5"`` is rejected for an
+    int field); bool fields accept ``true/false/1/0/yes/no/on/off``; fields that
+    accept None map ``"none"``/``"null"`` to ``None``; strings are kept verbatim.
+    Case-insensitive for the words; whitespace around key and value is stripped.
+
+    Args:
+        text: e.g. ``"T=4"``, ``"method=bptt"``, ``"data_root=none"``.
+
+    Returns:
+        ``(key, value)``; the value still goes through :class:`RunConfig` validation.
+
+    Raises:
+        ConfigError: No ``=``, unknown key, or a value not convertible to the type.
+    """
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(
+            f"override {text!r} is not of the form key=value; "
+            f"valid keys: {', '.join(_field_names())}"
+        )
+    key, raw = (part.strip() for part in text.split("=", 1))
+    _check_keys([key])
+    tp, optional = _field_types()[key]
+    word = raw.lower()
+    if optional and word in _NONE_WORDS:
+        return key, None
+    try:
+        if tp is bool:
+            if word in _TRUE_WORDS:
+                return key, True
+            if word in _FALSE_WORDS:
+                return key, False
+            raise ValueError
+        if tp is int:
+            return key, int(raw, 10)
+        if tp is float:
+            return key, float(raw)
+    except ValueError:
+        expected = {bool: "true/false", int: "an integer", float: "a number"}[tp]
+        raise ConfigError(
+            f"override {text!r}: {key} expects {expected}"
+            f"{' or none' if optional else ''}, got {raw!r}"
+        ) from None
+    return key, raw

@@ -1,0 +1,362 @@
+"""Spiking ResNets (CIFAR stems: ResNet-18/19; ImageNet stem: PreAct-ResNet-34).
+
+Every network is a :class:`SpikingNet`: a timestep-invariant *stem* (convolution + BN [+ pool])
+applied once to a static image and repeated over the ``T`` steps, a list of *stages*, a *head*,
+and optional auxiliary ANN branches tapped after chosen stages. Between layers, activations
+have shape ``[T·B, C, H, W]`` (time-major) in the multi-step modes and ``[B, C, H, W]`` in the
+rate pass; convolutions, BNs, pooling and residual additions act on either layout unchanged,
+so the rate pass maps firing rates to firing rates exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from esdlib.models.branches import BRANCH_KINDS, AuxBranch
+from esdlib.neurons import LIF, NEURON_MODES
+from esdlib.norm import SpikeBatchNorm2d
+
+
+class NetOutput(NamedTuple):
+    """Output of a :class:`SpikingNet`.
+
+    Attributes:
+        logits: time-averaged class scores of the SNN, ``[B, K]``.
+        aux_logits: one ``[B, K]`` tensor per auxiliary branch, shallow to deep (empty when the
+            branches were not evaluated).
+    """
+
+    logits: Tensor
+    aux_logits: tuple[Tensor, ...]
+
+    @property
+    def all_logits(self) -> list[Tensor]:
+        """Branch outputs followed by the main output (the order the losses use)."""
+        return [*self.aux_logits, self.logits]
+
+
+class NeuronFactory(NamedTuple):
+    """Builds the LIF layers of a network with shared parameters.
+
+    Attributes:
+        decay: leak ``λ``.
+        v_threshold: ``θ``.
+        surrogate_alpha: ``α``.
+        reset: reset mode.
+    """
+
+    decay: float = 0.2
+    v_threshold: float = 1.0
+    surrogate_alpha: float = 4.0
+    reset: str = "soft"
+
+    def __call__(self) -> LIF:
+        return LIF(self.decay, self.v_threshold, self.surrogate_alpha, self.reset)
+
+
+def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    """3×3 convolution with padding 1 and no bias."""
+    return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+
+
+class Stem(nn.Module):
+    """Timestep-invariant first layers: conv → [BN] → [pool] (no neuron).
+
+    Args:
+        conv: first convolution.
+        bn: optional rate-BP batch norm.
+        pool: optional pooling (applied to analog values, before any neuron).
+    """
+
+    def __init__(self, conv: nn.Module, bn: nn.Module | None = None,
+                 pool: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv, self.bn, self.pool = conv, bn, pool
+
+    def forward(self, x: Tensor, repeats: int = 1) -> Tensor:
+        """Apply the stem; ``repeats`` tells the BN each sample stands for that many steps."""
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, repeats=repeats)
+        if self.pool is not None:
+            x = self.pool(x)
+        return x
+
+
+class SpikingNet(nn.Module):
+    """A spiking network with optional auxiliary branches; the mode comes from :mod:`esdlib.modes`.
+
+    Args:
+        stem: timestep-invariant first layers.
+        stages: the backbone stages, applied in order (each ``[N, C, H, W] → [N, C', H', W']``).
+        head: pooled features ``[N, C]`` → logits ``[N, K]`` (may contain neurons).
+        stage_widths: output channels of each stage.
+        taps: indices of the stages after which a branch is attached.
+        num_classes: ``K``.
+        branch_kind: ``"dsconv"``, ``"conv"`` or ``None`` (no branches).
+        pre_stage: module applied between the stem and the first stage (e.g. the stem neuron).
+    """
+
+    def __init__(self, stem: Stem, stages: Sequence[nn.Module], head: nn.Module,
+                 stage_widths: Sequence[int], taps: Sequence[int], num_classes: int,
+                 branch_kind: str | None = "dsconv", pre_stage: nn.Module | None = None) -> None:
+        super().__init__()
+        if branch_kind is not None and branch_kind not in BRANCH_KINDS:
+            raise ValueError(f"aux must be one of {BRANCH_KINDS} or None, got {branch_kind!r}")
+        self.stem = stem
+        self.pre_stage = pre_stage if pre_stage is not None else nn.Identity()
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = head
+        self.num_classes = num_classes
+        self.taps = tuple(taps) if branch_kind is not None else ()
+        widths = tuple(stage_widths)
+        self.branches = nn.ModuleList(
+            AuxBranch(widths[i:], num_classes, branch_kind) for i in self.taps
+        )
+        self.mode = "multistep"
+        self.T = 1
+        _init_weights(self)
+
+    def set_mode(self, mode: str, T: int) -> None:
+        """Select the network-level behaviour (stem reuse, time averaging)."""
+        if mode not in NEURON_MODES:
+            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
+        self.mode, self.T = mode, int(T)
+
+    def _time_mean(self, x: Tensor) -> Tensor:
+        if self.mode == "rate":
+            return x
+        return x.view(self.T, x.shape[0] // self.T, *x.shape[1:]).mean(0)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Stem on a static ``[B, C, H, W]`` (computed once, repeated ``T`` times) or a
+        time-varying ``[T, B, C, H, W]`` input; returns ``[T·B, ...]`` (``[B, ...]`` in rate mode).
+        """
+        T = self.T
+        if self.mode == "rate":
+            if x.dim() != 4:
+                raise ValueError(f"rate mode expects [B, C, H, W], got shape {tuple(x.shape)}")
+            return self.stem(x)
+        if x.dim() == 5:
+            if x.shape[0] != T:
+                raise ValueError(f"time-varying input has {x.shape[0]} frames but T={T}")
+            return self.stem(x.flatten(0, 1))
+        if x.dim() != 4:
+            raise ValueError(f"expected [B, C, H, W] or [T, B, C, H, W], got {tuple(x.shape)}")
+        y = self.stem(x, repeats=T)
+        return y.unsqueeze(0).expand(T, *y.shape).reshape(T * y.shape[0], *y.shape[1:])
+
+    def forward(self, x: Tensor, aux: bool = True) -> NetOutput:
+        """Run the network in its current mode.
+
+        Args:
+            x: ``[B, C, H, W]`` or ``[T, B, C, H, W]`` (multi-step modes); ``[B, C, H, W]`` (rate).
+            aux: evaluate the auxiliary branches (on time-averaged intermediate spikes in the
+                multi-step modes, on rate maps in the rate pass).
+
+        Returns:
+            :class:`NetOutput` with time-averaged logits.
+        """
+        h = self.pre_stage(self.encode(x))
+        taps = []
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if aux and i in self.taps:
+                taps.append(h)
+        logits = self._time_mean(self.head(self.pool(h).flatten(1)))
+        aux_logits = tuple(b(self._time_mean(f)) for b, f in zip(self.branches, taps, strict=False))
+        return NetOutput(logits, aux_logits)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the SNN used at inference (everything but the branches)."""
+        branch = {id(p) for p in self.branches.parameters()}
+        return [p for p in self.parameters() if id(p) not in branch]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Number of trainable parameters: ``{"backbone": …, "branches": …, "total": …}``."""
+        bb = sum(p.numel() for p in self.backbone_parameters())
+        br = sum(p.numel() for p in self.branches.parameters())
+        return {"backbone": bb, "branches": br, "total": bb + br}
+
+
+def _init_weights(net: nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class BasicBlock(nn.Module):
+    """Spiking basic block: conv-BN-LIF-conv-BN, add shortcut, LIF (input and output spikes).
+
+    Args:
+        c_in: input channels.
+        c_out: output channels.
+        stride: stride of the first convolution (and of the 1×1 shortcut when needed).
+        neuron: LIF factory.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.lif1 = conv3x3(c_in, c_out, stride), SpikeBatchNorm2d(c_out), neuron()
+        self.conv2, self.bn2 = conv3x3(c_out, c_out), SpikeBatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          SpikeBatchNorm2d(c_out))
+        self.lif2 = neuron()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[N, C_in, H, W]`` spikes/rates → ``[N, C_out, H/stride, W/stride]``."""
+        out = self.bn2(self.conv2(self.lif1(self.bn1(self.conv1(x)))))
+        return self.lif2(out + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation spiking block: BN-LIF-conv-BN-LIF-conv plus shortcut (analog stream).
+
+    Args:
+        c_in: input channels.
+        c_out: output channels.
+        stride: stride of the first convolution (and of the 1×1 shortcut when needed).
+        neuron: LIF factory.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
+        super().__init__()
+        self.bn1, self.lif1, self.conv1 = SpikeBatchNorm2d(c_in), neuron(), conv3x3(c_in, c_out, stride)
+        self.bn2, self.lif2, self.conv2 = SpikeBatchNorm2d(c_out), neuron(), conv3x3(c_out, c_out)
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[N, C_in, H, W]`` analog stream → ``[N, C_out, H/stride, W/stride]``."""
+        s = self.lif1(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(s)
+        return self.conv2(self.lif2(self.bn2(self.conv1(s)))) + skip
+
+
+def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int,
+           neuron: NeuronFactory) -> nn.Sequential:
+    layers = [block(c_in, c_out, stride, neuron)]
+    layers += [block(c_out, c_out, 1, neuron) for _ in range(n - 1)]
+    return nn.Sequential(*layers)
+
+
+def _scale(widths: Sequence[int], width: float) -> list[int]:
+    if width <= 0:
+        raise ValueError(f"width multiplier must be > 0, got {width}")
+    return [max(1, int(round(c * width))) for c in widths]
+
+
+def _check(num_classes: int, in_channels: int) -> None:
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, "
+                         f"{in_channels}")
+
+
+def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None) -> SpikingNet:
+    """Spiking ResNet-18 with a CIFAR stem (3×3 conv, no pooling), as in RateBP/ESD.
+
+    Stages 64-128-256-512 (× ``width``) of 2 basic blocks (strides 1, 2, 2, 2), global average
+    pooling, linear classifier. Branches after stages 1, 2 and 3.
+
+    Args:
+        num_classes: ``K``.
+        in_channels: input channels (3 for images, 2 for DVS frames, 1 for digits).
+        width: channel multiplier.
+        aux: branch kind (``"dsconv"``, ``"conv"``) or ``None``.
+        neuron: LIF factory (paper defaults when ``None``).
+
+    Returns:
+        A :class:`SpikingNet`.
+    """
+    _check(num_classes, in_channels)
+    neuron = neuron or NeuronFactory()
+    w = _scale((64, 128, 256, 512), width)
+    stem = Stem(conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
+    stages = [_stage(BasicBlock, w[max(i - 1, 0)], w[i], 2, 1 if i == 0 else 2, neuron)
+              for i in range(4)]
+    return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes,
+                      aux, pre_stage=neuron())
+
+
+def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None) -> SpikingNet:
+    """Spiking ResNet-19 with a CIFAR stem (TET/RateBP layout).
+
+    3×3 conv stem (128), stages 128-256-512 (× ``width``) of 3, 3, 2 basic blocks (strides 1, 2, 2),
+    global average pooling and a Linear(512→256)-LIF-Linear(256→K) classifier. Branches after
+    stages 1 and 2.
+
+    Args:
+        num_classes: ``K``.
+        in_channels: input channels.
+        width: channel multiplier.
+        aux: branch kind or ``None``.
+        neuron: LIF factory.
+
+    Returns:
+        A :class:`SpikingNet`.
+    """
+    _check(num_classes, in_channels)
+    neuron = neuron or NeuronFactory()
+    w = _scale((128, 256, 512, 256), width)
+    stem = Stem(conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
+    blocks = (3, 3, 2)
+    stages = [_stage(BasicBlock, w[max(i - 1, 0)], w[i], blocks[i], 1 if i == 0 else 2, neuron)
+              for i in range(3)]
+    head = nn.Sequential(nn.Linear(w[2], w[3]), neuron(), nn.Linear(w[3], num_classes))
+    return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=neuron())
+
+
+def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0,
+                            aux: str | None = "dsconv",
+                            neuron: NeuronFactory | None = None) -> SpikingNet:
+    """Pre-activation spiking ResNet-34 with an ImageNet stem.
+
+    7×7 stride-2 conv (64) and 3×3 stride-2 max pooling on the analog, timestep-invariant stem
+    output (exact in the rate pass for direct-encoded input), then stages 64-128-256-512
+    (× ``width``) of 3, 4, 6, 3 pre-activation blocks, a final BN-LIF, global average pooling and
+    a linear classifier. Branches after stages 1, 2 and 3 take the stage's analog output
+    (its time average in the multi-step modes).
+
+    Args:
+        num_classes: ``K``.
+        in_channels: input channels.
+        width: channel multiplier.
+        aux: branch kind or ``None``.
+        neuron: LIF factory.
+
+    Returns:
+        A :class:`SpikingNet`.
+    """
+    _check(num_classes, in_channels)
+    neuron = neuron or NeuronFactory()
+    w = _scale((64, 128, 256, 512), width)
+    stem = Stem(nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=False), None,
+                nn.MaxPool2d(3, 2, 1))
+    blocks = (3, 4, 6, 3)
+    stages = [_stage(PreActBlock, w[max(i - 1, 0)], w[i], blocks[i], 1 if i == 0 else 2, neuron)
+              for i in range(4)]
+    stages[-1].append(nn.Sequential(SpikeBatchNorm2d(w[3]), neuron()))
+    return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes, aux)
+
+
+def count_lif_neurons(net: nn.Module) -> int:
+    """Number of LIF layers in ``net``."""
+    return sum(isinstance(m, LIF) for m in net.modules())
+
+
+__all__ = [
+    "NetOutput", "NeuronFactory", "SpikingNet", "BasicBlock", "PreActBlock", "Stem",
+    "spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34", "count_lif_neurons",
+]

@@ -1,0 +1,384 @@
+"""Leaky integrate-and-fire neurons: a pure step function and a module with three behaviours.
+
+The discrete LIF neuron of the ESD paper (direct encoding, soft reset) is
+
+.. math::
+
+    v[t] = \\lambda\\, v[t-1] + x[t]                  \\qquad \\text{(charge)}
+
+    s[t] = H(v[t] - \\theta)                            \\qquad \\text{(fire)}
+
+    v[t] \\leftarrow v[t] - \\theta\\, \\mathrm{sg}(s[t])   \\qquad \\text{(reset; sg = stop-gradient)}
+
+with leak ``λ = decay`` (paper: 0.2), threshold ``θ = v_threshold`` (1.0) and the sigmoid
+surrogate derivative ``H'(u) ≈ α σ(α u)(1 − σ(α u))`` with ``α = surrogate_alpha`` (4.0).
+
+The same neuron runs in one of three *modes* (see :mod:`esdlib.modes`):
+
+- ``"multistep"``: ``T`` steps with the surrogate gradient (BPTT training and inference);
+- ``"spike"``: ``T`` steps without an autograd graph, recording the firing rate
+  ``r = mean_t s[t]`` and the eligibility ``e = mean_t sg(v[t]) · ∂v[t]/∂x`` for a constant
+  input ``x`` (rate-based backpropagation, pass 1);
+- ``"rate"``: one step on the time-averaged input; the output's value is the recorded ``r``
+  and its gradient is ``e`` (rate-based backpropagation, pass 2).
+
+Shapes: in the multi-step modes a module receives ``[T·B, ...]`` (time stacked on the batch
+axis, time-major) and returns the same shape; in rate mode it receives and returns ``[B, ...]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+RESET_MODES = ("soft", "soft_nodetach", "hard")
+NEURON_MODES = ("multistep", "spike", "rate")
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Parameters of a LIF neuron.
+
+    Args:
+        decay: leak factor ``λ ∈ (0, 1)`` applied to the membrane each step (paper: 0.2).
+        v_threshold: firing threshold ``θ`` (paper: 1.0).
+        surrogate_alpha: steepness ``α`` of the sigmoid surrogate derivative (paper: 4.0).
+        reset: ``"soft"`` (subtract θ, reset path detached; paper default),
+            ``"soft_nodetach"`` (subtract θ, gradient flows through the reset) or
+            ``"hard"`` (membrane set to 0 after a spike, reset path detached).
+    """
+
+    decay: float = 0.2
+    v_threshold: float = 1.0
+    surrogate_alpha: float = 4.0
+    reset: str = "soft"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.decay) < 1.0:
+            raise ValueError(f"decay must lie in (0, 1), got {self.decay}")
+        if self.v_threshold <= 0:
+            raise ValueError(f"v_threshold must be > 0, got {self.v_threshold}")
+        if self.surrogate_alpha <= 0:
+            raise ValueError(f"surrogate_alpha must be > 0, got {self.surrogate_alpha}")
+        if self.reset not in RESET_MODES:
+            raise ValueError(f"reset must be one of {RESET_MODES}, got {self.reset!r}")
+
+
+class LIFState(NamedTuple):
+    """Membrane potential ``v`` after the reset of the previous step (same shape as the input)."""
+
+    v: Tensor
+
+
+def surrogate_derivative(u: Tensor, alpha: float) -> Tensor:
+    """Sigmoid surrogate of the Heaviside derivative, ``α σ(α u) (1 − σ(α u))``.
+
+    Args:
+        u: distance to threshold ``v − θ`` (any shape).
+        alpha: steepness ``α``.
+
+    Returns:
+        Tensor of the same shape as ``u``.
+    """
+    sig = torch.sigmoid(alpha * u)
+    return alpha * sig * (1.0 - sig)
+
+
+class _HeavisideSigmoid(torch.autograd.Function):
+    """Heaviside step forward, sigmoid surrogate derivative backward."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (u,) = ctx.saved_tensors
+        return grad * surrogate_derivative(u, ctx.alpha), None
+
+
+def heaviside(u: Tensor, alpha: float) -> Tensor:
+    """Spike function ``H(u)`` (``1`` where ``u ≥ 0``) with the sigmoid surrogate gradient.
+
+    Args:
+        u: distance to threshold ``v − θ``.
+        alpha: surrogate steepness ``α``.
+
+    Returns:
+        Binary spikes, same shape and dtype as ``u``.
+    """
+    return _HeavisideSigmoid.apply(u, alpha)
+
+
+def charge(x: Tensor, v: Tensor, decay: float | Tensor) -> Tensor:
+    """Leaky integration ``v[t] = λ v[t−1] + x[t]``.
+
+    Args:
+        x: input current at this step.
+        v: membrane potential after the previous reset.
+        decay: leak ``λ``.
+
+    Returns:
+        The membrane potential before firing.
+    """
+    return decay * v + x
+
+
+def fire(v: Tensor, params: LIFParams) -> Tensor:
+    """Spikes ``s = H(v − θ)`` with the surrogate gradient.
+
+    Args:
+        v: membrane potential before firing.
+        params: neuron parameters (threshold, surrogate α).
+
+    Returns:
+        Binary spikes of the same shape as ``v``.
+    """
+    return heaviside(v - params.v_threshold, params.surrogate_alpha)
+
+
+def reset(v: Tensor, s: Tensor, params: LIFParams) -> Tensor:
+    """Reset after firing.
+
+    ``soft``: ``v − θ·sg(s)``; ``soft_nodetach``: ``v − θ·s``; ``hard``: ``v·(1 − sg(s))``.
+
+    Args:
+        v: membrane potential before reset.
+        s: spikes of this step.
+        params: neuron parameters.
+
+    Returns:
+        The membrane potential carried to the next step.
+    """
+    if params.reset == "soft":
+        return v - params.v_threshold * s.detach()
+    if params.reset == "soft_nodetach":
+        return v - params.v_threshold * s
+    return v * (1.0 - s.detach())
+
+
+def lif_step(x: Tensor, state: LIFState | None, params: LIFParams) -> tuple[Tensor, LIFState]:
+    """One LIF step: charge → fire → reset.
+
+    Args:
+        x: input current ``x[t]``, any shape.
+        state: the previous state, or ``None`` for a neuron at rest (``v = 0``).
+        params: neuron parameters.
+
+    Returns:
+        ``(s[t], new_state)``: spikes (same shape as ``x``) and the post-reset membrane.
+    """
+    v_prev = torch.zeros_like(x) if state is None else state.v
+    v = charge(x, v_prev, params.decay)
+    s = fire(v, params)
+    return s, LIFState(reset(v, s, params))
+
+
+def lif_multistep(x_seq: Tensor, params: LIFParams) -> Tensor:
+    """Run :func:`lif_step` over the leading time axis, starting at rest.
+
+    Args:
+        x_seq: input currents ``[T, ...]``.
+        params: neuron parameters.
+
+    Returns:
+        Spikes ``[T, ...]``, differentiable through the surrogate (BPTT).
+    """
+    state = None
+    spikes = []
+    for x in x_seq:
+        s, state = lif_step(x, state, params)
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def soft_reset_kappa(decay: float, T: int) -> list[float]:
+    """``κ[t] = Σ_{k=0..t} λ^k``: ``∂v[t]/∂x`` for a constant input under detached soft reset.
+
+    Args:
+        decay: leak ``λ``.
+        T: number of steps.
+
+    Returns:
+        ``[κ[0], …, κ[T−1]]``.
+    """
+    return [(1.0 - decay ** (t + 1)) / (1.0 - decay) for t in range(T)]
+
+
+@torch.no_grad()
+def spike_pass_lif(x_seq: Tensor, params: LIFParams) -> tuple[Tensor, Tensor, Tensor]:
+    """The no-grad spike pass of one LIF layer: spikes, firing rate and eligibility.
+
+    For a neuron driven by a constant input ``x`` the derivative of its mean spike count is
+    ``e = mean_t sg(v[t]) · κ[t]`` with ``κ[t] = ∂v[t]/∂x`` (before reset) following
+
+    - ``soft``:          ``κ[t] = λ κ[t−1] + 1``                      (``= Σ_{k≤t} λ^k``)
+    - ``soft_nodetach``: ``κ[t] = λ κ[t−1] (1 − θ sg(v[t−1])) + 1``
+    - ``hard``:          ``κ[t] = λ κ[t−1] (1 − s[t−1]) + 1``
+
+    where ``sg(v) = α σ(α(v−θ))(1−σ(α(v−θ)))``.
+
+    Args:
+        x_seq: input currents ``[T, ...]``.
+        params: neuron parameters.
+
+    Returns:
+        ``(spikes [T, ...], rate [...], eligibility [...])``.
+    """
+    T = x_seq.shape[0]
+    lam, th, alpha = float(params.decay), params.v_threshold, params.surrogate_alpha
+    spikes = torch.empty_like(x_seq)
+    v = torch.zeros_like(x_seq[0])
+    elig = torch.zeros_like(v)
+    kappa_const = soft_reset_kappa(lam, T) if params.reset == "soft" else None
+    kappa = None
+    for t in range(T):
+        v.mul_(lam).add_(x_seq[t])
+        s = torch.ge(v, th, out=torch.empty_like(v, dtype=torch.bool))
+        spikes[t].copy_(s)
+        # sg(v) = α σ(u) σ(-u) with u = α(v − θ), computed in place on one buffer.
+        sg = torch.sigmoid((v - th).mul_(alpha))
+        sg.mul_(1.0 - sg).mul_(alpha)
+        if kappa_const is not None:
+            elig.add_(sg, alpha=kappa_const[t])
+        else:
+            kappa = torch.ones_like(v) if kappa is None else kappa.mul_(lam).add_(1.0)
+            elig.addcmul_(sg, kappa)
+            if params.reset == "soft_nodetach":
+                kappa.mul_(sg.mul_(-th).add_(1.0))
+            else:
+                kappa.mul_(~s)
+        if params.reset == "hard":
+            v.mul_(~s)
+        else:
+            v.sub_(spikes[t], alpha=th)
+    rate = spikes.mean(0)
+    return spikes, rate, elig.div_(T)
+
+
+class _RateLIF(torch.autograd.Function):
+    """Rate-pass LIF: forward returns the recorded rate, backward multiplies by ``e``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
+        ctx.save_for_backward(elig)
+        return rate.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (elig,) = ctx.saved_tensors
+        return grad * elig, None, None
+
+
+def rate_lif(x: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
+    """Rate-pass output ``r + x·e − sg(x·e)``: value ``r``, gradient ``∂/∂x = e``.
+
+    Args:
+        x: time-averaged input current ``[B, ...]`` (requires grad).
+        rate: firing rate recorded in the spike pass, same shape.
+        elig: eligibility recorded in the spike pass, same shape.
+
+    Returns:
+        Tensor equal to ``rate`` whose gradient w.r.t. ``x`` is ``elig``.
+    """
+    if x.shape != rate.shape:
+        raise RuntimeError(
+            f"rate pass input shape {tuple(x.shape)} differs from the spike pass rate shape "
+            f"{tuple(rate.shape)}: run spike_pass on the same batch first"
+        )
+    return _RateLIF.apply(x, rate, elig)
+
+
+class LIF(nn.Module):
+    """LIF layer with the three modes of :mod:`esdlib.neurons` (holds parameters, calls the step).
+
+    The leak is stored as ``logit(decay)`` (``λ = sigmoid(decay_logit)``), as a buffer unless
+    ``learnable_decay=True``. Recorded quantities (``rate``, ``elig``, ``firing_per_t``) are
+    explicit state cleared by :func:`esdlib.reset_state`.
+
+    Args:
+        decay: leak ``λ`` (paper 0.2).
+        v_threshold: threshold ``θ`` (1.0).
+        surrogate_alpha: surrogate steepness ``α`` (4.0).
+        reset: reset mode, one of ``RESET_MODES``.
+        learnable_decay: make ``logit(λ)`` a trainable parameter.
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.2,
+        v_threshold: float = 1.0,
+        surrogate_alpha: float = 4.0,
+        reset: str = "soft",
+        learnable_decay: bool = False,
+    ) -> None:
+        super().__init__()
+        LIFParams(decay, v_threshold, surrogate_alpha, reset)  # validate
+        logit = torch.tensor(math.log(decay / (1.0 - decay)))
+        if learnable_decay:
+            self.decay_logit = nn.Parameter(logit)
+        else:
+            self.register_buffer("decay_logit", logit)
+        self.v_threshold = float(v_threshold)
+        self.surrogate_alpha = float(surrogate_alpha)
+        self.reset_mode = reset
+        self.mode = "multistep"
+        self.T = 1
+        self.rate: Tensor | None = None
+        self.elig: Tensor | None = None
+        self.firing_per_t: Tensor | None = None
+        self.num_neurons = 0
+
+    def params(self) -> LIFParams:
+        """The current parameters as a :class:`LIFParams` record.
+
+        The decay is a Python float, or a 0-d tensor when it is learnable (so BPTT can train it;
+        the rate pass gives it no gradient).
+        """
+        decay = torch.sigmoid(self.decay_logit)
+        return LIFParams(
+            decay=decay if self.decay_logit.requires_grad else float(decay),
+            v_threshold=self.v_threshold,
+            surrogate_alpha=self.surrogate_alpha,
+            reset=self.reset_mode,
+        )
+
+    def set_mode(self, mode: str, T: int) -> None:
+        """Select the behaviour (``"multistep"``, ``"spike"`` or ``"rate"``) and the number of steps."""
+        if mode not in NEURON_MODES:
+            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
+        self.mode, self.T = mode, int(T)
+
+    def reset_state(self) -> None:
+        """Drop everything recorded by the last pass."""
+        self.rate = self.elig = self.firing_per_t = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the neuron in the current mode (see the module docstring for shapes)."""
+        if self.mode == "rate":
+            if self.rate is None:
+                raise RuntimeError("LIF in rate mode has no recorded rate: run spike_pass first")
+            return rate_lif(x, self.rate, self.elig)
+        T = self.T
+        if x.shape[0] % T:
+            raise RuntimeError(f"leading dim {x.shape[0]} is not a multiple of T={T}")
+        x_seq = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+        self.num_neurons = x_seq[0, 0].numel()
+        p = self.params()
+        if self.mode == "spike":
+            spikes, self.rate, self.elig = spike_pass_lif(x_seq, p)
+        else:
+            spikes = lif_multistep(x_seq, p)
+        self.firing_per_t = spikes.detach().reshape(T, -1).mean(1)
+        return spikes.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        lam = float(torch.sigmoid(self.decay_logit))
+        return f"decay={lam:.3g}, v_threshold={self.v_threshold}, alpha={self.surrogate_alpha}, " \
+               f"reset={self.reset_mode}"

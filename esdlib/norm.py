@@ -1,0 +1,129 @@
+"""Batch normalisation for rate-based backpropagation.
+
+:class:`SpikeBatchNorm2d` (and its 1-d twin) behave like ``nn.BatchNorm`` in the multi-step
+mode and at inference. For rate-based backpropagation:
+
+- ``"spike"`` mode (no graph): normalise with the batch mean/variance over all ``T·B``
+  samples (per channel), record them, and update the running statistics once;
+- ``"rate"`` mode: normalise the rate batch with the *recorded* spike statistics for the
+  forward value, while the gradient flows as if the statistics were those of the rate batch:
+  ``μ = sg(μ_spike) + μ_rate − sg(μ_rate)`` and the same for ``σ²`` (``sg`` = stop-gradient).
+  Running statistics are not touched a second time.
+
+``repeats`` (passed by the model's stem for a direct-encoded static image) says the input
+batch stands for ``repeats`` identical copies per sample; the statistics are the same, only
+the unbiased correction ``n/(n−1)`` of the running variance uses the full ``n``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esdlib.neurons import NEURON_MODES
+
+
+class _SpikeBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Shared implementation of the rate-BP batch norms (see the module docstring)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True,
+                         track_running_stats=True)
+        self.mode = "multistep"
+        self.T = 1
+        self.spike_mean: Tensor | None = None
+        self.spike_var: Tensor | None = None
+
+    def set_mode(self, mode: str, T: int) -> None:
+        """Select ``"multistep"``, ``"spike"`` or ``"rate"`` behaviour."""
+        if mode not in NEURON_MODES:
+            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
+        self.mode, self.T = mode, int(T)
+
+    def reset_state(self) -> None:
+        """Drop the recorded spike-pass statistics."""
+        self.spike_mean = self.spike_var = None
+
+    def _reduce_dims(self, x: Tensor) -> list[int]:
+        return [0] + list(range(2, x.dim()))
+
+    def _shape(self, x: Tensor) -> list[int]:
+        return [1, -1] + [1] * (x.dim() - 2)
+
+    @torch.no_grad()
+    def _update_running(self, mean: Tensor, var: Tensor, n: int) -> None:
+        m = self.momentum
+        self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+        self.num_batches_tracked.add_(1)
+
+    def _normalise(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+        shape = self._shape(x)
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        return (x - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+
+    def forward(self, x: Tensor, repeats: int = 1) -> Tensor:
+        """Normalise ``x`` (``[N, C, ...]``) according to the mode and train/eval state.
+
+        Args:
+            x: input; ``N = T·B`` in the multi-step modes, ``B`` in rate mode.
+            repeats: how many identical copies each sample of ``x`` stands for (stem reuse).
+
+        Returns:
+            Tensor of the same shape.
+        """
+        self._check_input_dim(x)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        n = x.numel() // x.shape[1] * repeats
+        if self.mode == "rate":
+            if self.spike_mean is None:
+                raise RuntimeError("BatchNorm in rate mode has no spike statistics: "
+                                   "run spike_pass first")
+            var_r, mean_r = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
+            mean = self.spike_mean + (mean_r - mean_r.detach())
+            var = self.spike_var + (var_r - var_r.detach())
+            return self._normalise(x, mean, var)
+        if self.mode == "spike":
+            with torch.no_grad():
+                var, mean = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
+                self.spike_mean, self.spike_var = mean, var
+                self._update_running(mean, var, n)
+                return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        if repeats == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                True, self.momentum, self.eps)
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
+            self._update_running(mean, var, n)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+class SpikeBatchNorm2d(_SpikeBatchNorm):
+    """Rate-BP aware ``BatchNorm2d`` for ``[N, C, H, W]`` inputs (see :mod:`esdlib.norm`).
+
+    Args:
+        num_features: channels ``C``.
+        eps: added to the variance.
+        momentum: running-statistics momentum (PyTorch convention).
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"expected a 4-D input [N, C, H, W], got {x.dim()}-D")
+
+
+class SpikeBatchNorm1d(_SpikeBatchNorm):
+    """Rate-BP aware ``BatchNorm1d`` for ``[N, C]`` or ``[N, C, L]`` inputs.
+
+    Args:
+        num_features: channels ``C``.
+        eps: added to the variance.
+        momentum: running-statistics momentum (PyTorch convention).
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() not in (2, 3):
+            raise ValueError(f"expected a 2-D or 3-D input, got {x.dim()}-D")

@@ -1,0 +1,667 @@
+"""Run records, atomic file writes and the paper's reference values.
+
+Every run writes one JSON *record* (schema: ``esdlib/schema/run_record.schema.json``,
+JSON Schema draft 2020-12) to ``<out_dir>/<experiment>/<run_id>.json``. Records are
+validated before they are written and written atomically, so a reader never sees a
+half-written file and a crashed writer never damages an existing record. The run id
+is a deterministic function of the experiment and the config hash: re-running the
+same configuration maps to the same file, which lets drivers skip finished runs
+(:func:`record_exists`).
+
+Layout::
+
+    results/
+      <experiment>/<run_id>.json     one record per run
+      paper/*.csv, paper/README.md   values printed in the paper (never edited)
+
+Units in records: accuracies are fractions in [0, 1], times are seconds, memory is
+bytes; non-finite floats (a diverged loss) are stored as ``null``.
+"""
+
+import contextlib
+import difflib
+import functools
+import json
+import math
+import numbers
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .config import RunConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "RESULTS_DIR_ENV",
+    "RecordError",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "atomic_open",
+    "atomic_write_json",
+    "atomic_write_text",
+    "environment_info",
+    "git_revision",
+    "load_paper_table",
+    "load_record",
+    "load_records",
+    "load_schema",
+    "make_record",
+    "make_run_id",
+    "paper_dir",
+    "paper_table_names",
+    "record_exists",
+    "record_path",
+    "results_dir",
+    "scale_info",
+    "to_jsonable",
+    "utc_now_iso",
+    "validate_record",
+    "write_record",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the run-record schema written by this module."""
+
+SCHEMA_PATH = Path(__file__).with_name("schema") / "run_record.schema.json"
+"""Location of the run-record JSON Schema (package data)."""
+
+RESULTS_DIR_ENV = "ESD_RESULTS_DIR"
+"""Environment variable that, when set, names the results directory (holding ``paper/``)."""
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class RecordError(ValueError):
+    """A run record that does not satisfy the schema; the message lists every violation."""
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[IO]:
+    """Open a temporary file that atomically replaces ``path`` when the block exits.
+
+    The data goes to a uniquely named temporary file in the same directory
+    (``.<name>.<random>.tmp``), which is flushed, fsync-ed and then moved over
+    ``path`` with :func:`os.replace`. If the block raises, the temporary file is
+    deleted and ``path`` is untouched; if the process is killed, ``path`` is
+    untouched and at most a hidden ``.tmp`` file is left behind. Concurrent
+    writers to the same path each replace it with a complete file (last one wins).
+    Parent directories are created. Works for any payload, e.g.
+    ``with atomic_open(p, "wb") as f: torch.save(state, f)``.
+
+    Args:
+        path: Destination file.
+        mode: ``"w"`` (text) or ``"wb"`` (binary).
+        encoding: Text encoding (ignored in binary mode).
+
+    Yields:
+        The open temporary file.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; keep an existing file's mode, else use 0644.
+        try:
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    with atomic_open(path, "w", encoding=encoding) as f:
+        f.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
+    """Serialise ``obj`` as strict JSON (no NaN/Infinity) and write it atomically.
+
+    The object is serialised completely before the file is touched, so an
+    unserialisable object raises without writing anything.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` to plain JSON types.
+
+    Tuples become lists, numpy/torch scalars and arrays become numbers/lists
+    (via ``tolist``), paths become strings, dict keys become strings and
+    non-finite floats become ``None``.
+
+    Raises:
+        TypeError: For objects with no JSON representation.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):
+        return to_jsonable(obj.tolist())
+    raise TypeError(f"cannot store an object of type {type(obj).__name__} in a JSON record")
+
+
+# ---------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as ISO-8601, e.g. ``"2025-11-25T02:32:00Z"``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment_info(device: Any = None, *, include_hostname: bool = False) -> dict[str, Any]:
+    """Describe the software and hardware a run used.
+
+    Args:
+        device: The device the run used (``"cpu"``, ``"cuda:0"``, a
+            ``torch.device``...); ``None`` = CUDA if available, else CPU.
+        include_hostname: Also record the machine's host name (off by default:
+            records are committed to the repository).
+
+    Returns:
+        ``{"python", "torch", "numpy", "cuda", "device_name", "cpu_count",
+        "torch_threads", "platform"[, "hostname"]}``; ``cuda`` is the CUDA version
+        torch was built with when the run used a CUDA device, else ``None``.
+    """
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": None,
+        "numpy": None,
+        "cuda": None,
+        "device_name": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": None,
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(ImportError):
+        import numpy
+
+        info["numpy"] = numpy.__version__
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        kind = str(device).split(":")[0] if device is not None else None
+        if kind is None and torch.cuda.is_available():
+            kind, device = "cuda", "cuda"
+        if kind == "cuda" and torch.cuda.is_available():
+            info["cuda"] = torch.version.cuda
+            info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        elif kind == "mps":
+            info["device_name"] = f"Apple MPS ({platform.machine()})"
+    if include_hostname:
+        info["hostname"] = platform.node()
+    return info
+
+
+def git_revision(path: str | os.PathLike = ".") -> str | None:
+    """The commit checked out at ``path``, with ``"+dirty"`` if tracked files changed.
+
+    Untracked files (e.g. new results) do not count as changes.
+
+    Returns:
+        e.g. ``"3f2c...e1"`` or ``"3f2c...e1+dirty"``; ``None`` outside a git
+        repository, in a repository without commits, or when git is missing.
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", os.fspath(path), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "--verify", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "") if rev else None
+
+
+# ---------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------
+
+
+def _as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
+    return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+
+
+def make_run_id(cfg: RunConfig | Mapping[str, Any], experiment: str | None = None) -> str:
+    """Deterministic run id: ``<experiment>-<dataset>-<method>-<arch>-T<T>-s<seed>-<hash12>``.
+
+    The same configuration always gives the same id (so finished runs can be
+    skipped); configurations with different :meth:`RunConfig.config_hash` get
+    different ids (the 12-hex-digit hash prefix differs except with probability
+    ~2**-48). Characters other than letters, digits, ``_ . -`` become ``_``.
+
+    Args:
+        cfg: A :class:`RunConfig` or its :meth:`~RunConfig.to_dict` (missing keys
+            take the field defaults).
+        experiment: Experiment name; defaults to ``cfg.experiment``.
+    """
+    c = _as_config(cfg)
+    experiment = c.experiment if experiment is None else experiment
+    raw = f"{experiment}-{c.dataset}-{c.method}-{c.arch}-T{c.T}-s{c.seed}-{c.config_hash()[:12]}"
+    return _UNSAFE_CHARS.sub("_", raw).lstrip("_.-") or "run"
+
+
+def scale_info(cfg: RunConfig, seeds: Iterable[int] | None = None) -> dict[str, Any]:
+    """The record's ``scale`` block: what data, model size and schedule a number comes from.
+
+    Args:
+        cfg: The run's config.
+        seeds: For a record aggregating several seeds, all of them (replaces ``seed``).
+    """
+    scale: dict[str, Any] = {
+        "dataset": cfg.dataset,
+        "image_size": cfg.image_size,
+        "arch": cfg.arch,
+        "width": cfg.width,
+        "T": cfg.T,
+        "epochs": cfg.epochs,
+        "max_train_steps": cfg.max_train_steps,
+    }
+    if seeds is None:
+        scale["seed"] = cfg.seed
+    else:
+        scale["seeds"] = [int(s) for s in seeds]
+    label = cfg.scale_label()
+    if seeds is not None and len(scale["seeds"]) > 1:
+        label += f", {len(scale['seeds'])} seeds"
+    scale["label"] = label
+    return scale
+
+
+_AUTO: Any = object()
+
+
+def make_record(
+    cfg: RunConfig,
+    *,
+    metrics: Mapping[str, Any],
+    history: Iterable[Mapping[str, Any]],
+    timing: Mapping[str, Any],
+    firing_rates: Mapping[str, Any] | None = None,
+    status: str = "complete",
+    experiment: str | None = None,
+    seeds: Iterable[int] | None = None,
+    environment: Mapping[str, Any] | None = None,
+    git_rev: str | None = _AUTO,
+    created: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble a complete run record (not yet validated or written).
+
+    Args:
+        cfg: The run's config; gives ``config``, ``config_hash``, ``run_id``, ``scale``.
+        metrics: At least ``final_test_acc``, ``best_test_acc`` (fractions) and
+            ``best_epoch``; more numeric keys allowed.
+        history: Per-epoch dicts with at least ``epoch``, ``train_loss``,
+            ``test_acc`` (fraction), ``lr``, ``epoch_time_s`` (s).
+        timing: ``wall_s``, ``train_s`` (s) and ``peak_memory_bytes`` (or None).
+        firing_rates: ``{"per_timestep": [T floats], "per_layer": {name: rate},
+            "definition": str}`` or None when not measured.
+        status: ``"complete"``, ``"running"`` or ``"failed"``.
+        experiment: Defaults to ``cfg.experiment``.
+        seeds: All seeds, for a record that aggregates several.
+        environment: Defaults to :func:`environment_info` for ``cfg.device``.
+        git_rev: Defaults to :func:`git_revision` of the current directory.
+        created: ISO-8601 UTC time; defaults to now.
+        extra: Free-form additional data, stored under ``extra``.
+
+    Returns:
+        The record as a plain-JSON dict (see :func:`to_jsonable`).
+    """
+    experiment = cfg.experiment if experiment is None else experiment
+    if environment is None:
+        environment = environment_info(None if cfg.device == "auto" else cfg.device)
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": make_run_id(cfg, experiment),
+        "experiment": experiment,
+        "created": created or utc_now_iso(),
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash(),
+        "scale": scale_info(cfg, seeds),
+        "metrics": dict(metrics),
+        "history": [dict(h) for h in history],
+        "firing_rates": None if firing_rates is None else dict(firing_rates),
+        "timing": dict(timing),
+        "environment": dict(environment),
+        "git_revision": git_revision() if git_rev is _AUTO else git_rev,
+        "status": status,
+    }
+    if extra is not None:
+        record["extra"] = dict(extra)
+    return to_jsonable(record)
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    """The run-record JSON Schema (draft 2020-12) as a dict."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _validator() -> Any:
+    try:
+        import jsonschema
+    except ImportError as err:  # pragma: no cover - jsonschema is a dependency
+        raise ImportError(
+            "validating run records needs the 'jsonschema' package: pip install jsonschema"
+        ) from err
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_record(record: Any) -> None:
+    """Check ``record`` against the run-record schema.
+
+    Raises:
+        RecordError: Listing every violation as ``<json path>: <message>``.
+    """
+    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [
+            f"{'/'.join(str(p) for p in e.absolute_path) or '<record>'}: {e.message}"
+            for e in errors
+        ]
+        # dict.fromkeys: the schema's if/then repeats some checks; report each once.
+        raise RecordError("invalid run record:\n  " + "\n  ".join(dict.fromkeys(lines)))
+
+
+def record_path(out_dir: str | os.PathLike, experiment: str, run_id: str) -> Path:
+    """Where a record lives: ``<out_dir>/<experiment>/<run_id>.json``."""
+    for name, value in (("experiment", experiment), ("run_id", run_id)):
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise RecordError(f"{name}={value!r} is not a safe file name (letters, digits, _ . -)")
+    return Path(out_dir) / experiment / f"{run_id}.json"
+
+
+def write_record(record: Mapping[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Validate ``record`` and write it atomically to ``<out_dir>/<experiment>/<run_id>.json``.
+
+    Nothing is written if the record is invalid. An existing record with the same
+    run id is replaced as a whole (see :func:`atomic_open`).
+
+    Returns:
+        The record's path.
+
+    Raises:
+        RecordError: The record does not satisfy the schema.
+    """
+    record = to_jsonable(record)
+    validate_record(record)
+    path = record_path(out_dir, record["experiment"], record["run_id"])
+    atomic_write_json(path, record)
+    return path
+
+
+def load_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate one record.
+
+    Raises:
+        RecordError: The file is not valid JSON or not a valid record.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}: not valid JSON ({err})") from err
+    try:
+        validate_record(record)
+    except RecordError as err:
+        raise RecordError(f"{path}: {err}") from None
+    return record
+
+
+def record_exists(out_dir: str | os.PathLike, experiment: str, run_id: str) -> bool:
+    """Whether a valid record with ``status == "complete"`` exists for this run id."""
+    try:
+        path = record_path(out_dir, experiment, run_id)
+        return load_record(path)["status"] == "complete"
+    except (OSError, ValueError):
+        return False
+
+
+_BASE_COLUMNS = (
+    "run_id",
+    "experiment",
+    "status",
+    "scale_label",
+    "created",
+    "config_hash",
+    "git_revision",
+    "path",
+)
+
+
+def load_records(
+    root: str | os.PathLike, experiment: str | None = None, *, strict: bool = True
+) -> "pd.DataFrame":
+    """Load every record under ``root`` into a table, one row per record.
+
+    Scans ``<root>/<experiment>/*.json`` (all experiment folders when
+    ``experiment`` is None), ignoring hidden files (temporary files of writes in
+    progress) and JSON files without a ``schema_version`` key (not records).
+
+    Args:
+        root: The results directory.
+        experiment: Restrict to one experiment folder.
+        strict: Raise on an invalid record; otherwise warn and skip it.
+
+    Returns:
+        Columns ``run_id, experiment, status, scale_label, created, config_hash,
+        git_revision, path``, then ``config.<field>``, ``metrics.<key>``,
+        ``scale.<key>`` and ``timing.<key>``; rows sorted by experiment and run id.
+        Empty (with the base columns) when there are no records.
+
+    Raises:
+        RecordError: ``strict`` and a record is invalid.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    if experiment is not None:
+        folders = [root / experiment]
+    elif root.is_dir():
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    else:
+        folders = []
+    rows = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            if path.name.startswith("."):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict) or "schema_version" not in data:
+                    continue
+                record = load_record(path)
+            except (RecordError, OSError, json.JSONDecodeError) as err:
+                if strict:
+                    raise RecordError(str(err)) from err
+                warnings.warn(f"skipping invalid record {path}: {err}", stacklevel=2)
+                continue
+            row = {
+                "run_id": record["run_id"],
+                "experiment": record["experiment"],
+                "status": record["status"],
+                "scale_label": record["scale"]["label"],
+                "created": record["created"],
+                "config_hash": record["config_hash"],
+                "git_revision": record["git_revision"],
+                "path": str(path),
+            }
+            for block in ("config", "metrics", "scale", "timing"):
+                row.update(
+                    {
+                        f"{block}.{k}": v
+                        for k, v in record[block].items()
+                        if not (block == "scale" and k == "label")
+                    }
+                )
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=list(_BASE_COLUMNS))
+    df = pd.DataFrame(rows)
+    return df.sort_values(["experiment", "run_id"], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------
+# Paper values
+# ---------------------------------------------------------------------------
+
+
+def _search_starts() -> list[Path]:
+    return [Path.cwd().resolve(), Path(__file__).resolve().parent]
+
+
+def results_dir() -> Path:
+    """The project's results directory.
+
+    ``$ESD_RESULTS_DIR`` if set; otherwise the first ``results/`` directory that
+    contains ``paper/``, found by walking up from the current directory and then
+    from this package's location (a source checkout or editable install).
+
+    Raises:
+        FileNotFoundError: No results directory was found.
+    """
+    env = os.environ.get(RESULTS_DIR_ENV)
+    if env:
+        return Path(env)
+    for start in _search_starts():
+        for folder in (start, *start.parents):
+            if (folder / "results" / "paper").is_dir():
+                return folder / "results"
+    raise FileNotFoundError(
+        "cannot find the results directory (a 'results/' folder containing 'paper/') above "
+        f"{' or '.join(str(s) for s in _search_starts())}; run from inside the esdlib "
+        f"repository or set {RESULTS_DIR_ENV}=/path/to/results"
+    )
+
+
+def paper_dir() -> Path:
+    """``results_dir() / "paper"``: the CSV files of values printed in the paper.
+
+    Raises:
+        FileNotFoundError: The directory does not exist.
+    """
+    path = results_dir() / "paper"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"paper values directory {path} does not exist (check {RESULTS_DIR_ENV})"
+        )
+    return path
+
+
+def paper_table_names() -> tuple[str, ...]:
+    """Names accepted by :func:`load_paper_table` (the CSV files in :func:`paper_dir`)."""
+    return tuple(sorted(p.stem for p in paper_dir().glob("*.csv")))
+
+
+def load_paper_table(name: str) -> "pd.DataFrame":
+    """Load one table of paper-reported values, e.g. ``"table1_static"``.
+
+    Tables: ``table1_static`` (CIFAR-10/100, ImageNet top-1 accuracy in %),
+    ``table_dvs`` (CIFAR10-DVS top-1 in %), ``firing_rates`` (fractions per
+    timestep). Only empty cells are missing values (NaN); numbers are parsed as
+    int64/float64 and ``True``/``False`` columns as bool.
+
+    Raises:
+        FileNotFoundError: Unknown table (the message lists the available ones)
+            or no paper directory.
+    """
+    import pandas as pd
+
+    path = paper_dir() / f"{name}.csv"
+    if not path.is_file():
+        names = paper_table_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FileNotFoundError(
+            f"no paper table {name!r}{hint}; available: {', '.join(names)} in {path.parent}"
+        )
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])

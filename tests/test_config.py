@@ -1,0 +1,425 @@
+"""Tests for esdlib.config: profiles, validation, overrides, hashing."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esdlib.config import (
+    DATASETS,
+    DEFAULT_PROFILE,
+    HASH_EXCLUDED_FIELDS,
+    METHODS,
+    PAPER_ASSUMED,
+    PAPER_HPARAMS,
+    PROFILES,
+    SMOKE_PROFILE,
+    ConfigError,
+    RunConfig,
+    parse_override,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- profiles ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_builds(name):
+    cfg = RunConfig.profile(name)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.profile == name
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_profile_names():
+    assert PROFILES == ("smoke", "default", "paper")
+
+
+def test_profile_is_both_factory_and_field():
+    cfg = RunConfig.profile("smoke")
+    assert cfg.profile == "smoke"
+    assert RunConfig().profile == "default"
+    assert RunConfig.from_profile("default") == RunConfig.profile("default")
+
+
+def test_smoke_profile_values():
+    cfg = RunConfig.profile("smoke")
+    expected = dict(
+        dataset="digits", arch="spiking_resnet18", width=0.125, T=2, epochs=1,
+        batch_size=64, max_train_steps=3, image_size=16,
+    )  # fmt: skip
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert all(getattr(cfg, k) == v for k, v in SMOKE_PROFILE.items())
+
+
+def test_default_profile_values():
+    cfg = RunConfig.profile("default")
+    expected = dict(
+        dataset="digits", image_size=16, arch="spiking_resnet18", width=0.25, T=4,
+        epochs=20, batch_size=64, lr=0.1, weight_decay=5e-4,
+    )  # fmt: skip
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert all(getattr(cfg, k) == v for k, v in DEFAULT_PROFILE.items())
+
+
+def test_profile_overrides_apply():
+    cfg = RunConfig.profile("default", method="bptt", T=6, experiment="abl")
+    assert (cfg.method, cfg.T, cfg.experiment, cfg.width) == ("bptt", 6, "abl", 0.25)
+
+
+@pytest.mark.parametrize("dataset", list(PAPER_HPARAMS))
+def test_paper_profile_picks_dataset_row(dataset):
+    cfg = RunConfig.profile("paper", dataset=dataset)
+    assert cfg.dataset == dataset
+    for key, value in PAPER_HPARAMS[dataset].items():
+        assert getattr(cfg, key) == value, key
+
+
+def test_paper_rows_match_the_paper():
+    c10 = RunConfig.profile("paper")
+    assert (c10.dataset, c10.T, c10.lr, c10.weight_decay, c10.epochs, c10.batch_size) == (
+        "cifar10", 6, 0.1, 5e-4, 300, 128,
+    )  # fmt: skip
+    assert (c10.alpha, c10.beta, c10.tau, c10.image_size, c10.momentum) == (1.0, 0.3, 3.0, 32, 0.9)
+    inet = RunConfig.profile("paper", dataset="imagenet")
+    assert (inet.arch, inet.lr, inet.weight_decay, inet.epochs, inet.batch_size) == (
+        "preact_spiking_resnet34", 0.2, 2e-5, 100, 512,
+    )  # fmt: skip
+    assert (inet.T, inet.alpha, inet.beta, inet.image_size) == (4, 0.7, 0.3, 224)
+    dvs = RunConfig.profile("paper", dataset="cifar10_dvs")
+    assert (dvs.batch_size, dvs.T, dvs.image_size, dvs.beta, dvs.lr, dvs.epochs) == (
+        32, 10, 48, 0.1, 0.1, 300,
+    )  # fmt: skip
+
+
+def test_paper_overrides_apply_after_dataset_row():
+    cfg = RunConfig.profile("paper", T=2, dataset="imagenet", method="ratebp")
+    assert (cfg.T, cfg.lr, cfg.arch, cfg.method) == (2, 0.2, "preact_spiking_resnet34", "ratebp")
+
+
+def test_paper_profile_rejects_non_paper_dataset():
+    with pytest.raises(ConfigError, match="cifar10_dvs") as err:
+        RunConfig.profile("paper", dataset="digits")
+    assert "default" in str(err.value)
+
+
+def test_paper_assumed_names_are_row_keys():
+    assert set(PAPER_ASSUMED) == set(PAPER_HPARAMS)
+    for dataset, names in PAPER_ASSUMED.items():
+        assert set(names) <= set(PAPER_HPARAMS[dataset])
+
+
+def test_unknown_profile_lists_profiles():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.profile("smok")
+    msg = str(err.value)
+    assert "'smoke'" in msg and "smoke, default, paper" in msg
+
+
+def test_profile_key_cannot_be_overridden():
+    with pytest.raises(ConfigError, match="profile"):
+        RunConfig.profile("smoke", profile="paper")
+
+
+# -- validation -------------------------------------------------------------
+
+BAD_VALUES = [
+    # (overrides, substrings the message must contain)
+    (dict(method="foo"), ["method", "'bptt'", "'esd_bptt'"]),
+    (dict(method="ESD"), ["'esd'"]),
+    (dict(dataset="mnist"), ["dataset", "'cifar10_dvs'", "'digits'"]),
+    (dict(arch="resnet50"), ["arch", "'spiking_resnet19'", "'preact_spiking_resnet34'"]),
+    (dict(branch_kind="mlp"), ["branch_kind", "'dsconv'", "'conv'"]),
+    (dict(teacher_space="prob"), ["teacher_space", "'logits'", "'probs'"]),
+    (dict(reset="zero"), ["reset", "'soft_nodetach'"]),
+    (dict(rate_grad_scale="T"), ["rate_grad_scale", "'1/T'", "'none'"]),
+    (dict(T=0), ["T=0", ">= 1"]),
+    (dict(T=2.5), ["T", "integer", "float"]),
+    (dict(T="4"), ["T", "integer", "str"]),
+    (dict(T=True), ["T", "integer", "bool"]),
+    (dict(epochs=False), ["epochs", "integer", "bool"]),
+    (dict(beta=-0.1), ["beta", ">= 0"]),
+    (dict(alpha=-1), ["alpha", ">= 0"]),
+    (dict(eta=-1e-3), ["eta", ">= 0"]),
+    (dict(lr=-0.1), ["lr", ">= 0"]),
+    (dict(lr=float("nan")), ["lr", "finite"]),
+    (dict(weight_decay=float("inf")), ["weight_decay", "finite"]),
+    (dict(weight_decay=-1e-4), ["weight_decay", ">= 0"]),
+    (dict(tau=0), ["tau", "> 0"]),
+    (dict(width=0.0), ["width", "> 0"]),
+    (dict(width="wide"), ["width", "number"]),
+    (dict(width=True), ["width", "number", "bool"]),
+    (dict(momentum=1.0), ["momentum", "< 1"]),
+    (dict(momentum=-0.5), ["momentum", ">= 0"]),
+    (dict(decay=0.0), ["decay", "> 0"]),
+    (dict(decay=1.0), ["decay", "< 1"]),
+    (dict(v_threshold=0), ["v_threshold", "> 0"]),
+    (dict(epochs=0), ["epochs", ">= 1"]),
+    (dict(batch_size=0), ["batch_size", ">= 1"]),
+    (dict(eval_batch_size=-1), ["eval_batch_size", ">= 1"]),
+    (dict(max_train_steps=0), ["max_train_steps", ">= 1"]),
+    (dict(image_size=0), ["image_size", ">= 1"]),
+    (dict(num_workers=-1), ["num_workers", ">= 0"]),
+    (dict(seed=-1), ["seed", ">= 0"]),
+    (dict(warmup_epochs=30), ["warmup_epochs", "epochs"]),
+    (dict(amp=1), ["amp", "bool"]),
+    (dict(augment="yes"), ["augment", "bool"]),
+    (dict(device="gpu"), ["device", "cuda:N", "mps"]),
+    (dict(device="cuda:x"), ["device", "cuda:N"]),
+    (dict(experiment="a/b"), ["experiment"]),
+    (dict(experiment=""), ["experiment"]),
+    (dict(out_dir=""), ["out_dir"]),
+    (dict(dataset=None), ["dataset", "None"]),
+    (dict(lrr=0.1), ["'lrr'", "did you mean 'lr'", "valid keys", "weight_decay"]),
+    (dict(Tt=3), ["'Tt'", "valid keys"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needles"), BAD_VALUES, ids=lambda v: repr(v)[:40])
+def test_invalid_values_raise_config_error(overrides, needles):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.profile("default", **overrides)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(("overrides", "needles"), BAD_VALUES[:12], ids=lambda v: repr(v)[:40])
+def test_constructor_validates_too(overrides, needles):
+    with pytest.raises(ConfigError):
+        RunConfig(**overrides)
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.profile("default", method="x", T=0, beta=-1)
+    msg = str(err.value)
+    assert "method" in msg and "T=0" in msg and "beta" in msg
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_valid_devices(device):
+    assert RunConfig.profile("smoke", device=device).device == device
+
+
+def test_float_fields_accept_ints_and_store_floats():
+    cfg = RunConfig.profile("default", lr=1, width=1, beta=0)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.width, float)
+    assert (
+        cfg.config_hash() == RunConfig.profile("default", lr=1.0, width=1.0, beta=0.0).config_hash()
+    )
+
+
+def test_path_like_strings_are_stored_as_str(tmp_path):
+    cfg = RunConfig.profile("smoke", out_dir=tmp_path, data_root=tmp_path)
+    assert cfg.out_dir == str(tmp_path) and cfg.data_root == str(tmp_path)
+    json.dumps(cfg.to_dict())
+
+
+def test_frozen():
+    cfg = RunConfig.profile("smoke")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.T = 3
+
+
+def test_replace_returns_new_validated_config():
+    cfg = RunConfig.profile("smoke")
+    new = cfg.replace(T=3, method="bptt")
+    assert (new.T, new.method) == (3, "bptt")
+    assert (cfg.T, cfg.method) == (2, "esd")
+    with pytest.raises(ConfigError, match=">= 1"):
+        cfg.replace(T=0)
+    with pytest.raises(ConfigError, match="valid keys"):
+        cfg.replace(timesteps=3)
+
+
+def test_from_dict_roundtrip_and_unknown_keys():
+    cfg = RunConfig.profile("paper", dataset="cifar100")
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="'bogus'"):
+        RunConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="mapping"):
+        RunConfig.from_dict(["T", 4])
+
+
+def test_to_dict_is_flat_json_in_field_order():
+    d = RunConfig.profile("smoke").to_dict()
+    assert list(d) == [f.name for f in dataclasses.fields(RunConfig)]
+    assert json.loads(json.dumps(d)) == d
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_uses_branches(method):
+    cfg = RunConfig.profile("smoke", method=method)
+    assert cfg.uses_branches == (method in ("sd", "esd", "esd_bptt"))
+    assert cfg.uses_rate_backprop == (method in ("ratebp", "sd", "esd"))
+
+
+def test_datasets_list():
+    assert DATASETS == ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
+
+
+# -- scale label ----------------------------------------------------------------
+
+
+def test_scale_labels():
+    assert (
+        RunConfig.profile("default").scale_label()
+        == "digits 16×16, spiking_resnet18 ×0.25, T=4, 20 epochs"
+    )
+    assert (
+        RunConfig.profile("paper").scale_label()
+        == "cifar10 32×32, spiking_resnet18 ×1, T=6, 300 epochs"
+    )
+    smoke = RunConfig.profile("smoke").scale_label()
+    assert smoke == "digits 16×16, spiking_resnet18 ×0.125, T=2, 1 epoch, ≤3 steps/epoch"
+    assert "native size" in RunConfig.profile("default", image_size=None).scale_label()
+
+
+@pytest.mark.parametrize("dataset", ["digits", "dvs_digits"])
+def test_digits_label_never_reads_like_cifar(dataset):
+    label = RunConfig.profile("default", dataset=dataset).scale_label()
+    assert label.startswith(dataset + " ") and "cifar" not in label.lower()
+
+
+# -- overrides ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("T=4", ("T", 4)),
+        ("method=bptt", ("method", "bptt")),
+        ("width=0.5", ("width", 0.5)),
+        ("lr=1e-3", ("lr", 1e-3)),
+        ("beta=0", ("beta", 0.0)),
+        ("data_root=none", ("data_root", None)),
+        ("data_root=NULL", ("data_root", None)),
+        ("data_root=/data/cifar", ("data_root", "/data/cifar")),
+        ("image_size=None", ("image_size", None)),
+        ("max_train_steps=7", ("max_train_steps", 7)),
+        ("amp=true", ("amp", True)),
+        ("amp=False", ("amp", False)),
+        ("augment=1", ("augment", True)),
+        ("augment=0", ("augment", False)),
+        (" lr = 0.05 ", ("lr", 0.05)),
+        ("rate_grad_scale=1/T", ("rate_grad_scale", "1/T")),
+        ("experiment=a=b", ("experiment", "a=b")),
+    ],
+)
+def test_parse_override(text, expected):
+    key, value = parse_override(text)
+    assert (key, value) == expected
+    assert type(value) is type(expected[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("T=2.5", ["T", "integer"]),
+        ("T=abc", ["T", "integer"]),
+        ("T=none", ["T", "integer"]),
+        ("amp=maybe", ["amp", "true/false"]),
+        ("lr=fast", ["lr", "number"]),
+        ("image_size=big", ["image_size", "integer", "none"]),
+        ("T4", ["key=value", "valid keys"]),
+        ("lrr=0.1", ["'lrr'", "did you mean 'lr'", "valid keys"]),
+    ],
+)
+def test_parse_override_errors(text, needles):
+    with pytest.raises(ConfigError) as err:
+        parse_override(text)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_from_overrides():
+    cfg = RunConfig.from_overrides("smoke", ["T=4", "method=bptt", "width=0.5", "data_root=none"])
+    assert (cfg.T, cfg.method, cfg.width, cfg.data_root, cfg.profile) == (
+        4, "bptt", 0.5, None, "smoke",
+    )  # fmt: skip
+    assert RunConfig.from_overrides("default") == RunConfig.profile("default")
+    assert RunConfig.from_overrides("smoke", ["T=3", "T=5"]).T == 5
+
+
+def test_from_overrides_validates_values():
+    with pytest.raises(ConfigError, match="'bptt'"):
+        RunConfig.from_overrides("smoke", ["method=bpt"])
+    with pytest.raises(ConfigError, match="list"):
+        RunConfig.from_overrides("smoke", "T=4")
+
+
+# -- hashing ----------------------------------------------------------------------
+
+
+def test_hash_is_hex_sha256_and_deterministic():
+    h = RunConfig.profile("default").config_hash()
+    assert len(h) == 64 and int(h, 16) >= 0
+    assert h == RunConfig.profile("default").config_hash()
+
+
+def test_hash_stable_across_processes():
+    code = (
+        "from esdlib.config import RunConfig;"
+        "print(RunConfig.profile('paper', dataset='imagenet', seed=3).config_hash())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == RunConfig.profile("paper", dataset="imagenet", seed=3).config_hash()
+
+
+def test_hash_ignores_locations_and_scheduling():
+    base = RunConfig.profile("default")
+    other = base.replace(
+        out_dir="elsewhere", checkpoint_dir="ck2", num_workers=4, device="cpu",
+        data_root="/data", download=True,
+    )  # fmt: skip
+    assert other.config_hash() == base.config_hash()
+    assert set(HASH_EXCLUDED_FIELDS) == {
+        "out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
+    }  # fmt: skip
+
+
+def _another_value(name, value):
+    """A valid value different from ``value`` for field ``name`` of the default profile."""
+    spec = {f.name: f.metadata for f in dataclasses.fields(RunConfig)}[name]
+    if "choices" in spec:
+        return next(c for c in spec["choices"] if c != value)
+    if isinstance(value, bool):
+        return not value
+    if name in ("image_size", "max_train_steps"):
+        return 8 if value != 8 else 9
+    if name in ("decay", "momentum"):
+        return value / 2
+    if name == "warmup_epochs":
+        return value + 1
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value + 0.5
+    return value + "x"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [f.name for f in dataclasses.fields(RunConfig) if f.name not in HASH_EXCLUDED_FIELDS],
+)
+def test_hash_covers_every_other_field(name):
+    base = RunConfig.profile("default")
+    if name == "profile":
+        changed = RunConfig.profile(
+            "smoke", **{k: v for k, v in base.to_dict().items() if k != "profile"}
+        )
+    else:
+        changed = base.replace(**{name: _another_value(name, getattr(base, name))})
+    assert getattr(changed, name) != getattr(base, name)
+    assert changed.config_hash() != base.config_hash()

@@ -1,0 +1,460 @@
+"""Tests of esdlib.data: embedded digits, emulated DVS, and the on-disk loaders on tiny files
+written in the exact on-disk formats (CIFAR python pickles, ImageFolder PNGs, AEDAT 2.0)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import esdlib.data as data
+from esdlib.data import DATASET_NAMES, DatasetInfo, DatasetNotFoundError, build_datasets, vision
+from esdlib.data import cifar10_dvs as c10dvs
+from esdlib.data import digits as dg
+
+# --------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(name="mnist"), ["mnist", "digits", "cifar10_dvs", "imagenet"]),
+        (dict(name="digits", split="balanced"), ["balanced", "official"]),
+        (dict(name="cifar10_dvs", split="random"), ["official", "balanced"]),
+        (dict(name="dvs_digits", T=0), ["T"]),
+        (dict(name="digits", T=-3), ["T"]),
+        (dict(name="digits", T=2.0), ["T"]),
+        (dict(name="cifar10", image_size=64), ["32"]),
+        (dict(name="digits", image_size=0), ["image_size"]),
+    ],
+)
+def test_invalid_arguments_raise_value_error_before_any_work(tmp_path, kwargs, words):
+    # root does not exist: a ValueError (not DatasetNotFoundError) proves validation runs first
+    with pytest.raises(ValueError) as err:
+        build_datasets(root=tmp_path / "nothing", **kwargs)
+    assert not isinstance(err.value, DatasetNotFoundError)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_public_names_have_docstrings():
+    for name in data.__all__:
+        obj = getattr(data, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), name
+    assert DATASET_NAMES == ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet",
+                             "cifar10_dvs")
+    assert issubclass(DatasetNotFoundError, FileNotFoundError)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_digits_shapes_info_and_classes():
+    train, test, info = build_datasets("digits", augment=False)
+    assert isinstance(info, DatasetInfo)
+    assert (info.num_classes, info.in_channels, info.image_size) == (10, 1, (16, 16))
+    assert info.time_varying is False and info.T is None
+    assert info.split == "digits-stratified-seed0 (1437/360)"
+    assert "small" in info.description and "easy" in info.description
+    assert (len(train), len(test)) == (1437, 360)
+    x, y = train[0]
+    assert x.shape == (1, 16, 16) and x.dtype == torch.float32 and isinstance(y, int)
+    assert set(train.y.tolist()) == set(test.y.tolist()) == set(range(10))
+    small, _, info8 = build_datasets("digits", image_size=8, augment=False)
+    assert small[0][0].shape == (1, 8, 8) and info8.image_size == (8, 8)
+
+
+def test_digits_split_file_matches_generator_and_is_stratified():
+    with open(dg.DIGITS_SPLIT_FILE) as f:
+        saved = json.load(f)
+    assert saved == dg.make_digits_split()
+    assert dg.DIGITS_SPLIT_FILE.read_text() == data._common.dumps_one_key_per_line(saved)
+    tr, te = saved["train"], saved["test"]
+    assert (len(tr), len(te)) == (1437, 360)
+    assert not set(tr) & set(te) and sorted(tr + te) == list(range(1797))
+    labels = dg.digits_images(8)[1].numpy()
+    n_all, n_test = Counter(labels.tolist()), Counter(labels[te].tolist())
+    for c in range(10):  # each class has 20% (+-1 sample) of its members in the test set
+        assert abs(n_test[c] - 0.2 * n_all[c]) <= 1, (c, n_test[c], n_all[c])
+
+
+def test_digits_normalisation_and_determinism():
+    train, test, _ = build_datasets("digits", augment=False)
+    x = torch.stack([train[i][0] for i in range(len(train))])
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std(unbiased=False).item() - 1) < 1e-4
+    # test set uses the train statistics (so it is only approximately standardised)
+    assert train.mean == test.mean and train.std == test.std
+    # upsampling is bilinear from values/16: undo normalisation and compare with interpolate
+    raw = dg.digits_images(16)[0][torch.tensor(dg.load_digits_split()[0])]
+    assert torch.allclose(x[:, 0] * train.std + train.mean, raw, atol=1e-5)
+    again, _, _ = build_datasets("digits", augment=False)
+    assert torch.equal(train.x, again.x) and torch.equal(train.y, again.y)
+
+
+def test_digits_augmentation_shifts_with_background_fill():
+    train, _, _ = build_datasets("digits", augment=True)
+    torch.manual_seed(0)
+    base = train.x[5]
+    outs = [train[5][0] for _ in range(20)]
+    assert all(o.shape == (1, 16, 16) for o in outs)
+    assert any(not torch.equal(o, base) for o in outs)  # at least one real shift
+    background = (0.0 - train.mean) / train.std
+    for o in outs:  # a shift only moves pixels and pads with the (normalised) black value
+        vals = set(o.flatten().tolist()) - set(base.flatten().tolist())
+        assert all(abs(v - background) < 1e-6 for v in vals)
+
+
+# --------------------------------------------------------------------------- dvs_digits
+
+
+def test_dvs_digits_shape_values_determinism_and_events():
+    train, test, info = build_datasets("dvs_digits", T=5, augment=False)
+    assert info.time_varying and info.T == 5 and info.in_channels == 2
+    assert info.image_size == (16, 16) and info.num_classes == 10
+    x, y = train[3]
+    assert x.shape == (5, 2, 16, 16) and x.dtype == torch.float32
+    allx = train.x
+    assert set(allx.unique().tolist()) <= {0, 1}
+    counts = allx.float().sum(dim=(2, 3, 4))  # [N, T] events per frame
+    assert counts.sum(1).min() > 0 and counts.mean() > 10  # non-trivial
+    assert allx[:, :, 0].sum() > 0 and allx[:, :, 1].sum() > 0  # both polarities
+    train2, test2, _ = build_datasets("dvs_digits", T=5, augment=False)
+    assert torch.equal(train2.x, train.x) and torch.equal(test2.x, test.x)
+    # sample i depends only on (seed, i): emulating a single image gives the same clip
+    idx = dg.load_digits_split()[0][3]
+    one = dg.emulate_dvs(dg.digits_images(16)[0][idx:idx + 1], 5, indices=torch.tensor([idx]))
+    assert torch.equal(one[0], train.x[3])
+    aug, _, _ = build_datasets("dvs_digits", T=5, augment=True)
+    assert aug[3][0].shape == (5, 2, 16, 16)
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]
+
+
+def _dump(path: Path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_cifar10(root: Path, n: int = 3, rng=None) -> tuple[np.ndarray, list, np.ndarray, list]:
+    """CIFAR-10 python-version files: 5 train batches of n rows + a test batch of n rows."""
+    rng = rng or np.random.default_rng(0)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    train_x, train_y = [], []
+    for b in range(1, 6):
+        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n).tolist()
+        names = [f"f{b}_{i}.png" for i in range(n)]
+        _dump(base / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "data": x,
+                                          "labels": y, "filenames": names})
+        train_x.append(x)
+        train_y += y
+    tx = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    ty = rng.integers(0, 10, size=n).tolist()
+    _dump(base / "test_batch", {"batch_label": "testing batch 1 of 1", "data": tx, "labels": ty,
+                                "filenames": [f"t{i}.png" for i in range(n)]})
+    _dump(base / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": n,
+                                  "num_vis": 3072})
+    return np.concatenate(train_x), train_y, tx, ty
+
+
+def write_cifar100(root: Path, n: int = 6, rng=None) -> tuple[np.ndarray, list, np.ndarray, list]:
+    rng = rng or np.random.default_rng(1)
+    base = root / "cifar-100-python"
+    base.mkdir(parents=True)
+    out = []
+    for name in ("train", "test"):
+        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        y = rng.integers(0, 100, size=n).tolist()
+        _dump(base / name, {"filenames": [f"{name}{i}.png" for i in range(n)], "data": x,
+                            "fine_labels": y, "coarse_labels": [v // 5 for v in y]})
+        out += [x, y]
+    _dump(base / "meta", {"fine_label_names": [f"class{i}" for i in range(100)],
+                          "coarse_label_names": [f"super{i}" for i in range(20)]})
+    return tuple(out)
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Bypass only torchvision's md5 check: files must still exist."""
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity",
+                        lambda fpath, md5=None: Path(fpath).is_file())
+
+
+def _undo(x: torch.Tensor, mean, std) -> torch.Tensor:
+    m = torch.tensor(mean).view(3, 1, 1)
+    s = torch.tensor(std).view(3, 1, 1)
+    return torch.round((x * s + m) * 255)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_pixels_exact_and_augmentation_runs(tmp_path, no_md5, name):
+    if name == "cifar10":
+        trx, tr_y, tex, tey = write_cifar10(tmp_path)
+        mean, std, classes = vision.CIFAR10_MEAN, vision.CIFAR10_STD, 10
+    else:
+        trx, tr_y, tex, tey = write_cifar100(tmp_path)
+        mean, std, classes = vision.CIFAR100_MEAN, vision.CIFAR100_STD, 100
+    train, test, info = build_datasets(name, tmp_path, augment=False)
+    assert (info.num_classes, info.in_channels, info.image_size) == (classes, 3, (32, 32))
+    assert not info.time_varying and info.T is None
+    assert info.split == f"{name} official train/test ({len(trx)}/{len(tex)})"
+    for ds, xs, ys in ((train, trx, tr_y), (test, tex, tey)):
+        assert len(ds) == len(xs)
+        for i in (0, len(xs) - 1):
+            x, y = ds[i]
+            assert type(x) is torch.Tensor and x.dtype == torch.float32
+            assert x.shape == (3, 32, 32) and y == ys[i]
+            # on-disk row = R(1024) G(1024) B(1024), each row-major 32x32
+            expected = torch.from_numpy(xs[i].reshape(3, 32, 32).astype(np.float32))
+            assert torch.equal(_undo(x, mean, std), expected)
+    aug, _, _ = build_datasets(name, tmp_path, augment=True)
+    torch.manual_seed(0)
+    for i in range(3):
+        x, _ = aug[i]
+        assert type(x) is torch.Tensor and x.shape == (3, 32, 32)
+        # Cutout-16: a 16x16 window that is exactly 0 in every channel
+        zero = (x == 0).all(0).float()[None, None]
+        assert torch.nn.functional.max_pool2d(-(1 - zero), 16, stride=1).max() == 0
+
+
+def test_cifar_missing_and_corrupted(tmp_path, no_md5):
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_datasets("cifar10", tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "cifar-10-batches-py") in msg and "download=True" in msg
+    assert "--set download=true" in msg
+    with pytest.raises(DatasetNotFoundError, match="cifar-100-python"):
+        build_datasets("cifar100", tmp_path)
+    (tmp_path / "cifar-10-batches-py").mkdir()  # present but empty -> clear error too
+    with pytest.raises(DatasetNotFoundError, match="could not be loaded"):
+        build_datasets("cifar10", tmp_path)
+
+
+# --------------------------------------------------------------------------- ImageNet
+
+
+def test_imagenet_imagefolder_labels_and_center_crop(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for side in ("train", "val"):
+        for cls in ("n02", "n01"):  # written unsorted; ImageFolder sorts -> n01=0, n02=1
+            (tmp_path / side / cls).mkdir(parents=True)
+            for k in range(2):
+                a = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
+                Image.fromarray(a).save(tmp_path / side / cls / f"img{k}.png")
+                arrays[(side, cls, k)] = a
+    train, val, info = build_datasets("imagenet", tmp_path, augment=False)
+    assert info.num_classes == 2 and info.image_size == (224, 224) and info.in_channels == 3
+    assert info.split == "imagenet official train/val (4/4)"
+    assert train.class_to_idx == {"n01": 0, "n02": 1}
+    x, y = val[2]  # sorted: n01/img0, n01/img1, n02/img0, ...
+    assert y == 1 and x.shape == (3, 224, 224) and x.dtype == torch.float32
+    # Resize(256) of a 256x256 image is the identity; CenterCrop(224) starts at (16, 16)
+    crop = arrays[("val", "n02", 0)][16:240, 16:240].transpose(2, 0, 1).astype(np.float32)
+    assert torch.equal(_undo(x, vision.IMAGENET_MEAN, vision.IMAGENET_STD),
+                       torch.from_numpy(crop))
+    aug, _, _ = build_datasets("imagenet", tmp_path, augment=True, image_size=64)
+    assert aug[0][0].shape == (3, 64, 64)
+
+
+def test_imagenet_missing(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_datasets("imagenet", tmp_path)
+    assert str(tmp_path / "train") in str(err.value) and "val" in str(err.value)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="no class folders"):
+        build_datasets("imagenet", tmp_path)
+
+
+# --------------------------------------------------------------------------- CIFAR10-DVS
+
+AEDAT_HEADER = (b"#!AER-DAT2.0\r\n"
+                b"# This is a raw AE data file - do not edit\r\n"
+                b"# Data format is int32 address, int32 timestamp (8 bytes total), "
+                b"repeated for each event\r\n"
+                b"# Timestamps tick is 1 us\r\n")
+
+
+def write_aedat(path: Path, x_raw, y_raw, p_raw, t) -> None:
+    """AEDAT 2.0 with the DVS128 address layout: bit 0 polarity, bits 1-7 x, bits 8-14 y."""
+    x_raw, y_raw, p_raw, t = (np.asarray(v, dtype=np.uint32) for v in (x_raw, y_raw, p_raw, t))
+    addr = (y_raw << 8) | (x_raw << 1) | p_raw
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(AEDAT_HEADER + np.stack([addr, t], 1).astype(">u4").tobytes())
+
+
+def random_events(rng, n):
+    return (rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n),
+            np.sort(rng.integers(0, 10**6, n)))
+
+
+def reference_frames(x, y, p, T):
+    """Loop version of split_by='number' (frame i: [i*di, (i+1)*di), last up to N)."""
+    di = len(x) // T
+    out = np.zeros((T, 2, 128, 128), np.float32)
+    for k in range(len(x)):
+        out[min(k // di, T - 1), p[k], y[k], x[k]] += 1
+    return out
+
+
+@pytest.fixture
+def dvs_root(tmp_path):
+    """10 classes x 12 files named cifar10_<class>_<i>.aedat with 12..40 random events."""
+    rng = np.random.default_rng(0)
+    for cls in c10dvs.CIFAR10_DVS_CLASSES:
+        for i in range(12):
+            write_aedat(tmp_path / "dvs" / cls / f"cifar10_{cls}_{i}.aedat",
+                        *random_events(rng, int(rng.integers(12, 41))))
+    return tmp_path / "dvs"
+
+
+def test_aedat_decoding_follows_spikingjelly_convention(tmp_path):
+    x_raw = [0, 127, 5, 64, 100]
+    y_raw = [0, 3, 127, 64, 1]
+    p_raw = [0, 1, 1, 0, 1]
+    t = [10, 20, 30, 40, 2**32 - 1]
+    write_aedat(tmp_path / "a.aedat", x_raw, y_raw, p_raw, t)
+    ev = c10dvs.read_aedat2(tmp_path / "a.aedat")
+    assert ev["t"].tolist() == t
+    assert ev["x"].tolist() == [127 - v for v in y_raw]  # x comes from the raw y field
+    assert ev["y"].tolist() == [127 - v for v in x_raw]
+    assert ev["p"].tolist() == [1 - v for v in p_raw]
+    (tmp_path / "bad.aedat").write_bytes(AEDAT_HEADER + b"\x00" * 12)
+    with pytest.raises(ValueError, match="8-byte"):
+        c10dvs.read_aedat2(tmp_path / "bad.aedat")
+
+
+def test_frames_split_by_number_with_leftovers(tmp_path):
+    rng = np.random.default_rng(1)
+    xr, yr, pr, t = random_events(rng, 203)
+    write_aedat(tmp_path / "a.aedat", xr, yr, pr, t)
+    frames = c10dvs.aedat_to_frames(tmp_path / "a.aedat", T=4, image_size=128)
+    assert frames.shape == (4, 2, 128, 128) and frames.dtype == np.float32
+    assert frames.sum(axis=(1, 2, 3)).tolist() == [50, 50, 50, 53]  # leftovers in the last
+    ref = reference_frames(127 - yr, 127 - xr, 1 - pr, 4)
+    assert np.array_equal(frames, ref)
+    start, stop = c10dvs.frame_bounds(203, 4)
+    assert start.tolist() == [0, 50, 100, 150] and stop.tolist() == [50, 100, 150, 203]
+    # resize = torchvision Resize((48, 48)) on a tensor (bilinear, antialias)
+    small = c10dvs.aedat_to_frames(tmp_path / "a.aedat", T=4, image_size=48)
+    expected = torchvision.transforms.v2.Resize((48, 48))(torch.from_numpy(ref))
+    assert small.shape == (4, 2, 48, 48) and np.allclose(small, expected.numpy(), atol=1e-6)
+
+
+def test_cifar10_dvs_build_cache_roundtrip(dvs_root, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    train, test, info = build_datasets("cifar10_dvs", dvs_root, T=3, augment=False,
+                                       cache_dir=cache)
+    assert info.time_varying and info.T == 3 and info.in_channels == 2
+    assert info.image_size == (48, 48) and info.num_classes == 10
+    x, y = test[0]
+    assert x.shape == (3, 2, 48, 48) and x.dtype == torch.float32 and isinstance(y, int)
+    assert y == c10dvs.CIFAR10_DVS_CLASSES.index(test.files[0].split("/")[0])
+    cached = test.cache_path(0)
+    assert cached.is_file() and cached.parent.parent == cache
+    assert not list(cache.rglob("*.tmp"))
+    expected = c10dvs.aedat_to_frames(dvs_root / test.files[0], 3, 48)
+    assert np.array_equal(x.numpy(), expected)
+
+    def boom(*a, **k):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(c10dvs, "read_aedat2", boom)
+    _, test2, _ = build_datasets("cifar10_dvs", dvs_root, T=3, augment=False, cache_dir=cache)
+    assert torch.equal(test2[0][0], x)
+    with pytest.raises(ValueError, match="other settings"):  # same cache, other T
+        build_datasets("cifar10_dvs", dvs_root, T=5, cache_dir=cache)
+    monkeypatch.undo()
+    aug, _, _ = build_datasets("cifar10_dvs", dvs_root, T=3, augment=True, cache_dir=cache)
+    assert aug[0][0].shape == (3, 2, 48, 48)
+    # default cache location
+    _, t3, _ = build_datasets("cifar10_dvs", dvs_root, T=2, image_size=16, augment=False)
+    t3[0]
+    assert (dvs_root / "frames_T2_16" / "cache_meta.json").is_file()
+    assert t3.cache_path(0).is_file()
+
+
+def test_cifar10_dvs_order_and_splits(dvs_root, tmp_path):
+    files, labels = c10dvs.list_files(dvs_root)
+    assert len(files) == 120 and labels[:12] == [0] * 12 and labels[-1] == 9
+    # DatasetFolder order: names sorted as strings (..._1, ..._10, ..._11, ..._2, ...)
+    assert [f.split("_")[-1] for f in files[:4]] == ["0.aedat", "1.aedat", "10.aedat",
+                                                     "11.aedat"]
+    cache = tmp_path / "c"
+    train, test, info = build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+    assert info.split == "cifar10_dvs paper random_split seed 42 (108/12)"
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(42)).tolist()
+    saved = json.loads((cache / "split_official.json").read_text())
+    assert saved["files"] == files and saved["train"] == perm[:108]
+    assert saved["test"] == perm[108:]
+    assert train.files == [files[i] for i in perm[:108]]
+    assert train.labels == [labels[i] for i in perm[:108]]
+    train_b, test_b, info_b = build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache,
+                                             split="balanced")
+    assert info_b.split == "cifar10_dvs balanced per-class 9:1 (100/20)"
+    assert Counter(test_b.labels) == {c: 2 for c in range(10)}
+    assert all(f.endswith(("_10.aedat", "_11.aedat")) for f in test_b.files)  # natural order
+    assert (cache / "split_balanced.json").is_file()
+    # stable: a second build reads the same files; a changed folder is refused
+    before = (cache / "split_official.json").read_text()
+    again, _, _ = build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+    assert again.files == train.files and (cache / "split_official.json").read_text() == before
+    extra = random_events(np.random.default_rng(2), 9)
+    write_aedat(dvs_root / "cat" / "cifar10_cat_99.aedat", *extra)
+    with pytest.raises(ValueError, match="different set of files"):
+        build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+
+
+def test_cifar10_dvs_full_size_split_numbers():
+    files = [f"c{i // 1000}/f{i % 1000}.aedat" for i in range(10000)]
+    d = c10dvs.make_split(files, [i // 1000 for i in range(10000)], "official")
+    assert (len(d["train"]), len(d["test"])) == (9000, 1000)
+    b = c10dvs.make_split(files, [i // 1000 for i in range(10000)], "balanced")
+    assert (len(b["train"]), len(b["test"])) == (9000, 1000)
+    assert Counter(i // 1000 for i in b["test"]) == {c: 100 for c in range(10)}
+
+
+def test_cifar10_dvs_partial_classes_warn_and_missing(tmp_path):
+    rng = np.random.default_rng(3)
+    for cls in ("cat", "airplane"):
+        for i in range(5):
+            write_aedat(tmp_path / "d" / cls / f"cifar10_{cls}_{i}.aedat", *random_events(rng, 20))
+    with pytest.warns(UserWarning, match="no .aedat files for classes"):
+        train, test, _ = build_datasets("cifar10_dvs", tmp_path / "d", augment=False)
+    assert sorted(set(train.labels + test.labels)) == [0, 3]  # labels keep the canonical index
+    for root in (tmp_path / "absent", tmp_path / "empty"):
+        if root.name == "empty":
+            root.mkdir()
+        with pytest.raises(DatasetNotFoundError) as err:
+            build_datasets("cifar10_dvs", root)
+        msg = str(err.value)
+        assert "figshare" in msg and "CIFAR10-DVS" in msg and str(root) in msg
+        assert "airplane" in msg and "truck" in msg and ".aedat" in msg
+
+
+def test_cross_check_with_spikingjelly(tmp_path):
+    sj = pytest.importorskip("spikingjelly.datasets.cifar10_dvs")
+    from spikingjelly.datasets import integrate_events_by_fixed_frames_number
+
+    rng = np.random.default_rng(4)
+    write_aedat(tmp_path / "a.aedat", *random_events(rng, 157))
+    ours = c10dvs.read_aedat2(tmp_path / "a.aedat")
+    theirs = sj._load_origin_data(tmp_path / "a.aedat")
+    for k in "txyp":
+        assert np.array_equal(np.asarray(ours[k]), np.asarray(theirs[k]).astype(np.int64)), k
+    ref = integrate_events_by_fixed_frames_number(theirs, "number", 5, 128, 128)
+    assert np.array_equal(c10dvs.events_to_frames(ours["x"], ours["y"], ours["p"], 5), ref)

@@ -1,0 +1,160 @@
+"""Rate-based backpropagation: forward values, T=1 exactness vs BPTT, memory flat in T."""
+
+import copy
+
+import pytest
+import torch
+
+import esdlib as esd
+
+
+def _net(arch="spiking_resnet18", aux="dsconv", in_ch=3, seed=0):
+    torch.manual_seed(seed)
+    return esd.build_model(arch, num_classes=10, in_channels=in_ch, width=0.125, aux=aux)
+
+
+def _batch(seed=0, B=8, size=16, T=None, ch=3):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, ch, size, size) if T is None else (T, B, ch, size, size)
+    return torch.randn(shape, generator=g) * 2, torch.randint(0, 10, (B,), generator=g)
+
+
+@pytest.mark.parametrize("arch", ["spiking_resnet18", "spiking_resnet19"])
+@pytest.mark.parametrize("time_varying", [False, True])
+def test_rate_pass_values_equal_spike_pass_averages(arch, time_varying):
+    T = 4
+    net = _net(arch, in_ch=2 if time_varying else 3)
+    x, _ = _batch(T=T if time_varying else None, ch=2 if time_varying else 3)
+    lifs = {n: m for n, m in net.named_modules() if isinstance(m, esd.LIF)}
+    seen = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            seen.setdefault(name, []).append((inp[0].detach().clone(), out.detach().clone()))
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in lifs.items()]
+    net.train()
+    spike_out = esd.spike_pass(net, x, T)
+    rates = {n: m.rate.clone() for n, m in lifs.items()}
+    rate_out = esd.rate_pass(net, x)
+    for h in handles:
+        h.remove()
+    for name in lifs:
+        (x_spk, s_spk), (x_rate, out_rate) = seen[name]
+        B = x_rate.shape[0]
+        torch.testing.assert_close(x_rate, x_spk.view(T, B, *x_rate.shape[1:]).mean(0),
+                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(out_rate, s_spk.view(T, B, *out_rate.shape[1:]).mean(0))
+        torch.testing.assert_close(out_rate, rates[name])
+    torch.testing.assert_close(rate_out.logits, spike_out.logits, atol=1e-5, rtol=1e-4)
+    esd.reset_state(net)
+
+
+def _grads(net, method, x, y, T, **kw):
+    net.zero_grad(set_to_none=True)
+    esd.get_method(method)(net, x, y, T, esd.LossConfig(), **kw)
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("arch", ["spiking_resnet18", "spiking_resnet19"])
+@pytest.mark.parametrize("pair", [("bptt", "ratebp"), ("esd_bptt", "esd")])
+def test_T1_rate_bp_gradient_equals_bptt(arch, pair):
+    aux = "dsconv" if pair[0] == "esd_bptt" else None
+    net = _net(arch, aux=aux).train()
+    x, y = _batch()
+    g_bptt = _grads(copy.deepcopy(net), pair[0], x, y, 1)
+    g_rate = _grads(copy.deepcopy(net), pair[1], x, y, 1)
+    assert g_bptt.keys() == g_rate.keys() and len(g_bptt) == len(list(net.parameters()))
+    for name in g_bptt:
+        torch.testing.assert_close(g_rate[name], g_bptt[name], atol=1e-5, rtol=1e-4,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_T_gt_1_rate_bp_gradient_differs_from_bptt():
+    net = _net(aux=None).train()
+    x, y = _batch()
+    g_bptt = _grads(copy.deepcopy(net), "bptt", x, y, 4)
+    g_rate = _grads(copy.deepcopy(net), "ratebp", x, y, 4, rate_grad_scale="none")
+    rel = [((g_rate[n] - g_bptt[n]).norm() / g_bptt[n].norm().clamp(min=1e-12)).item()
+           for n in g_bptt]
+    assert max(rel) > 1e-2  # an approximation for T > 1 ...
+    # ... except for the classifier, whose input (the time-averaged rates) is exact:
+    torch.testing.assert_close(g_rate["head.weight"], g_bptt["head.weight"], atol=1e-6, rtol=1e-4)
+    cos = torch.nn.functional.cosine_similarity(
+        torch.cat([g.flatten() for g in g_rate.values()]),
+        torch.cat([g.flatten() for g in g_bptt.values()]), dim=0)
+    assert cos > 0.1  # positively aligned (the gradient chapter measures it per layer)
+
+
+def test_rate_grad_scale_is_one_over_T():
+    net = _net(aux=None).train()
+    x, y = _batch()
+    g1 = _grads(copy.deepcopy(net), "ratebp", x, y, 4, rate_grad_scale="none")
+    g2 = _grads(copy.deepcopy(net), "ratebp", x, y, 4, rate_grad_scale="1/T")
+    for n in g1:
+        torch.testing.assert_close(g2[n] * 4, g1[n], atol=1e-6, rtol=1e-5)
+
+
+def _saved_bytes(fn):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+@pytest.mark.parametrize("method", ["ratebp", "esd"])
+def test_rate_pass_saved_memory_is_flat_in_T(method):
+    net = _net(aux="dsconv" if method == "esd" else None).train()
+    x, y = _batch()
+    sizes = [_saved_bytes(lambda T=T: esd.get_method(method)(net, x, y, T)) for T in (1, 4, 8)]
+    assert sizes[0] > 0 and sizes[0] == sizes[1] == sizes[2]
+
+
+def test_bptt_saved_memory_grows_with_T():
+    net = _net(aux=None).train()
+    x, y = _batch()
+    s1, s4, s8 = (_saved_bytes(lambda T=T: esd.get_method("bptt")(net, x, y, T)) for T in (1, 4, 8))
+    assert s1 < s4 < s8
+    assert s8 / s1 > 4  # roughly proportional to T
+
+
+def test_bn_running_stats_updated_once_per_step_from_spike_pass():
+    net = _net(aux=None).train()
+    x, y = _batch()
+    bn = net.stem.bn
+    esd.get_method("ratebp")(net, x, y, 3)
+    assert int(bn.num_batches_tracked) == 1
+    # stem input is the same at every step: its spike statistics are those of conv(x)
+    with torch.no_grad():
+        h = net.stem.conv(x)
+    var, mean = torch.var_mean(h, dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(bn.running_mean, 0.1 * mean, atol=1e-6, rtol=1e-5)
+    n = h.numel() // h.shape[1] * 3
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * var * n / (n - 1), atol=1e-6, rtol=1e-5)
+
+
+def test_evaluate_leaves_no_state_behind():
+    net = _net().eval()
+    x, _ = _batch()
+    out = esd.evaluate_batch(net, x, 4)
+    assert out.logits.shape == (8, 10)
+    assert all(r.shape == (4,) and 0 <= float(r.min()) <= float(r.max()) <= 1
+               for r in out.firing_per_t.values())
+    for m in net.modules():
+        for k, v in vars(m).items():
+            if k not in ("_parameters", "_buffers") and isinstance(v, torch.Tensor):
+                raise AssertionError(f"{type(m).__name__}.{k} still holds a tensor")
+
+
+def test_rate_pass_without_spike_pass_fails_clearly():
+    net = _net(aux=None).train()
+    x, _ = _batch()
+    with pytest.raises(RuntimeError, match="spike_pass first"):
+        esd.rate_pass(net, x)
