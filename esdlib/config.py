@@ -51,6 +51,7 @@ __all__ = [
     "RESET_MODES",
     "RunConfig",
     "SMOKE_PROFILE",
+    "SPLITS",
     "TEACHER_SPACES",
     "canonical_json",
     "parse_override",
@@ -71,6 +72,19 @@ RATE_BP_METHODS = ("ratebp", "sd", "esd")
 
 DATASETS = ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
 """Data-set names; must equal ``esdlib.data.DATASET_NAMES`` (checked by a test)."""
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "digits": ("official",),
+    "dvs_digits": ("official",),
+    "cifar10": ("official",),
+    "cifar100": ("official",),
+    "imagenet": ("official",),
+    "cifar10_dvs": ("official", "balanced"),
+}
+"""Valid ``split`` per data set; must equal ``esdlib.data.SPLITS`` (checked by a test).
+
+CIFAR10-DVS has no published split: ``"official"`` is the paper code's
+``random_split`` with seed 42, ``"balanced"`` a per-class split."""
 
 ARCHS = ("spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34")
 BRANCH_KINDS = ("dsconv", "conv")
@@ -238,9 +252,9 @@ class RunConfig:
         image_size: Input side length in pixels (images are square); ``None`` =
             the data set's native size. Paper: 32 (CIFAR), 224 (ImageNet),
             48 (CIFAR10-DVS).
-        split: Name of the train/test split (``"official"`` = the data set's
-            published split; for CIFAR10-DVS, which has none, the data module
-            names the split it uses).
+        split: Train/test split, one of ``SPLITS[dataset]`` (``"official"`` = the
+            data set's published split; for CIFAR10-DVS, which has none, the paper
+            code's seeded ``random_split``; ``"balanced"`` = a per-class split).
         augment: Training-set augmentation (paper CIFAR: AutoAugment + Cutout 16 px;
             the data module defines what each data set gets).
         download: Allow the data module to download a missing data set.
@@ -290,7 +304,7 @@ class RunConfig:
     dataset: str = _spec("digits", choices=DATASETS)
     data_root: str | None = None
     image_size: int | None = _spec(None, ge=1)
-    split: str = _spec("official", pattern=_NAME_RE, pattern_doc="letters, digits, _ . -")
+    split: str = "official"
     augment: bool = True
     download: bool = False
 
@@ -344,6 +358,11 @@ class RunConfig:
                 object.__setattr__(self, f.name, value)
             if value is not None:
                 problems.extend(_check_constraints(f.name, value, f.metadata))
+        if not problems and self.split not in SPLITS[self.dataset]:
+            problems.append(
+                f"split={self.split!r} is not valid for dataset={self.dataset!r}; "
+                f"choose one of: {', '.join(repr(s) for s in SPLITS[self.dataset])}"
+            )
         if not problems and self.warmup_epochs > self.epochs:
             problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
         if problems:

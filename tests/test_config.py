@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,8 @@ BAD_VALUES = [
     (dict(experiment=""), ["experiment"]),
     (dict(out_dir=""), ["out_dir"]),
     (dict(dataset=None), ["dataset", "None"]),
+    (dict(split="balanced"), ["split", "'official'", "digits"]),
+    (dict(split="random"), ["split", "'official'"]),
     (dict(lrr=0.1), ["'lrr'", "did you mean 'lr'", "valid keys", "weight_decay"]),
     (dict(Tt=3), ["'Tt'", "valid keys"]),
 ]
@@ -192,6 +195,11 @@ def test_invalid_values_raise_config_error(overrides, needles):
 def test_constructor_validates_too(overrides, needles):
     with pytest.raises(ConfigError):
         RunConfig(**overrides)
+
+
+def test_dvs_balanced_split_is_valid():
+    cfg = RunConfig.profile("paper", dataset="cifar10_dvs", split="balanced")
+    assert cfg.split == "balanced"
 
 
 def test_config_error_is_value_error():
@@ -367,12 +375,20 @@ def test_hash_is_hex_sha256_and_deterministic():
 
 
 def test_hash_stable_across_processes():
+    # Loads config.py on its own (no esdlib package, no torch) under another hash seed.
     code = (
-        "from esdlib.config import RunConfig;"
-        "print(RunConfig.profile('paper', dataset='imagenet', seed=3).config_hash())"
+        "import importlib.util, sys;"
+        "spec = importlib.util.spec_from_file_location('cfgmod', sys.argv[1]);"
+        "m = importlib.util.module_from_spec(spec); sys.modules['cfgmod'] = m;"
+        "spec.loader.exec_module(m);"
+        "print(m.RunConfig.profile('paper', dataset='imagenet', seed=3).config_hash())"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, str(REPO / "esdlib" / "config.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
     ).stdout.strip()
     assert out == RunConfig.profile("paper", dataset="imagenet", seed=3).config_hash()
 
@@ -415,7 +431,10 @@ def _another_value(name, value):
 )
 def test_hash_covers_every_other_field(name):
     base = RunConfig.profile("default")
-    if name == "profile":
+    if name == "split":
+        base = RunConfig.profile("default", dataset="cifar10_dvs")
+        changed = base.replace(split="balanced")
+    elif name == "profile":
         changed = RunConfig.profile(
             "smoke", **{k: v for k, v in base.to_dict().items() if k != "profile"}
         )

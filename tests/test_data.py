@@ -70,6 +70,9 @@ def test_digits_shapes_info_and_classes():
     assert set(train.y.tolist()) == set(test.y.tolist()) == set(range(10))
     small, _, info8 = build_datasets("digits", image_size=8, augment=False)
     assert small[0][0].shape == (1, 8, 8) and info8.image_size == (8, 8)
+    other, _, info1 = build_datasets("digits", seed=1, augment=False)
+    assert info1.split == "digits-stratified-seed1 (1437/360)"
+    assert not torch.equal(other.y, train.y)
 
 
 def test_digits_split_file_matches_generator_and_is_stratified():
@@ -381,6 +384,9 @@ def test_cifar10_dvs_build_cache_roundtrip(dvs_root, tmp_path, monkeypatch):
     monkeypatch.undo()
     aug, _, _ = build_datasets("cifar10_dvs", dvs_root, T=3, augment=True, cache_dir=cache)
     assert aug[0][0].shape == (3, 2, 48, 48)
+    torch.manual_seed(0)  # one random draw for the whole clip: same erased hole in all frames
+    hole = c10dvs.dvs_train_transform(48)(torch.ones(3, 2, 48, 48)) == 0
+    assert 0 < hole[0, 0].sum() and all(torch.equal(hole[0, 0], h) for h in hole.flatten(0, 1))
     # default cache location
     _, t3, _ = build_datasets("cifar10_dvs", dvs_root, T=2, image_size=16, augment=False)
     t3[0]

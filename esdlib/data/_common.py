@@ -1,0 +1,154 @@
+"""Shared pieces of :mod:`esdlib.data`: names, the info record, errors and small helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+DATASET_NAMES = ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
+
+#: Valid ``split`` values per data set (the first one is the default, ``"official"``).
+SPLITS: dict[str, tuple[str, ...]] = {
+    "digits": ("official",),
+    "dvs_digits": ("official",),
+    "cifar10": ("official",),
+    "cifar100": ("official",),
+    "imagenet": ("official",),
+    "cifar10_dvs": ("official", "balanced"),
+}
+
+#: Environment variable that sets the default data root (``./data`` when unset).
+DATA_ROOT_ENV = "ESDLIB_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a built data set is, in numbers a model and a report need.
+
+    Attributes:
+        name: One of :data:`DATASET_NAMES`.
+        num_classes: Number of classes (labels are ``0 .. num_classes-1``).
+        in_channels: ``C`` of a sample (1 digits, 2 DVS ON/OFF, 3 RGB).
+        image_size: ``(H, W)`` of a sample.
+        time_varying: ``True`` -> each sample is ``[T, C, H, W]`` (event frames);
+            ``False`` -> ``[C, H, W]`` (static image, direct-encoded: the model repeats it
+            ``T`` times).
+        T: Frames per sample for time-varying data, ``None`` for static data.
+        split: The train/test split, named with every number, e.g.
+            ``"digits-stratified-seed0 (1437/360)"``.
+        description: One honest sentence about the data set.
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    time_varying: bool
+    T: int | None
+    split: str
+    description: str
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set is not on disk.
+
+    The message says what is missing, where it was looked for and how to obtain it.
+    """
+
+
+class TensorClassificationDataset(Dataset):
+    """In-memory data set: ``(transform(x[i]), int(y[i]))``.
+
+    Args:
+        x: Tensor ``[N, C, H, W]`` (static) or ``[N, T, C, H, W]`` (time-varying); any
+            numeric dtype (samples are returned as float32).
+        y: Integer labels ``[N]``.
+        transform: Optional callable applied to one sample ``x[i]`` (shape kept).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None):
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        self.x = x
+        self.y = y
+        self.transform = transform
+
+    def __len__(self) -> int:
+        """Number of samples ``N``."""
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """Sample ``i`` as ``(x, label)``; ``x`` is float32 with the stored shape."""
+        x = self.x[i].to(torch.float32)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.y[i])
+
+
+def default_root(name: str) -> Path:
+    """Default folder of a data set: ``$ESDLIB_DATA/<name>`` (``./data/<name>`` when unset).
+
+    Args:
+        name: Data set name.
+
+    Returns:
+        The folder path (not created).
+    """
+    return Path(os.environ.get(DATA_ROOT_ENV, "data")) / name
+
+
+def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temp file, then ``os.replace``.
+
+    A killed process leaves either the old file, the new file, or a stray ``*.tmp``,
+    never a torn ``path``.
+
+    Args:
+        path: Final file path; its folder is created if needed.
+        write: Callable receiving a binary file object open for writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def dumps_one_key_per_line(obj: dict[str, Any]) -> str:
+    """JSON text of a flat dict with one top-level key per line (lists stay on their line).
+
+    Args:
+        obj: Dict of JSON-serialisable values.
+
+    Returns:
+        The JSON text, ending in a newline; ``json.loads`` of it equals ``obj``.
+    """
+    lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: dict[str, Any]) -> None:
+    """Write a flat dict as JSON (one key per line, see :func:`dumps_one_key_per_line`) atomically.
+
+    Args:
+        path: Final file path.
+        obj: Dict of JSON-serialisable values.
+    """
+    text = dumps_one_key_per_line(obj)
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))

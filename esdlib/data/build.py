@@ -1,0 +1,118 @@
+"""One entry point for every data set: :func:`build_datasets`."""
+
+from __future__ import annotations
+
+import os
+
+from torch.utils.data import Dataset
+
+from ._common import DATASET_NAMES, SPLITS, DatasetInfo, default_root
+
+#: Default ``image_size`` per data set (native size where the data set has one).
+DEFAULT_IMAGE_SIZE = {"digits": 16, "dvs_digits": 16, "cifar10": 32, "cifar100": 32,
+                      "imagenet": 224, "cifar10_dvs": 48}
+
+_DESCRIPTIONS = {
+    "digits": ("scikit-learn's 1,797 handwritten 8x8 digits, upsampled to {s}x{s}: small and "
+               "easy (logistic regression reaches ~96% test accuracy), a fast CPU stand-in, "
+               "not a benchmark."),
+    "dvs_digits": ("Emulated event-camera digits: each digit moved in small saccades over "
+                   "{T} steps and log-intensity changes thresholded into ON/OFF frames "
+                   "({s}x{s}); a synthetic stand-in for CIFAR10-DVS, not sensor data."),
+    "cifar10": "CIFAR-10: 32x32 colour photos in 10 classes (50,000 train / 10,000 test).",
+    "cifar100": "CIFAR-100: 32x32 colour photos in 100 classes (50,000 train / 10,000 test).",
+    "imagenet": ("ImageNet-1k (ILSVRC2012) photos, {s}x{s} crops; the paper's large-scale "
+                 "benchmark."),
+    "cifar10_dvs": ("CIFAR10-DVS: 10,000 CIFAR-10 images recorded by a DVS camera while moving "
+                    "on a monitor, as {T} event-count frames per polarity resized from 128x128 "
+                    "to {s}x{s}."),
+}
+
+
+def _check_args(name, T, image_size, split, seed) -> None:
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown data set {name!r}; valid choices: {', '.join(DATASET_NAMES)}")
+    if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
+        raise ValueError(f"T must be a positive int (frames/timesteps), got {T!r}")
+    if split not in SPLITS[name]:
+        raise ValueError(f"split {split!r} is not valid for {name}; valid choices: "
+                         f"{', '.join(SPLITS[name])}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size <= 0):
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if name in ("cifar10", "cifar100") and image_size not in (None, 32):
+        raise ValueError(f"{name} is 32x32; image_size must be None or 32, got {image_size}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+
+def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int = 4,
+                   image_size: int | None = None, augment: bool = True, split: str = "official",
+                   download: bool = False, seed: int = 0,
+                   cache_dir: str | os.PathLike | None = None
+                   ) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """Build the train and test data sets of ``name``.
+
+    Every data set yields ``(x, label: int)`` with ``x`` float32 ``[C, H, W]`` (static,
+    ``info.time_varying=False``: the model repeats it ``T`` times) or ``[T, C, H, W]``
+    (time-varying). The default PyTorch collate stacks a batch to ``[B, C, H, W]`` or
+    ``[B, T, C, H, W]``; the training engine moves time first itself.
+
+    Data sets (``x`` per sample, source, default side ``S``):
+
+    - ``digits``: ``[1, S, S]``, scikit-learn ``load_digits`` (embedded), S=16.
+    - ``dvs_digits``: ``[T, 2, S, S]``, digits through an emulated DVS (embedded), S=16.
+    - ``cifar10`` / ``cifar100``: ``[3, 32, 32]``, ``torchvision.datasets`` under ``root``.
+    - ``imagenet``: ``[3, S, S]``, ``ImageFolder(root/"train")`` and ``root/"val"``, S=224.
+    - ``cifar10_dvs``: ``[T, 2, S, S]``, the original AEDAT release under ``root``, S=48.
+
+    Args:
+        name: One of :data:`DATASET_NAMES`.
+        root: Data folder; ``None`` -> ``$ESDLIB_DATA/<name>`` (``./data/<name>``). Unused by
+            the embedded data sets.
+        T: Frames per sample of time-varying data (``dvs_digits``, ``cifar10_dvs``); must be
+            a positive int for every data set (static data ignores it).
+        image_size: Side ``S``; ``None`` -> the default above (CIFAR accepts only 32).
+        augment: Train-side augmentation (never on the test side).
+        split: ``"official"`` for all; ``cifar10_dvs`` also ``"balanced"``.
+        download: CIFAR only: let torchvision download (needs internet).
+        seed: Split and emulation seed of the embedded data sets (0 = the committed digits
+            split). The CIFAR10-DVS ``"official"`` split always uses the paper's seed 42.
+        cache_dir: ``cifar10_dvs`` frame cache (default ``<root>/frames_T{T}_{S}``).
+
+    Returns:
+        ``(train, test, info)``.
+
+    Raises:
+        ValueError: Unknown name, invalid split, ``T``, ``image_size`` or ``seed`` (checked
+            before any work; the message lists the valid choices).
+        DatasetNotFoundError: A data set that lives on disk is not there.
+    """
+    _check_args(name, T, image_size, split, seed)
+    s = image_size if image_size is not None else DEFAULT_IMAGE_SIZE[name]
+    root_path = default_root(name) if root is None else root
+    frames_T = None
+    if name == "digits":
+        from .digits import build_digits
+        train, test, split_str = build_digits(s, augment, seed)
+        num_classes, channels = 10, 1
+    elif name == "dvs_digits":
+        from .digits import build_dvs_digits
+        train, test, split_str = build_dvs_digits(s, T, augment, seed)
+        num_classes, channels, frames_T = 10, 2, T
+    elif name in ("cifar10", "cifar100"):
+        from .vision import build_cifar
+        train, test, split_str = build_cifar(name, root_path, augment, download)
+        num_classes, channels = (10 if name == "cifar10" else 100), 3
+    elif name == "imagenet":
+        from .vision import build_imagenet
+        train, test, split_str = build_imagenet(root_path, augment, s)
+        num_classes, channels = len(train.classes), 3
+    else:
+        from .cifar10_dvs import build_cifar10_dvs
+        train, test, split_str = build_cifar10_dvs(root_path, T, s, augment, split, cache_dir)
+        num_classes, channels, frames_T = 10, 2, T
+    info = DatasetInfo(name=name, num_classes=num_classes, in_channels=channels,
+                       image_size=(s, s), time_varying=frames_T is not None, T=frames_T,
+                       split=split_str, description=_DESCRIPTIONS[name].format(s=s, T=T))
+    return train, test, info

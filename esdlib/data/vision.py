@@ -1,0 +1,184 @@
+"""CIFAR-10/100 (torchvision) and ImageNet (ImageFolder) with the paper's transforms.
+
+Normalisation constants are the per-channel mean/std of each training set (pixel values in
+``[0, 1]``). Some public code uses ``std = (0.2023, 0.1994, 0.2010)`` for CIFAR-10 (a
+per-pixel std averaged over the image); the difference is a fixed per-channel rescaling
+that the first BatchNorm absorbs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torchvision.transforms import v2
+
+from ._common import DatasetNotFoundError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Folder torchvision expects under ``root`` for each CIFAR data set.
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
+
+#: Side of the Cutout hole (paper: 16 px on 32x32 CIFAR images).
+CUTOUT_SIZE = 16
+
+
+def _to_normalised_tensor(mean, std) -> list:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def cifar_transforms(name: str, train: bool, augment: bool = True) -> v2.Compose:
+    """The CIFAR transform for one side of the split.
+
+    Train with ``augment=True``: ``RandomCrop(32, padding=4)`` -> ``RandomHorizontalFlip()``
+    -> ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` -> to float in ``[0, 1]`` -> ``Normalize``
+    -> Cutout-16. Cutout is ``RandomErasing(p=1, scale=(256/1024, 256/1024), ratio=(1, 1),
+    value=0)``: exactly one 16x16 hole set to 0 in normalised space (= the mean colour) at a
+    uniformly random position fully inside the image. The original Cutout (DeVries & Taylor)
+    centres the hole anywhere in the image and clips it at the border, so its holes are
+    sometimes smaller; this is the one known difference. Otherwise (test, or
+    ``augment=False``): to float + ``Normalize``. All steps are ``torchvision.transforms.v2``.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"`` (picks the normalisation constants).
+        train: Train side (augmentation possible) or test side.
+        augment: Use augmentation on the train side.
+
+    Returns:
+        A transform mapping a PIL image to a float32 tensor ``[3, 32, 32]``.
+    """
+    mean, std = CIFAR_STATS[name]
+    steps: list = []
+    if train and augment:
+        steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
+                  v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)]
+    steps += _to_normalised_tensor(mean, std)
+    if train and augment:
+        area = CUTOUT_SIZE * CUTOUT_SIZE / (32 * 32)
+        steps.append(v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0.0))
+    steps.append(v2.ToPureTensor())
+    return v2.Compose(steps)
+
+
+def build_cifar(name: str, root: str | os.PathLike, augment: bool = True,
+                download: bool = False):
+    """CIFAR-10 or CIFAR-100 official train/test sets via ``torchvision.datasets``.
+
+    Samples are ``([3, 32, 32] float32, label)``; see :func:`cifar_transforms`.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"``.
+        root: Folder that holds (or will hold) ``cifar-10-batches-py`` /
+            ``cifar-100-python``.
+        augment: Train-side augmentation.
+        download: Let torchvision download the archive (needs internet).
+
+    Returns:
+        ``(train, test, split_name)``.
+
+    Raises:
+        DatasetNotFoundError: The folder is missing (and ``download=False``), incomplete or
+            corrupted, or the download failed.
+    """
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    root = Path(root)
+    folder = root / CIFAR_FOLDERS[name]
+    how = (f"pass download=True (CLI: `--set download=true`) on a machine with internet, or "
+           f"copy the extracted python-version archive of {cls.url} to {folder}")
+    if not folder.is_dir() and not download:
+        raise DatasetNotFoundError(
+            f"{name} not found: expected the folder {folder} (torchvision's python-version "
+            f"layout) under root={root}. To obtain it, {how}.")
+    try:
+        train = cls(str(root), train=True, transform=cifar_transforms(name, True, augment),
+                    download=download)
+        test = cls(str(root), train=False, transform=cifar_transforms(name, False),
+                   download=download)
+    except (RuntimeError, OSError) as err:
+        raise DatasetNotFoundError(
+            f"{name} could not be loaded from {folder} (missing, incomplete or corrupted: "
+            f"{err}). To obtain it, {how}.") from err
+    return train, test, f"{name} official train/test ({len(train)}/{len(test)})"
+
+
+def imagenet_transforms(train: bool, augment: bool = True, image_size: int = 224) -> v2.Compose:
+    """The standard ImageNet transforms.
+
+    Train with ``augment=True``: ``RandomResizedCrop(S)`` + ``RandomHorizontalFlip()``.
+    Otherwise: ``Resize(round(S * 256 / 224))`` (shorter side, bilinear, antialiased) +
+    ``CenterCrop(S)``. Both end with float in ``[0, 1]`` + ``Normalize(IMAGENET_MEAN,
+    IMAGENET_STD)``.
+
+    Args:
+        train: Train side or validation side.
+        augment: Use augmentation on the train side.
+        image_size: Crop side ``S`` (224 in the paper).
+
+    Returns:
+        A transform mapping a PIL image to a float32 tensor ``[3, S, S]``.
+    """
+    if train and augment:
+        steps: list = [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()]
+    else:
+        steps = [v2.Resize(round(image_size * 256 / 224)), v2.CenterCrop(image_size)]
+    steps += _to_normalised_tensor(IMAGENET_MEAN, IMAGENET_STD)
+    steps.append(v2.ToPureTensor())
+    return v2.Compose(steps)
+
+
+IMAGENET_LAYOUT = ("<root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG (the validation "
+                   "images sorted into one folder per class, e.g. with the common "
+                   "`valprep.sh` script)")
+
+
+def build_imagenet(root: str | os.PathLike, augment: bool = True, image_size: int = 224):
+    """ImageNet-1k train/val via ``torchvision.datasets.ImageFolder``.
+
+    Samples are ``([3, S, S] float32, label)``; see :func:`imagenet_transforms`. Labels are
+    ImageFolder's (class folders sorted by name); train and val must have the same classes.
+
+    Args:
+        root: Folder holding ``train/`` and ``val/``.
+        augment: Train-side augmentation.
+        image_size: Crop side ``S``.
+
+    Returns:
+        ``(train, val, split_name)``.
+
+    Raises:
+        DatasetNotFoundError: ``train/`` or ``val/`` is missing or has no class folders.
+    """
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    sets = []
+    for side in ("train", "val"):
+        folder = root / side
+        if not folder.is_dir():
+            raise DatasetNotFoundError(
+                f"imagenet not found: the folder {folder} does not exist. Expected layout: "
+                f"{IMAGENET_LAYOUT}. Obtain ILSVRC2012 from https://image-net.org (login "
+                f"required; no automatic download).")
+        try:
+            sets.append(ImageFolder(str(folder),
+                                    transform=imagenet_transforms(side == "train", augment,
+                                                                  image_size)))
+        except FileNotFoundError as err:
+            raise DatasetNotFoundError(
+                f"imagenet: {folder} holds no class folders with images ({err}). Expected "
+                f"layout: {IMAGENET_LAYOUT}.") from err
+    train, val = sets
+    if train.classes != val.classes:
+        raise ValueError(f"imagenet: train/ has {len(train.classes)} classes and val/ has "
+                         f"{len(val.classes)}; the class folders must be the same")
+    return train, val, f"imagenet official train/val ({len(train)}/{len(val)})"
