@@ -33,6 +33,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from esdlib import methods as _methods
+from esdlib.data import DATASET_NAMES
+from esdlib.data import SPLITS as _DATA_SPLITS
+from esdlib.losses import TEACHER_SPACES
+from esdlib.models import ARCHITECTURES, BRANCH_KINDS
+from esdlib.neurons import RESET_MODES
+
 __all__ = [
     "ARCHS",
     "BRANCH_KINDS",
@@ -61,36 +68,26 @@ __all__ = [
 # Choices
 # ---------------------------------------------------------------------------
 
-METHODS = ("bptt", "ratebp", "sd", "esd", "esd_bptt")
+# The choices come from the modules that implement them (one source each).
+METHODS: tuple[str, ...] = tuple(_methods.METHODS)
 """Training methods: BPTT, rate-based BP, standard self-distillation, ESD, ESD on BPTT."""
 
-BRANCH_METHODS = ("sd", "esd", "esd_bptt")
+BRANCH_METHODS = _methods.BRANCH_METHODS
 """Methods that attach the auxiliary ANN branches during training."""
 
-RATE_BP_METHODS = ("ratebp", "sd", "esd")
+RATE_BP_METHODS = _methods.RATE_BP_METHODS
 """Methods trained with the two-pass rate-based backpropagation (the others use BPTT)."""
 
-DATASETS = ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
-"""Data-set names; must equal ``esdlib.data.DATASET_NAMES`` (checked by a test)."""
+DATASETS = DATASET_NAMES
+"""Data-set names (``esdlib.data.DATASET_NAMES``)."""
 
-SPLITS: dict[str, tuple[str, ...]] = {
-    "digits": ("official",),
-    "dvs_digits": ("official",),
-    "cifar10": ("official",),
-    "cifar100": ("official",),
-    "imagenet": ("official",),
-    "cifar10_dvs": ("official", "balanced"),
-}
-"""Valid ``split`` per data set; must equal ``esdlib.data.SPLITS`` (checked by a test).
+SPLITS = _DATA_SPLITS
+"""Valid ``split`` per data set (``esdlib.data.SPLITS``). CIFAR10-DVS has no published split:
+``"official"`` is the paper code's ``random_split`` with seed 42, ``"balanced"`` a per-class
+split."""
 
-CIFAR10-DVS has no published split: ``"official"`` is the paper code's
-``random_split`` with seed 42, ``"balanced"`` a per-class split."""
-
-ARCHS = ("spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34")
-BRANCH_KINDS = ("dsconv", "conv")
-TEACHER_SPACES = ("logits", "probs")
-RESET_MODES = ("soft", "soft_nodetach", "hard")
-RATE_GRAD_SCALES = ("1/T", "none")
+ARCHS: tuple[str, ...] = tuple(ARCHITECTURES)
+RATE_GRAD_SCALES = _methods.RATE_GRAD_SCALES
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -207,7 +204,8 @@ PROFILES = tuple(PROFILE_SETTINGS)
 """Profile names: ``("smoke", "default", "paper")``."""
 
 HASH_EXCLUDED_FIELDS = frozenset(
-    {"out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download"}
+    {"out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
+     "checkpoint_every"}
 )
 """Fields left out of :meth:`RunConfig.config_hash`: they say where files live or
 how the work is scheduled, not what is computed."""
@@ -288,6 +286,8 @@ class RunConfig:
         eval_batch_size: Evaluation mini-batch size in samples.
         max_train_steps: Cap on optimiser steps per epoch (``None`` = full epoch);
             the smoke profile uses it to finish in seconds.
+        checkpoint_every: Save the resumable ``last`` checkpoint every this many
+            optimiser steps (and at every epoch end); does not affect the config hash.
         num_workers: DataLoader worker processes (does not affect the config hash).
         seed: Random seed for weights, shuffling and augmentation, in [0, 2**32).
         device: ``"auto"`` (CUDA if available, else MPS, else CPU), ``"cpu"``,
@@ -335,6 +335,7 @@ class RunConfig:
     batch_size: int = _spec(128, ge=1)
     eval_batch_size: int = _spec(256, ge=1)
     max_train_steps: int | None = _spec(None, ge=1)
+    checkpoint_every: int = _spec(100, ge=1)
 
     num_workers: int = _spec(0, ge=0)
     seed: int = _spec(0, ge=0, lt=2**32)

@@ -171,6 +171,9 @@ METHODS: dict[str, Callable[..., StepResult]] = {
     "bptt": bptt, "ratebp": ratebp, "sd": sd, "esd": esd, "esd_bptt": esd_bptt,
 }
 BRANCH_METHODS = ("sd", "esd", "esd_bptt")
+"""Methods that train the auxiliary ANN branches."""
+RATE_BP_METHODS = ("ratebp", "sd", "esd")
+"""Methods trained with two-pass rate-based backpropagation."""
 
 
 def get_method(name: str) -> Callable[..., StepResult]:

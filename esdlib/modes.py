@@ -94,7 +94,7 @@ def spike_pass(model: nn.Module, x: Tensor, T: int):
 
 
 def rate_input(x: Tensor) -> Tensor:
-    """The rate-pass input: ``x`` itself for a static batch, its time average for ``[T, B, ...]``."""
+    """The rate-pass input: ``x`` for a static batch, its time average for ``[T, B, ...]``."""
     return x.mean(0) if x.dim() == 5 else x
 
 

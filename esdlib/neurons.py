@@ -8,7 +8,7 @@ The discrete LIF neuron of the ESD paper (direct encoding, soft reset) is
 
     s[t] = H(v[t] - \\theta)                            \\qquad \\text{(fire)}
 
-    v[t] \\leftarrow v[t] - \\theta\\, \\mathrm{sg}(s[t])   \\qquad \\text{(reset; sg = stop-gradient)}
+    v[t] \\leftarrow v[t] - \\theta\\, \\mathrm{sg}(s[t])   \\qquad \\text{(reset; sg: stop-grad)}
 
 with leak ``λ = decay`` (paper: 0.2), threshold ``θ = v_threshold`` (1.0) and the sigmoid
 surrogate derivative ``H'(u) ≈ α σ(α u)(1 − σ(α u))`` with ``α = surrogate_alpha`` (4.0).
@@ -350,7 +350,7 @@ class LIF(nn.Module):
         )
 
     def set_mode(self, mode: str, T: int) -> None:
-        """Select the behaviour (``"multistep"``, ``"spike"`` or ``"rate"``) and the number of steps."""
+        """Select the behaviour (``"multistep"``, ``"spike"``, ``"rate"``) and the steps ``T``."""
         if mode not in NEURON_MODES:
             raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
         self.mode, self.T = mode, int(T)

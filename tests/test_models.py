@@ -6,7 +6,7 @@ import torch
 import esdlib as esd
 
 
-@pytest.mark.parametrize("arch", ["spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34"])
+@pytest.mark.parametrize("arch", list(esd.ARCHITECTURES))
 @pytest.mark.parametrize("size,ch,time_varying", [(16, 1, False), (32, 3, False), (48, 2, True)])
 def test_shapes_all_architectures(arch, size, ch, time_varying):
     torch.manual_seed(0)

@@ -204,7 +204,8 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
         super().__init__()
-        self.conv1, self.bn1, self.lif1 = conv3x3(c_in, c_out, stride), SpikeBatchNorm2d(c_out), neuron()
+        self.conv1, self.bn1 = conv3x3(c_in, c_out, stride), SpikeBatchNorm2d(c_out)
+        self.lif1 = neuron()
         self.conv2, self.bn2 = conv3x3(c_out, c_out), SpikeBatchNorm2d(c_out)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
@@ -230,7 +231,8 @@ class PreActBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
         super().__init__()
-        self.bn1, self.lif1, self.conv1 = SpikeBatchNorm2d(c_in), neuron(), conv3x3(c_in, c_out, stride)
+        self.bn1, self.lif1 = SpikeBatchNorm2d(c_in), neuron()
+        self.conv1 = conv3x3(c_in, c_out, stride)
         self.bn2, self.lif2, self.conv2 = SpikeBatchNorm2d(c_out), neuron(), conv3x3(c_out, c_out)
         self.shortcut = None
         if stride != 1 or c_in != c_out:

@@ -1,0 +1,584 @@
+"""Training engine: ``fit(cfg)`` trains, evaluates, checkpoints and writes one run record.
+
+- SGD with momentum; weight decay only on convolution/linear weights (tensors with ≥ 2 dims);
+  optional linear warm-up then cosine annealing, stepped per epoch.
+- Each epoch: train with the method's step (:mod:`esdlib.methods`), evaluate the plain SNN at
+  the full ``T`` on the test set (accuracy, firing rates, SOP energy), append to the history,
+  save ``last.pt`` (and ``best.pt``), write the record with ``status="running"``.
+- **Headline = final-epoch test accuracy.** The best epoch's accuracy is kept as a secondary
+  figure; the official code reports the best epoch chosen on the test set (no validation split).
+- **Exact resume**: checkpoints (written atomically every ``cfg.checkpoint_every`` steps and at
+  each epoch end) hold the model, optimiser, scheduler, all RNG states, the epoch, the position
+  inside the epoch and the running sums of the epoch; data order is a function of
+  ``(seed, epoch)``. A run killed mid-epoch and resumed ends with the same metrics as an
+  uninterrupted one (CPU, ``num_workers=0``; with workers, augmentation draws differ).
+- **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
+  gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
+  reduced; rank 0 writes checkpoints and records.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from esdlib.config import RunConfig
+from esdlib.data import DatasetInfo, build_datasets
+from esdlib.losses import LossConfig
+from esdlib.methods import evaluate_batch, get_method
+from esdlib.metrics import FiringRateMeter, OpCounter
+from esdlib.models import SpikingNet, build_model
+from esdlib.results import (
+    atomic_open,
+    load_record,
+    make_record,
+    make_run_id,
+    record_path,
+    results_dir,
+    write_record,
+)
+
+CHECKPOINT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA if available, else MPS, else CPU; other names are checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_out_dir(path: str) -> Path:
+    """A relative ``out_dir``/``checkpoint_dir`` is taken relative to the project's results root's
+    parent (so notebooks run from ``book/`` write into the repository's ``results/``)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    try:
+        return results_dir().parent / p
+    except Exception:  # no project root found: fall back to the working directory
+        return Path.cwd() / p
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
+    """SGD with momentum; weight decay on conv/linear weights only (no BN, bias or decay terms)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def lr_factor(epoch: int, cfg: RunConfig) -> float:
+    """Learning-rate multiplier of ``epoch``: linear warm-up, then cosine annealing to 0."""
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    span = max(cfg.epochs - cfg.warmup_epochs, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch scheduler applying :func:`lr_factor`."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg))
+
+
+def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet]:
+    """Data sets and model of a config (branches only for methods that train them)."""
+    train, test, info = build_datasets(
+        cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size, augment=cfg.augment,
+        split=cfg.split, download=cfg.download, seed=cfg.seed)
+    model = build_model(cfg.arch, info.num_classes, info.in_channels, cfg.width,
+                        aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
+                        v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
+                        reset=cfg.reset)
+    return train, test, info, model
+
+
+def loss_config(cfg: RunConfig) -> LossConfig:
+    """The :class:`LossConfig` of a run config (``alpha`` weights each branch's CE)."""
+    return LossConfig(alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau, eta=cfg.eta,
+                      teacher_space=cfg.teacher_space)
+
+
+def time_first(x: Tensor) -> Tensor:
+    """``[B, T, C, H, W]`` (collated frames) → ``[T, B, C, H, W]``; static batches unchanged."""
+    return x.transpose(0, 1).contiguous() if x.dim() == 5 else x
+
+
+class EpochSampler(Sampler[int]):
+    """Deterministic per-epoch permutation, sharded over ranks, resumable at any position.
+
+    The order of epoch ``e`` is ``randperm(n)`` from a generator seeded with ``seed·10007 + e``;
+    rank ``r`` of ``world`` takes every ``world``-th index starting at ``r``.
+
+    Args:
+        n: data-set size.
+        seed: run seed.
+        rank: this process's rank.
+        world: number of processes.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` from its ``start``-th sample (of this rank's shard)."""
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        """This rank's indices of the current epoch (before ``start`` is applied)."""
+        g = torch.Generator().manual_seed(self.seed * 10007 + self.epoch)
+        return torch.randperm(self.n, generator=g)[self.rank::self.world].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start:])
+
+    def __len__(self) -> int:
+        return len(self.indices()) - self.start
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Initialise ``torch.distributed`` from torchrun's environment (``WORLD_SIZE`` > 1).
+
+    Returns:
+        True when this call created the process group (the caller destroys it).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+def allreduce_gradients(model: nn.Module) -> None:
+    """Average ``.grad`` over ranks (one flat buffer; a no-op in a single process)."""
+    rank, world = _dist_info()
+    if world == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """Peak CUDA memory allocated, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) * 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 256,
+             device: torch.device | str = "cpu", progress: bool = False,
+             channels_last: bool = False) -> dict[str, Any]:
+    """Test accuracy, firing rates and SOP energy of the plain SNN (no branches) at ``T`` steps.
+
+    Under DDP every rank evaluates its shard (``index ≡ rank mod world``) and the sums are
+    reduced, so every rank returns the full-test-set figures.
+
+    Args:
+        model: trained network (set to ``eval()`` here and left in eval mode).
+        dataset: test set yielding ``(x, label)``.
+        T: timesteps.
+        batch_size: evaluation batch size.
+        device: where to run.
+        progress: show a progress bar.
+        channels_last: feed channels-last inputs.
+
+    Returns:
+        ``{"test_acc", "test_loss", "firing_rates": {...}, "energy": {...}, "samples"}``.
+    """
+    device = torch.device(device)
+    rank, world = _dist_info()
+    model.eval()
+    shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
+    meter = FiringRateMeter()
+    correct = torch.zeros(3, dtype=torch.float64)  # correct, count, loss sum
+    with OpCounter(model) as ops:
+        for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            x, y = time_first(x).to(device), y.to(device)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = evaluate_batch(model, x, T)
+            correct[0] += (out.logits.argmax(1) == y).sum().item()
+            correct[1] += y.numel()
+            correct[2] += nn.functional.cross_entropy(out.logits.float(), y,
+                                                      reduction="sum").item()
+            meter.update(out.firing_per_t, out.num_neurons, y.numel())
+            ops.add_samples(y.numel())
+    energy = ops.summary()
+    if world > 1:
+        names = sorted(meter.sums)
+        packed = torch.cat([correct, torch.tensor([ops.macs, ops.acs, ops.samples],
+                                                  dtype=torch.float64)]
+                           + [meter.sums[n] for n in names])
+        dist.all_reduce(packed)
+        correct = packed[:3]
+        ops.macs, ops.acs, ops.samples = (float(v) for v in packed[3:6])
+        T_len = len(meter.sums[names[0]]) if names else 0
+        for i, n in enumerate(names):
+            meter.sums[n] = packed[6 + i * T_len: 6 + (i + 1) * T_len]
+        meter.samples = int(correct[1])
+        energy = ops.summary()
+    n = max(float(correct[1]), 1.0)
+    return {"test_acc": float(correct[0]) / n, "test_loss": float(correct[2]) / n,
+            "firing_rates": meter.summary(), "energy": energy, "samples": int(correct[1])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **payload: Any) -> None:
+    """``torch.save`` ``payload`` to ``path`` atomically (temp file + fsync + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`fit` (its ``config`` rebuilds the run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} is not an esdlib checkpoint (version {ckpt.get('version')})")
+    return ckpt
+
+
+def checkpoint_paths(cfg: RunConfig) -> dict[str, Path]:
+    """``{"dir", "last", "best"}`` paths of a run's checkpoints."""
+    d = resolve_out_dir(cfg.checkpoint_dir) / make_run_id(cfg)
+    return {"dir": d, "last": d / "last.pt", "best": d / "best.pt"}
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------------------------
+
+
+class _Running:
+    """Sums of the current training epoch (part of the checkpoint, for exact resume)."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.correct = 0.0
+        self.samples = 0
+        self.steps = 0
+        self.diag: dict[str, float] = {}
+
+    def add(self, loss: float, correct: float, n: int, diag: dict[str, float]) -> None:
+        self.loss += loss * n
+        self.correct += correct
+        self.samples += n
+        self.steps += 1
+        for k, v in diag.items():
+            self.diag[k] = self.diag.get(k, 0.0) + v * n
+
+    def means(self) -> dict[str, float]:
+        n = max(self.samples, 1)
+        out = {"train_loss": self.loss / n, "train_acc": self.correct / n}
+        out.update({f"train_{k}": v / n for k, v in self.diag.items()})
+        return out
+
+
+def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
+        stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; write checkpoints and the run record.
+
+    Args:
+        cfg: the validated run configuration.
+        progress: show tqdm progress bars (rank 0 only).
+        resume: continue from ``<checkpoint_dir>/<run_id>/last.pt`` when it exists (a finished
+            run is not retrained: its record is returned).
+        stop_after_steps: stop (after saving a checkpoint) once this many optimiser steps have
+            run in this call — for tests of resumption and for time-boxed sessions.
+
+    Returns:
+        The run record (a dict following ``esdlib/schema/run_record.schema.json``); its
+        ``status`` is ``"running"`` if the run was stopped early.
+    """
+    wall0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    owns_pg = init_distributed(device)
+    rank, world = _dist_info()
+    try:
+        return _fit(cfg, device, rank, world, progress and rank == 0, resume, stop_after_steps,
+                    wall0)
+    finally:
+        if owns_pg:
+            dist.destroy_process_group()
+
+
+def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0):
+    seed_everything(cfg.seed)
+    train_set, test_set, info, model = build_run(cfg)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
+    step_fn = get_method(cfg.method)
+    lcfg = loss_config(cfg)
+    paths = checkpoint_paths(cfg)
+    out_dir = resolve_out_dir(cfg.out_dir)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    sampler = EpochSampler(len(train_set), cfg.seed, rank, world)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, generator=torch.Generator(),
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
+             "best_acc": -1.0, "best_epoch": -1, "train_s": 0.0, "last_eval": None}
+    running = _Running()
+    if resume and paths["last"].is_file():
+        ckpt = load_checkpoint(paths["last"], device)
+        if ckpt["config_hash"] != cfg.config_hash():
+            raise RuntimeError(f"checkpoint {paths['last']} belongs to a different config; "
+                               "delete it or choose another checkpoint_dir")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = ckpt["state"]
+        running.__dict__.update(ckpt["running"])
+        _set_rng_state(ckpt["rng"])
+        if state["epoch"] >= cfg.epochs:
+            rec = record_path(out_dir, cfg.experiment, make_run_id(cfg))
+            if rec.is_file():
+                return load_record(rec)
+
+    def checkpoint(kind: str = "last") -> None:
+        if rank != 0:
+            return
+        save_checkpoint(paths[kind], version=CHECKPOINT_VERSION, config=cfg.to_dict(),
+                        config_hash=cfg.config_hash(), model=model.state_dict(),
+                        optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                        scaler=scaler.state_dict(), state=state, running=dict(running.__dict__),
+                        rng=_rng_state(), num_classes=info.num_classes,
+                        in_channels=info.in_channels, time_varying=info.time_varying)
+
+    def backward(loss: Tensor) -> None:
+        scaler.scale(loss).backward()
+
+    steps_this_call = 0
+    stopped = False
+    steps_per_epoch = math.ceil(len(sampler.indices()) / cfg.batch_size)
+    if cfg.max_train_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_train_steps)
+
+    while state["epoch"] < cfg.epochs and not stopped:
+        epoch = state["epoch"]
+        sampler.set_position(epoch, state["step_in_epoch"] * cfg.batch_size)
+        model.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], disable=not progress,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", leave=False)
+        for x, y in loader:
+            if state["step_in_epoch"] >= steps_per_epoch:
+                break
+            x, y = time_first(x).to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                res = step_fn(model, x, y, cfg.T, lcfg, rate_grad_scale=cfg.rate_grad_scale,
+                              backward=backward)
+            allreduce_gradients(model)
+            scaler.step(opt)
+            scaler.update()
+            correct = (res.logits.argmax(1) == y).sum().item()
+            running.add(float(res.loss), correct, y.numel(), res.diagnostics)
+            state["step_in_epoch"] += 1
+            state["global_step"] += 1
+            steps_this_call += 1
+            elapsed = time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{running.loss / max(running.samples, 1):.3f}",
+                            acc=f"{running.correct / max(running.samples, 1):.3f}",
+                            sps=f"{running.samples / max(elapsed, 1e-9):.0f}")
+            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                stopped = True
+                break
+            if state["global_step"] % cfg.checkpoint_every == 0:
+                state["train_s"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                checkpoint()
+        bar.close()
+        state["train_s"] += time.perf_counter() - t0
+        if stopped and state["step_in_epoch"] < steps_per_epoch:
+            checkpoint()
+            break
+        epoch_time = time.perf_counter() - t0
+        ev = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size, device=device,
+                      channels_last=cfg.channels_last)
+        entry = {"epoch": epoch + 1, **running.means(), "test_acc": ev["test_acc"],
+                 "test_loss": ev["test_loss"], "lr": opt.param_groups[0]["lr"],
+                 "epoch_time_s": epoch_time,
+                 "throughput_sps": running.samples * world / max(epoch_time, 1e-9),
+                 "firing_rate_mean": ev["firing_rates"]["mean"],
+                 "sops_per_sample": ev["energy"]["sops_per_sample"],
+                 "energy_uj_per_sample": ev["energy"]["energy_uj_per_sample"]}
+        state["history"].append(entry)
+        state["last_eval"] = ev
+        sched.step()
+        state["epoch"] += 1
+        state["step_in_epoch"] = 0
+        running = _Running()
+        is_best = ev["test_acc"] > state["best_acc"]
+        if is_best:
+            state["best_acc"], state["best_epoch"] = ev["test_acc"], epoch + 1
+        checkpoint()
+        if is_best:
+            checkpoint("best")
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']:.4f} "
+                       f"acc {entry['train_acc']:.4f} | test acc {ev['test_acc']:.4f} "
+                       f"| {epoch_time:.1f}s")
+        if rank == 0:
+            write_record(_record(cfg, state, device, world, wall0, "running", info), out_dir)
+        if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+            stopped = True
+
+    status = "complete" if state["epoch"] >= cfg.epochs else "running"
+    record = _record(cfg, state, device, world, wall0, status, info)
+    if rank == 0 and state["history"]:
+        write_record(record, out_dir)
+    return record
+
+
+def _record(cfg: RunConfig, state: dict, device: torch.device, world: int, wall0: float,
+            status: str, info: DatasetInfo) -> dict[str, Any]:
+    hist = state["history"]
+    ev = state["last_eval"] or {}
+    metrics: dict[str, Any] = {
+        "final_test_acc": hist[-1]["test_acc"] if hist else None,
+        "best_test_acc": state["best_acc"] if hist else None,
+        "best_epoch": state["best_epoch"] if hist else None,
+        "epochs_completed": len(hist),
+    }
+    if hist:
+        metrics.update({k: v for k, v in hist[-1].items()
+                        if k.startswith("train_") and isinstance(v, float)})
+        metrics["test_loss"] = hist[-1]["test_loss"]
+        metrics.update({k: v for k, v in ev.get("energy", {}).items()})
+        metrics["firing_rate_mean"] = ev["firing_rates"]["mean"]
+    firing = None
+    if ev:
+        fr = ev["firing_rates"]
+        firing = {"per_timestep": fr["per_timestep"], "per_layer": fr["per_layer"],
+                  "definition": fr["definition"]}
+    timing = {"wall_s": time.perf_counter() - wall0, "train_s": state["train_s"],
+              "peak_memory_bytes": peak_memory_bytes(device)}
+    extra = {"world_size": world, "dataset_split": info.split,
+             "dataset_description": info.description,
+             "headline": "final-epoch test accuracy (best epoch selected on the test set is "
+                         "secondary, as in the official code)"}
+    return make_record(cfg, metrics=metrics, history=hist, timing=timing, firing_rates=firing,
+                       status=status, extra=extra)
+
+
+def load_trained_model(checkpoint: str | os.PathLike,
+                       device: str | torch.device = "cpu") -> tuple[SpikingNet, RunConfig]:
+    """Rebuild the model of a checkpoint written by :func:`fit` (branches dropped: inference
+    uses the plain SNN).
+
+    Args:
+        checkpoint: path to ``last.pt`` or ``best.pt``.
+        device: where to load it.
+
+    Returns:
+        ``(model in eval mode, config)``.
+    """
+    ckpt = load_checkpoint(checkpoint, device)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.arch, ckpt["num_classes"], ckpt["in_channels"], cfg.width,
+                        aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
+                        v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
+                        reset=cfg.reset)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
+
