@@ -63,6 +63,19 @@ from esdlib.neurons import (
 )
 from esdlib.norm import SpikeBatchNorm1d, SpikeBatchNorm2d
 
+# Run-level API (after the core: config takes its choices from the modules above).
+from esdlib.config import ConfigError, RunConfig  # noqa: E402  isort: skip
+from esdlib.data import DatasetInfo, DatasetNotFoundError, build_datasets  # noqa: E402  isort: skip
+from esdlib.engine import evaluate, fit, load_trained_model  # noqa: E402  isort: skip
+from esdlib.gradients import gradient_errors, gradient_study  # noqa: E402  isort: skip
+from esdlib.metrics import estimate_energy  # noqa: E402  isort: skip
+from esdlib.results import (  # noqa: E402  isort: skip
+    load_paper_table,
+    load_record,
+    load_records,
+    make_run_id,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -75,4 +88,7 @@ __all__ = [
     "rate_pass", "reliable_teacher", "reset", "reset_state", "sd_loss", "self_distillation_loss",
     "set_mode", "spike_pass", "spike_pass_lif", "spiking_resnet18", "spiking_resnet19",
     "surrogate_derivative",
+    "ConfigError", "DatasetInfo", "DatasetNotFoundError", "RunConfig", "build_datasets",
+    "estimate_energy", "evaluate", "fit", "gradient_errors", "gradient_study", "load_paper_table",
+    "load_record", "load_records", "load_trained_model", "make_run_id",
 ]

@@ -23,7 +23,7 @@ import math
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -364,7 +364,9 @@ class _Running:
 
 
 def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
-        stop_after_steps: int | None = None) -> dict[str, Any]:
+        stop_after_steps: int | None = None,
+        on_epoch_end: Callable[[SpikingNet, int], None] | None = None,
+        extra: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; write checkpoints and the run record.
 
     Args:
@@ -374,6 +376,10 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
             run is not retrained: its record is returned).
         stop_after_steps: stop (after saving a checkpoint) once this many optimiser steps have
             run in this call — for tests of resumption and for time-boxed sessions.
+        on_epoch_end: ``f(model, epochs_done)`` called before training (0) and after each
+            epoch's evaluation, e.g. :class:`esdlib.gradients.GradientErrorTracker` (its own
+            state is not checkpointed).
+        extra: ``f() -> dict`` whose result is stored under the record's ``extra``.
 
     Returns:
         The run record (a dict following ``esdlib/schema/run_record.schema.json``); its
@@ -385,13 +391,14 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
     rank, world = _dist_info()
     try:
         return _fit(cfg, device, rank, world, progress and rank == 0, resume, stop_after_steps,
-                    wall0)
+                    wall0, on_epoch_end, extra)
     finally:
         if owns_pg:
             dist.destroy_process_group()
 
 
-def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0):
+def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on_epoch_end,
+         extra):
     seed_everything(cfg.seed)
     train_set, test_set, info, model = build_run(cfg)
     model.to(device)
@@ -444,6 +451,12 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0):
     def backward(loss: Tensor) -> None:
         scaler.scale(loss).backward()
 
+    def record(status: str) -> dict[str, Any]:
+        return _record(cfg, state, device, world, wall0, status, info,
+                       extra() if extra is not None else {})
+
+    if on_epoch_end is not None and state["global_step"] == 0:
+        on_epoch_end(model, 0)
     steps_this_call = 0
     stopped = False
     steps_per_epoch = math.ceil(len(sampler.indices()) / cfg.batch_size)
@@ -504,6 +517,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0):
                  "energy_uj_per_sample": ev["energy"]["energy_uj_per_sample"]}
         state["history"].append(entry)
         state["last_eval"] = ev
+        if on_epoch_end is not None:
+            on_epoch_end(model, epoch + 1)
         sched.step()
         state["epoch"] += 1
         state["step_in_epoch"] = 0
@@ -519,19 +534,19 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0):
                        f"acc {entry['train_acc']:.4f} | test acc {ev['test_acc']:.4f} "
                        f"| {epoch_time:.1f}s")
         if rank == 0:
-            write_record(_record(cfg, state, device, world, wall0, "running", info), out_dir)
+            write_record(record("running"), out_dir)
         if stop_after_steps is not None and steps_this_call >= stop_after_steps:
             stopped = True
 
     status = "complete" if state["epoch"] >= cfg.epochs else "running"
-    record = _record(cfg, state, device, world, wall0, status, info)
+    final = record(status)
     if rank == 0 and state["history"]:
-        write_record(record, out_dir)
-    return record
+        write_record(final, out_dir)
+    return final
 
 
 def _record(cfg: RunConfig, state: dict, device: torch.device, world: int, wall0: float,
-            status: str, info: DatasetInfo) -> dict[str, Any]:
+            status: str, info: DatasetInfo, more: dict[str, Any]) -> dict[str, Any]:
     hist = state["history"]
     ev = state["last_eval"] or {}
     metrics: dict[str, Any] = {
@@ -556,7 +571,7 @@ def _record(cfg: RunConfig, state: dict, device: torch.device, world: int, wall0
     extra = {"world_size": world, "dataset_split": info.split,
              "dataset_description": info.description,
              "headline": "final-epoch test accuracy (best epoch selected on the test set is "
-                         "secondary, as in the official code)"}
+                         "secondary, as in the official code)", **more}
     return make_record(cfg, metrics=metrics, history=hist, timing=timing, firing_rates=firing,
                        status=status, extra=extra)
 

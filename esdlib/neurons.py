@@ -212,7 +212,8 @@ def soft_reset_kappa(decay: float, T: int) -> list[float]:
 
 
 @torch.no_grad()
-def spike_pass_lif(x_seq: Tensor, params: LIFParams) -> tuple[Tensor, Tensor, Tensor]:
+def spike_pass_lif(x_seq: Tensor, params: LIFParams,
+                   eligibility: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """The no-grad spike pass of one LIF layer: spikes, firing rate and eligibility.
 
     For a neuron driven by a constant input ``x`` the derivative of its mean spike count is
@@ -224,42 +225,52 @@ def spike_pass_lif(x_seq: Tensor, params: LIFParams) -> tuple[Tensor, Tensor, Te
 
     where ``sg(v) = α σ(α(v−θ))(1−σ(α(v−θ)))``.
 
+    The loop is fused and in place (no graph); with ``eligibility=False`` it is the fast
+    inference path (charge → fire → reset only).
+
     Args:
         x_seq: input currents ``[T, ...]``.
         params: neuron parameters.
+        eligibility: also compute ``e`` (otherwise ``None`` is returned for it).
 
     Returns:
-        ``(spikes [T, ...], rate [...], eligibility [...])``.
+        ``(spikes [T, ...], rate [...], eligibility [...] or None)``.
     """
     T = x_seq.shape[0]
     lam, th, alpha = float(params.decay), params.v_threshold, params.surrogate_alpha
     spikes = torch.empty_like(x_seq)
     v = torch.zeros_like(x_seq[0])
     elig = torch.zeros_like(v)
+    buf = torch.empty_like(v)
     kappa_const = soft_reset_kappa(lam, T) if params.reset == "soft" else None
     kappa = None
     for t in range(T):
-        v.mul_(lam).add_(x_seq[t])
-        s = torch.ge(v, th, out=torch.empty_like(v, dtype=torch.bool))
-        spikes[t].copy_(s)
-        # sg(v) = α σ(u) σ(-u) with u = α(v − θ), computed in place on one buffer.
-        sg = torch.sigmoid((v - th).mul_(alpha))
-        sg.mul_(1.0 - sg).mul_(alpha)
+        torch.add(x_seq[t], v, alpha=lam, out=v)  # charge: v = λ v + x[t]
+        s = torch.ge(v, th, out=spikes[t])  # fire (float spikes written in place)
+        if not eligibility:
+            if params.reset == "hard":
+                v.mul_(1.0 - s)
+            else:
+                v.sub_(s, alpha=th)
+            continue
+        # sg(v)/α = σ(u) − σ(u)² with u = α(v − θ); α is folded into the accumulation.
+        sig = torch.sigmoid(torch.sub(v, th, out=buf).mul_(alpha), out=buf)
+        sg = torch.addcmul(sig, sig, sig, value=-1.0, out=buf)
         if kappa_const is not None:
-            elig.add_(sg, alpha=kappa_const[t])
+            elig.add_(sg, alpha=alpha * kappa_const[t])
         else:
             kappa = torch.ones_like(v) if kappa is None else kappa.mul_(lam).add_(1.0)
-            elig.addcmul_(sg, kappa)
+            elig.addcmul_(sg, kappa, value=alpha)
             if params.reset == "soft_nodetach":
-                kappa.mul_(sg.mul_(-th).add_(1.0))
+                kappa.mul_(sg.mul_(-alpha * th).add_(1.0))
             else:
-                kappa.mul_(~s)
+                kappa.mul_(1.0 - s)
         if params.reset == "hard":
-            v.mul_(~s)
+            v.mul_(1.0 - s)
         else:
-            v.sub_(spikes[t], alpha=th)
+            v.sub_(s, alpha=th)
     rate = spikes.mean(0)
-    return spikes, rate, elig.div_(T)
+    return spikes, rate, elig.div_(T) if eligibility else None
 
 
 class _RateLIF(torch.autograd.Function):
@@ -373,6 +384,8 @@ class LIF(nn.Module):
         p = self.params()
         if self.mode == "spike":
             spikes, self.rate, self.elig = spike_pass_lif(x_seq, p)
+        elif not torch.is_grad_enabled():
+            spikes = spike_pass_lif(x_seq, p, eligibility=False)[0]
         else:
             spikes = lif_multistep(x_seq, p)
         self.firing_per_t = spikes.detach().reshape(T, -1).mean(1)

@@ -24,6 +24,43 @@ from torch import Tensor, nn
 from esdlib.neurons import NEURON_MODES
 
 
+class _RateBatchNorm(torch.autograd.Function):
+    """Rate-pass BN with spike statistics forward and rate-batch statistics gradient, fused.
+
+    Forward ``y = (x − μ_s) r_s w + b`` with ``r_s = (σ²_s + ε)^(-1/2)``. Differentiating
+    ``μ = sg(μ_s) + μ_r − sg(μ_r)``, ``σ² = sg(σ²_s) + σ²_r − sg(σ²_r)`` by hand gives, per
+    channel over the ``N`` reduced positions,
+
+    ``∂L/∂x = w r_s (g − mean(g) − (x − μ_r) r_s² mean(g (x − μ_s)))``,
+    ``∂L/∂w = Σ g (x − μ_s) r_s``, ``∂L/∂b = Σ g``.
+
+    Only ``x`` and three per-channel vectors are saved for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean_s, var_s, eps):
+        dims = [0] + list(range(2, x.dim()))
+        mean_r = x.mean(dims)
+        rstd = torch.rsqrt(var_s + eps)
+        ctx.save_for_backward(x, weight, mean_s, rstd, mean_r)
+        return torch.nn.functional.batch_norm(x, mean_s, var_s, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean_s, rstd, mean_r = ctx.saved_tensors
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        n = x.numel() // x.shape[1]
+        g_sum = g.sum(dims)
+        gx_sum = (g * x).sum(dims)
+        g_xhat = (gx_sum - mean_s * g_sum) * rstd  # Σ g (x − μ_s) r_s
+        mean_g = (g_sum / n).view(shape)
+        mean_gxc = (g_xhat / (n * rstd)).view(shape)  # mean(g (x − μ_s))
+        r = rstd.view(shape)
+        dx = (weight.view(shape) * r) * (g - mean_g - (x - mean_r.view(shape)) * r * r * mean_gxc)
+        return dx, g_xhat, g_sum, None, None, None
+
+
 class _SpikeBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Shared implementation of the rate-BP batch norms (see the module docstring)."""
 
@@ -58,11 +95,6 @@ class _SpikeBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
         self.num_batches_tracked.add_(1)
 
-    def _normalise(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-        shape = self._shape(x)
-        scale = torch.rsqrt(var + self.eps) * self.weight
-        return (x - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
-
     def forward(self, x: Tensor, repeats: int = 1) -> Tensor:
         """Normalise ``x`` (``[N, C, ...]``) according to the mode and train/eval state.
 
@@ -82,16 +114,17 @@ class _SpikeBatchNorm(nn.modules.batchnorm._BatchNorm):
             if self.spike_mean is None:
                 raise RuntimeError("BatchNorm in rate mode has no spike statistics: "
                                    "run spike_pass first")
-            var_r, mean_r = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
-            mean = self.spike_mean + (mean_r - mean_r.detach())
-            var = self.spike_var + (var_r - var_r.detach())
-            return self._normalise(x, mean, var)
+            return _RateBatchNorm.apply(x, self.weight, self.bias, self.spike_mean,
+                                        self.spike_var, self.eps)
         if self.mode == "spike":
             with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
+                # One fused pass computes the batch statistics and normalises with them.
+                out, mean, invstd = torch.native_batch_norm(
+                    x, self.weight, self.bias, None, None, True, 0.0, self.eps)
+                var = invstd.pow(-2).sub_(self.eps).clamp_(min=0.0)
                 self.spike_mean, self.spike_var = mean, var
                 self._update_running(mean, var, n)
-                return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+                return out
         if repeats == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 True, self.momentum, self.eps)

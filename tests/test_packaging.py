@@ -1,9 +1,11 @@
 """Packaging: environment.yml stays in sync with pyproject; CI calls the README's test command."""
 
 import pathlib
-import tomllib
 
+import pytest
 import yaml
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -158,3 +158,25 @@ def test_rate_pass_without_spike_pass_fails_clearly():
     x, _ = _batch()
     with pytest.raises(RuntimeError, match="spike_pass first"):
         esd.rate_pass(net, x)
+
+
+def test_fused_rate_batchnorm_matches_the_straight_through_formula():
+    """mu = sg(mu_s) + mu_r - sg(mu_r), var likewise: the fused backward equals autograd's."""
+    from esdlib.norm import _RateBatchNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    mean_s, var_s = torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5
+    g = torch.randn(8, 5, 4, 4, dtype=torch.float64)
+    y = _RateBatchNorm.apply(x, w, b, mean_s, var_s, 1e-5)
+    fused = torch.autograd.grad(y, (x, w, b), g)
+    var_r, mean_r = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    mu = (mean_s + mean_r - mean_r.detach()).view(1, -1, 1, 1)
+    var = (var_s + var_r - var_r.detach()).view(1, -1, 1, 1)
+    y_ref = (x - mu) * torch.rsqrt(var + 1e-5) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+    ref = torch.autograd.grad(y_ref, (x, w, b), g)
+    torch.testing.assert_close(y, y_ref)
+    for a, r in zip(fused, ref, strict=True):
+        torch.testing.assert_close(a, r)
