@@ -117,8 +117,8 @@ DEFAULT_PROFILE: dict[str, Any] = {
     "arch": "spiking_resnet18",
     "width": 0.25,
     "T": 4,
-    "epochs": 20,
-    "batch_size": 64,
+    "epochs": 10,
+    "batch_size": 16,  # digits has 1,437 training images: small batches give enough steps
     "eval_batch_size": 256,
     "lr": 0.1,
     "weight_decay": 5e-4,

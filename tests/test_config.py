@@ -62,7 +62,7 @@ def test_default_profile_values():
     cfg = RunConfig.profile("default")
     expected = dict(
         dataset="digits", image_size=16, arch="spiking_resnet18", width=0.25, T=4,
-        epochs=20, batch_size=64, lr=0.1, weight_decay=5e-4,
+        epochs=10, batch_size=16, lr=0.1, weight_decay=5e-4,
     )  # fmt: skip
     assert {k: getattr(cfg, k) for k in expected} == expected
     assert all(getattr(cfg, k) == v for k, v in DEFAULT_PROFILE.items())
@@ -281,7 +281,7 @@ def test_datasets_list():
 def test_scale_labels():
     assert (
         RunConfig.profile("default").scale_label()
-        == "digits 16×16, spiking_resnet18 ×0.25, T=4, 20 epochs"
+        == "digits 16×16, spiking_resnet18 ×0.25, T=4, 10 epochs"
     )
     assert (
         RunConfig.profile("paper").scale_label()
@@ -397,11 +397,12 @@ def test_hash_ignores_locations_and_scheduling():
     base = RunConfig.profile("default")
     other = base.replace(
         out_dir="elsewhere", checkpoint_dir="ck2", num_workers=4, device="cpu",
-        data_root="/data", download=True,
+        data_root="/data", download=True, checkpoint_every=7,
     )  # fmt: skip
     assert other.config_hash() == base.config_hash()
     assert set(HASH_EXCLUDED_FIELDS) == {
         "out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
+        "checkpoint_every",
     }  # fmt: skip
 
 
