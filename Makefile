@@ -33,5 +33,8 @@ reproduce: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/esd bench
 
+book: $(STAMP)  # rebuild the HTML from the executed chapters in book/chapters
+	$(PY) -m esdlib.bookbuild build
+
 clean:
 	rm -rf book/_build .pytest_cache

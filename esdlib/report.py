@@ -507,7 +507,8 @@ def static_facts(df: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
 
     Keys: ``scale``, ``T_note``, ``paper_gain_min``, ``paper_gain_max``, ``paper_n_pos``,
     ``paper_n``, ``ours_n_same``, ``ours_n_pairs``, ``ours_gain``, ``paper_gain``,
-    ``gain_where``, ``agreement``, ``best_final_max``, ``imagenet_arch``, ``imagenet_T``.
+    ``gain_where``, ``agreement``, ``gain_sentence``, ``best_final_max``, ``imagenet_arch``,
+    ``imagenet_T``.
     """
     from esdlib.config import PAPER_HPARAMS
 
@@ -535,6 +536,13 @@ def static_facts(df: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
                      paper_gain=fmt_signed(r["paper_gain_pts"]),
                      gain_where=f"{r['architecture']}, T = {int(r['T'])}",
                      agreement=agreement(r["same_sign"]))
+    facts["gain_sentence"] = (
+        f"Our difference has the paper's sign in {facts['ours_n_same']} of "
+        f"{facts['ours_n_pairs']} comparisons; at {facts['gain_where']} ours is "
+        f"{facts['ours_gain']} against the paper's {facts['paper_gain']} on CIFAR-10, so our "
+        f"result {facts['agreement']} the paper's claim at this scale." if len(head) else
+        "No architecture and T has complete runs of both RateBP and ESD in this profile, so "
+        "the claim cannot be checked here.")
     fb = summarize(runs, ["config.arch", "config.method", _T_COL], BEST)
     ff = summarize(runs, ["config.arch", "config.method", _T_COL], ACC)
     gap = (fb["mean_%"] - ff["mean_%"]).max() if len(fb) else None
@@ -653,7 +661,8 @@ def dvs_facts(df: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
     """Display-ready values for chapter 5's prose ("n/a" if missing).
 
     Keys: ``scale``, ``methods_note``, ``paper_esd_bptt``, ``paper_esd_onestep``,
-    ``paper_gain``, ``ours_gain``, ``ours_T``, ``agreement``, ``paper_T``, ``paper_beta``.
+    ``paper_gain``, ``ours_gain``, ``ours_T``, ``agreement``, ``gain_sentence``, ``paper_T``,
+    ``paper_beta``.
     """
     from esdlib.config import PAPER_HPARAMS
 
@@ -670,10 +679,17 @@ def dvs_facts(df: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
              "paper_esd_bptt": fmt_num(bptt), "paper_esd_onestep": fmt_num(one),
              "paper_gain": fmt_signed(bptt - one), "ours_gain": "n/a", "ours_T": "n/a",
              "agreement": agreement(None), "paper_T": str(h["T"]), "paper_beta": f"{h['beta']:g}"}
+    facts["gain_sentence"] = (
+        "This profile has no complete runs of both ESD (rate-BP) and ESD (BPTT) at one "
+        "architecture and T, so the claim cannot be checked here.")
     if len(g):
         r = g.sort_values("T").iloc[-1]
         facts.update(ours_gain=fmt_signed(r["ours_gain_pts"]), ours_T=str(int(r["T"])),
                      agreement=agreement(r["same_sign"]))
+        facts["gain_sentence"] = (
+            f"At T = {facts['ours_T']} our ESD (BPTT) − ESD (rate-BP) difference is "
+            f"{facts['ours_gain']} against the paper's {facts['paper_gain']}, so our result "
+            f"{facts['agreement']} the paper's claim that BPTT helps ESD on event data.")
     return facts
 
 
@@ -771,24 +787,40 @@ def _range(values: pd.Series, unit: str = "×") -> str:
     return f"{lo:.2f}{unit}" if abs(hi - lo) < 0.005 else f"{lo:.2f}–{hi:.2f}{unit}"
 
 
+FLAT_MEMORY = 1.1
+"""Growth of saved memory over the benchmarked T range below which it counts as flat."""
+
+
 def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
     """Display-ready values for chapter 6's prose, from the most recent benchmark run.
 
     Keys: ``n_runs``, ``bench_id``, ``device``, ``threads``, ``config``, ``T_range``,
-    ``esd_ratebp_step``, ``bptt_esd_step_Tmax``, ``bptt_saved_growth``, ``ratebp_saved_growth``,
-    ``esd_saved_growth``, ``ref_ratio``.
+    ``esd_ratebp_step``, ``bptt_esd_step_Tmax``, ``<method>_saved_growth`` (saved memory at the
+    largest T over the smallest, for bptt, ratebp, esd), ``ref_ratio``, and three sentences:
+    ``bench_intro`` (which run), ``bench_summary`` (the ratios) and ``memory_verdict``
+    (whether the two-pass methods' saved memory stays within :data:`FLAT_MEMORY` while
+    BPTT's grows).
     """
+    from esdlib.bench import bench_table
+
     keys = ("bench_id", "device", "threads", "config", "T_range", "esd_ratebp_step",
             "bptt_esd_step_Tmax", "bptt_saved_growth", "ratebp_saved_growth",
             "esd_saved_growth", "ref_ratio")
     facts = {k: "n/a" for k in keys}
-    facts["n_runs"] = "0" if bench is None or not len(bench) else str(bench["bench_id"].nunique())
-    if facts["n_runs"] == "0":
+    n = 0 if bench is None or not len(bench) else bench["bench_id"].nunique()
+    facts.update(n_runs=str(n),
+                 bench_intro="There are no benchmark records (results/bench/*.json) for this "
+                 "build, so the tables and the figure below are empty; the commands at the end "
+                 "of this page produce them.",
+                 bench_summary="Without benchmark records no ratio can be computed.",
+                 memory_verdict="there are no benchmark records to check it with")
+    if not n:
         return facts
     latest = bench.sort_values("created")["bench_id"].iloc[-1]
     run = bench[bench["bench_id"] == latest]
-    t = scalability_table(run)
     first = run.iloc[0]
+    run = run[(run["arch"] == first["arch"]) & (run["batch"] == first["batch"])]
+    t = bench_table(run)
     Ts = sorted(int(x) for x in t["T"].unique())
     facts.update(bench_id=str(latest), device=str(first["device_name"]),
                  threads=str(int(first["threads"])),
@@ -798,18 +830,42 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
                  T_range=f"{Ts[0]}–{Ts[-1]}" if len(Ts) > 1 else str(Ts[0]))
     if "esd/ratebp step" in t:
         facts["esd_ratebp_step"] = _range(t["esd/ratebp step"])
-    tmax = t[t["T"] == Ts[-1]]
     if "bptt/esd step" in t:
-        facts["bptt_esd_step_Tmax"] = _range(tmax["bptt/esd step"])
+        facts["bptt_esd_step_Tmax"] = _range(t.loc[t["T"] == Ts[-1], "bptt/esd step"])
+    growth: dict[str, float] = {}
     for m in ("bptt", "ratebp", "esd"):
         col = f"{m} saved MiB"
         if col in t and len(Ts) > 1:
-            lo = t.loc[t["T"] == Ts[0], col].iloc[0]
-            hi = t.loc[t["T"] == Ts[-1], col].iloc[0]
-            facts[f"{m}_saved_growth"] = fmt_num(hi / lo if lo else None, unit="×")
+            lo = float(t.loc[t["T"] == Ts[0], col].iloc[0])
+            hi = float(t.loc[t["T"] == Ts[-1], col].iloc[0])
+            growth[m] = hi / lo if lo else np.nan
+            facts[f"{m}_saved_growth"] = fmt_num(growth[m], unit="×")
     ref = reference_comparison(bench)
     if len(ref):
         facts["ref_ratio"] = _range(ref["ours/published"])
+    which = f"The most recent of the {n} benchmark runs, {latest}," if n > 1 else \
+        f"The benchmark run {latest}"
+    facts["bench_intro"] = (
+        f"{which} ran on {facts['device']} with {facts['threads']} thread(s) for {facts['config']} "
+        f"(other configurations of a run appear as further rows).")
+    facts["bench_summary"] = (
+        f"Over T = {facts['T_range']} ESD takes {facts['esd_ratebp_step']} the step time of "
+        f"RateBP (the branches' cost), BPTT takes {facts['bptt_esd_step_Tmax']} the step time "
+        f"of ESD at the largest T, and the memory saved for backward grows "
+        f"{facts['bptt_saved_growth']} for BPTT, {facts['ratebp_saved_growth']} for RateBP and "
+        f"{facts['esd_saved_growth']} for ESD.")
+    two_pass = [growth[m] for m in ("ratebp", "esd") if m in growth]
+    if "bptt" not in growth or not two_pass or any(g != g for g in [*two_pass, growth["bptt"]]):
+        facts["memory_verdict"] = ("it cannot be checked: this run lacks a method or a second "
+                                   "value of T")
+    elif max(two_pass) < FLAT_MEMORY and growth["bptt"] > max(two_pass):
+        facts["memory_verdict"] = (f"it holds here: the two-pass methods stay within "
+                                   f"{FLAT_MEMORY - 1:.0%} while BPTT's memory grows "
+                                   f"{growth['bptt']:.2f}×")
+    else:
+        facts["memory_verdict"] = (f"it does not hold here: the two-pass methods grow up to "
+                                   f"{max(two_pass):.2f}× against {growth['bptt']:.2f}× for "
+                                   "BPTT")
     return facts
 
 
@@ -955,11 +1011,26 @@ def firing_facts(ours: pd.DataFrame, paper: pd.DataFrame,
     """Display-ready values for chapter 7's prose.
 
     Keys: ``paper_less``, ``paper_n``, ``paper_ratio``, ``ours_less``, ``ours_n``,
-    ``ours_ratio``, ``ours_T``, ``paper_T``, ``layers_lower``, ``layers_n``.
+    ``ours_ratio``, ``ours_T``, ``paper_T``, ``layers_lower``, ``layers_n`` and the sentences
+    ``ours_sentence``, ``layers_sentence``.
     """
     p, o = firing_rate_claim(paper), firing_rate_claim(ours)
     lower, n = esd_lower_layers(records, arch)
-    return {"paper_less": str(int(p["ESD fires less"].astype(bool).sum())),
+    ours_T = ", ".join(str(int(t)) for t in ours["trained_T"].unique()) or "none"
+    n_less = int(o["ESD fires less"].astype(bool).sum())
+    ours_sentence = (
+        f"With trained T = {ours_T} here (the paper: "
+        f"{', '.join(str(int(t)) for t in paper['trained_T'].unique())}), our ESD fires less "
+        f"than our BPTT at {n_less} of {len(o)} trained T, at {_range(o['ESD/BPTT'])} of "
+        "BPTT's average rate." if len(o) else
+        "This profile has no complete BPTT and ESD runs with firing rates at a common trained "
+        "T, so the claim cannot be checked here.")
+    layers_sentence = (
+        f"ESD's rate is below BPTT's in {lower} of {n} (layer, T) pairs, which shows where in "
+        "the network the difference in the network rate comes from." if n else
+        "Without BPTT and ESD runs at a common T there is no per-layer comparison.")
+    return {"ours_sentence": ours_sentence, "layers_sentence": layers_sentence,
+            "paper_less": str(int(p["ESD fires less"].astype(bool).sum())),
             "paper_n": str(len(p)), "paper_ratio": _range(p["ESD/BPTT"]),
             "ours_less": str(int(o["ESD fires less"].astype(bool).sum())),
             "ours_n": str(len(o)), "ours_ratio": _range(o["ESD/BPTT"]),
@@ -1110,7 +1181,8 @@ def gradient_facts(history: pd.DataFrame, per_layer: pd.DataFrame) -> dict[str, 
     """Display-ready values for chapter 8's prose.
 
     Keys: ``n_hold``, ``n_meas``, ``n_runs``, ``verdict``, ``K_rate_first``, ``K_rate_last``,
-    ``K_esd_first``, ``K_esd_last``, ``layers_hold``, ``layers_n``.
+    ``K_esd_first``, ``K_esd_last``, ``layers_hold``, ``layers_n`` and the sentences
+    ``sentence``, ``layers_sentence``.
     """
     n, k = len(history), int(history["K_esd ≤ K_rate"].astype(bool).sum()) if len(history) else 0
     verdict = ("cannot be checked: there are no measurements" if n == 0 else
@@ -1126,6 +1198,18 @@ def gradient_facts(history: pd.DataFrame, per_layer: pd.DataFrame) -> dict[str, 
         by_epoch = history.groupby("epoch")[col].mean() if n else pd.Series(dtype=float)
         facts[f"{col}_first"] = fmt_num(by_epoch.iloc[0] if n else None, 3)
         facts[f"{col}_last"] = fmt_num(by_epoch.iloc[-1] if n else None, 3)
+    facts["sentence"] = (
+        f"The poster's inequality K_esd ≤ K_rate {verdict}: it holds in {k} of {n} measurements "
+        f"({facts['n_runs']} run{'s' if facts['n_runs'] != '1' else ''}); K_rate goes from "
+        f"{facts['K_rate_first']} to {facts['K_rate_last']} and K_esd from "
+        f"{facts['K_esd_first']} to {facts['K_esd_last']} (mean over runs, first and last "
+        "measurement)." if n else
+        "This profile has no gradient-error measurements, so the poster's inequality cannot be "
+        "checked here.")
+    facts["layers_sentence"] = (
+        f"The inequality holds for {facts['layers_hold']} of the {facts['layers_n']} weight "
+        "tensors at the end of training." if len(per_layer) else
+        "Without measurements there is no per-layer comparison.")
     return facts
 
 
@@ -1300,8 +1384,9 @@ def _diff(table: pd.DataFrame, factor: str, setting: str | None = None) -> str:
 def ablation_facts(table1: pd.DataFrame, ablation: pd.DataFrame) -> dict[str, str]:
     """Display-ready values for chapter 9's prose ("n/a" where the runs are missing).
 
-    Keys: ``esd_vs_ratebp``, ``sd_vs_ratebp``, ``esd_vs_sd``, ``distill_where``, ``conv``,
-    ``beta_05``, ``beta_01``, ``beta_10``, ``probs``, ``eta``, ``param_ratio``, ``scale``.
+    Keys: ``esd_vs_ratebp``, ``sd_vs_ratebp``, ``esd_vs_sd``, ``distill_where``,
+    ``distill_sentence``, ``conv``, ``beta_05``, ``beta_01``, ``beta_10``, ``probs``, ``eta``,
+    ``param_ratio``, ``scale``.
     """
     d = distillation_ablation(table1)
     facts = {"esd_vs_ratebp": "n/a", "sd_vs_ratebp": "n/a", "esd_vs_sd": "n/a",
@@ -1321,6 +1406,12 @@ def ablation_facts(table1: pd.DataFrame, ablation: pd.DataFrame) -> dict[str, st
         for meth in ("esd", "sd"):
             if _label(meth) in at.index:
                 facts[f"{meth}_vs_ratebp"] = fmt_signed(at.loc[_label(meth), "vs_RateBP_pts"])
+    facts["distill_sentence"] = (
+        f"At {facts['distill_where']}, ESD is {facts['esd_vs_ratebp']} and standard SD "
+        f"{facts['sd_vs_ratebp']} against RateBP, and ESD − SD is {facts['esd_vs_sd']} "
+        "(n/a marks methods this profile did not run)." if len(d) else
+        "This profile has no complete RateBP, SD or ESD runs in table1, so the comparison "
+        "cannot be made here.")
     t = ablation_table(ablation)
     facts.update(conv=_diff(t, "branch kind"), beta_05=_diff(t, "β", "0.5"),
                  beta_01=_diff(t, "β", "0.1"), beta_10=_diff(t, "β", "1"),

@@ -1,0 +1,219 @@
+"""The book: its structure (fast) and the whole smoke pipeline (``pipeline`` marker).
+
+Fast checks: the toc lists exactly the chapter notebooks, the landing page links them, the
+configuration needs no internet (vendored MathJax, no Thebe, no execution at build time), and a
+bad chapter parameter fails before any kernel starts.
+
+Pipeline (``pytest -m pipeline``): execute every chapter notebook in the ``smoke`` profile with
+papermill into a temporary copy of the book, build it strictly (warnings are errors), then open
+every page in Chromium with the network cut and assert no problem (failed requests, broken
+images, untypeset math, missing tables). Only the browser part is skipped when Debian's chromium
+is absent. A failing chapter leaves no torn notebook behind; the browser check itself is shown
+to report each kind of problem on a deliberately broken page.
+"""
+
+import json
+import pathlib
+import shutil
+
+import nbformat
+import pytest
+import yaml
+
+from esdlib import bookbuild
+from esdlib.bookbuild import (
+    BookBuildError,
+    ChapterExecutionError,
+    build_book,
+    chapter_notebooks,
+    check_pages,
+    execute_chapters,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+SOURCES = ROOT / "notebooks" / "chapters"
+CHROMIUM = pathlib.Path(bookbuild.DEFAULT_CHROMIUM)
+NO_CHROMIUM = f"chromium not found at {CHROMIUM}: browser check skipped"
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
+    files = []
+    for entry in toc.get("chapters", []):
+        files.append(entry["file"])
+    for part in toc.get("parts", []):
+        files += [entry["file"] for entry in part.get("chapters", [])]
+    return files
+
+
+# ---------------------------------------------------------------------------
+# Structure (fast)
+# ---------------------------------------------------------------------------
+
+
+def test_toc_lists_exactly_the_chapter_notebooks():
+    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book" and toc["root"] == "intro"
+    listed = _toc_files()
+    expected = [f"chapters/{p.stem}" for p in chapter_notebooks(SOURCES)]
+    assert listed == expected, (
+        "book/_toc.yml must list every notebooks/chapters/NN_name.ipynb, in order, as "
+        f"`- file: chapters/NN_name`\n  toc:       {listed}\n  notebooks: {expected}"
+    )
+
+
+def test_landing_page_links_every_chapter():
+    intro = (BOOK / "intro.md").read_text()
+    missing = [f for f in _toc_files() if f"({f}.ipynb)" not in intro]
+    assert not missing, f"book/intro.md has no table row linking {missing}"
+
+
+def test_config_needs_no_internet():
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert config["only_build_toc_files"] is True
+    assert config["launch_buttons"]["thebe"] is False
+    sphinx = config["sphinx"]["config"]
+    assert "sphinx_thebe" not in sphinx["extensions"]
+    mathjax = sphinx["mathjax_path"]
+    assert "://" not in mathjax
+    static = [BOOK / d for d in sphinx["html_static_path"]]
+    assert any((d / mathjax).is_file() for d in static), f"vendored MathJax {mathjax} missing"
+    fonts = BOOK / "_vendor" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert len(list(fonts.glob("*.woff"))) > 10
+    size = sum(p.stat().st_size for p in (BOOK / "_vendor").rglob("*") if p.is_file())
+    assert size < 3 * 2**20, f"book/_vendor is {size / 2**20:.1f} MiB"
+
+
+def test_expected_content_keys_are_toc_pages():
+    pages = {"intro.html"} | {f"{f}.html" for f in _toc_files()}
+    chapters = {f"chapters/{n}.html" for n in (
+        "04_table1_static", "05_dvs", "06_scalability", "07_firing_rates", "08_gradient_error",
+        "09_ablations")}
+    assert set(bookbuild.EXPECTED_CONTENT) <= pages | chapters
+
+
+def test_unknown_parameter_fails_before_any_kernel(tmp_path):
+    with pytest.raises(ValueError, match="unknown chapter parameter.*'profle'.*declare"):
+        execute_chapters(SOURCES, tmp_path, {"profle": "smoke"}, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_check_chapter_parameters_lists_valid_profiles(tmp_path):
+    with pytest.raises(ValueError, match="smoke, default, paper"):
+        bookbuild.check_chapter_parameters("fast", ROOT / "results")
+    with pytest.raises(ValueError, match="no 'paper/' folder"):
+        bookbuild.check_chapter_parameters("smoke", tmp_path)
+    assert bookbuild.check_chapter_parameters("smoke", "results").is_absolute()
+
+
+def test_kernel_environment_drops_mplbackend_and_restores(monkeypatch):
+    import os
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # would silently drop every figure of the book
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with bookbuild.kernel_environment(threads=1):
+        assert "MPLBACKEND" not in os.environ and os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["MPLBACKEND"] == "Agg" and "OMP_NUM_THREADS" not in os.environ
+    with pytest.raises(ValueError, match="positive int"), bookbuild.kernel_environment(0):
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Pipeline
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """Execute every chapter (smoke profile) into a temporary copy of the book and build it."""
+    tmp = tmp_path_factory.mktemp("book")
+    book = tmp / "book"
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    results = tmp / "results"
+    shutil.copytree(ROOT / "results", results)
+    parameters = {"profile": "smoke", "results_dir": str(results)}
+    executed = execute_chapters(SOURCES, book / "chapters", parameters, progress=False,
+                                cwd=ROOT, threads=1)
+    index = build_book(book, tmp / "build", strict=True)
+    return {"executed": executed, "index": index, "parameters": parameters}
+
+
+@pytest.mark.pipeline
+def test_pipeline_smoke(smoke_book):
+    executed = smoke_book["executed"]
+    assert [p.name for p in executed] == [p.name for p in chapter_notebooks(SOURCES)]
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata.papermill.parameters == smoke_book["parameters"]
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs, f"{path.name} has no outputs"
+        assert not [o for o in outputs if o.output_type == "error"]
+    assert not [p for p in executed[0].parent.iterdir() if p.name.startswith(".")], \
+        "temporary files left in the executed chapters folder"
+    html = smoke_book["index"].parent
+    for page in ["intro", *_toc_files()]:
+        assert (html / f"{page}.html").is_file(), f"{page}.html was not built"
+    if not CHROMIUM.is_file():
+        pytest.skip(NO_CHROMIUM)
+    problems = check_pages(html, CHROMIUM)
+    assert problems == [], "browser check:\n" + "\n".join(problems)
+
+
+@pytest.mark.pipeline
+def test_failed_chapter_leaves_no_torn_notebook(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    params = nbformat.v4.new_code_cell('profile = "default"  # type: str')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("raise ValueError(f'bad profile {profile}')")]
+    nbformat.write(nb, src / "01_broken.ipynb")
+    previous = out / "01_broken.ipynb"
+    previous.write_text("previous good copy")
+    with pytest.raises(ChapterExecutionError, match=r"01_broken\.ipynb.*ValueError.*bad profile"):
+        execute_chapters(src, out, {"profile": "smoke"}, progress=False, cwd=tmp_path)
+    assert previous.read_text() == "previous good copy"
+    assert [p.name for p in out.iterdir()] == ["01_broken.ipynb"]
+
+
+@pytest.mark.pipeline
+def test_strict_build_fails_on_a_warning(tmp_path):
+    book = tmp_path / "book"
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (book / "intro.md").write_text("# Title\n\nA broken reference: {ref}`no-such-label`.\n")
+    with pytest.raises(BookBuildError, match="undefined label: 'no-such-label'"):
+        build_book(book, tmp_path / "build", strict=True)
+
+
+def test_build_without_executed_chapters_says_what_to_do(tmp_path):
+    book = tmp_path / "book"
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    with pytest.raises(BookBuildError, match="execute the chapters first"):
+        build_book(book, tmp_path / "build")
+
+
+@pytest.mark.pipeline
+def test_browser_check_reports_each_kind_of_problem(tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(NO_CHROMIUM)
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=page.html" />')
+    (tmp_path / "stale.html").write_text('<meta http-equiv="Refresh" content="0; url=gone.html" />')
+    (tmp_path / "page.html").write_text(
+        "<!doctype html><html><head>"
+        '<script src="https://cdn.example.com/lib.js"></script></head><body><article>'
+        '<img src="missing.png" alt="figure"><span class="math">\\(x^2\\)</span>'
+        "<script>undefinedFunction();</script></article></body></html>"
+    )
+    problems = check_pages(tmp_path, CHROMIUM, expected={"page.html": ("table",)}, timeout_s=3)
+    text = json.dumps(problems)
+    for needle in ("stale.html: redirects to missing page gone.html",
+                   "blocked non-local request https://cdn.example.com/lib.js",
+                   "HTTP 404 for missing.png", "image did not load: missing.png",
+                   "MathJax never loaded", "JavaScript error", "no 'table' in the article"):
+        assert needle in text, f"{needle!r} not reported; got {problems}"
