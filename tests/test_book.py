@@ -127,17 +127,33 @@ def test_kernel_environment_drops_mplbackend_and_restores(monkeypatch):
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory):
-    """Execute every chapter (smoke profile) into a temporary copy of the book and build it."""
+    """The whole smoke pipeline in a temporary tree: the manifest's smoke grid through papermill
+    (records + executed experiment notebooks), every chapter executed, the book built strictly."""
+    from esdlib.reproduce import grid_points, reproduce
+
     tmp = tmp_path_factory.mktemp("book")
     book = tmp / "book"
     shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
     results = tmp / "results"
-    shutil.copytree(ROOT / "results", results)
-    parameters = {"profile": "smoke", "results_dir": str(results)}
-    executed = execute_chapters(SOURCES, book / "chapters", parameters, progress=False,
-                                cwd=ROOT, threads=1)
-    index = build_book(book, tmp / "build", strict=True)
-    return {"executed": executed, "index": index, "parameters": parameters}
+    for sub in ("paper", "bench"):
+        if (ROOT / "results" / sub).is_dir():
+            shutil.copytree(ROOT / "results" / sub, results / sub)
+    index = reproduce("smoke", progress=False, results_dir=results,
+                      runs_dir=tmp / "papermill_runs", checkpoint_dir=tmp / "checkpoints",
+                      book_dir=book, build_dir=tmp / "build")
+    return {"executed": chapter_notebooks(book / "chapters"), "index": index,
+            "parameters": {"profile": "smoke", "results_dir": str(results)},
+            "points": grid_points("smoke"), "tmp": tmp}
+
+
+@pytest.mark.pipeline
+def test_smoke_grid_wrote_a_record_and_a_notebook_per_point(smoke_book):
+    tmp = smoke_book["tmp"]
+    for point in smoke_book["points"]:
+        record = tmp / "results" / point.experiment / f"{point.run_id}.json"
+        run = tmp / "papermill_runs" / point.experiment / f"{point.run_id}.ipynb"
+        assert record.is_file() and run.is_file(), point.run_id
+        assert json.loads(record.read_text())["status"] == "complete"
 
 
 @pytest.mark.pipeline

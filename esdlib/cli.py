@@ -1,0 +1,176 @@
+"""The ``esd`` command line: ``train``, ``evaluate``, ``info``, ``bench``, ``reproduce``.
+
+Examples::
+
+    esd train --profile default --set method=esd --set T=4
+    esd train --profile paper --set dataset=cifar100 --set data_root=/data/cifar
+    torchrun --nproc_per_node 8 -m esdlib.cli train --profile paper --set dataset=imagenet
+    esd evaluate checkpoints/<run_id>/last.pt --T 6
+    esd info
+    esd bench --methods bptt,ratebp,esd --T 1,2,4,6,8
+    esd reproduce --profile default
+
+Every ``--set key=value`` is validated (with the list of valid keys/choices) before any data
+is loaded or any file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from esdlib.config import PROFILES, ConfigError, RunConfig
+from esdlib.data import DatasetNotFoundError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from esdlib.engine import fit
+
+    cfg = RunConfig.from_overrides(args.profile, args.set or [])
+    record = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    m = record["metrics"]
+    print(json.dumps({"run_id": record["run_id"], "status": record["status"],
+                      "final_test_acc": m["final_test_acc"], "best_test_acc": m["best_test_acc"],
+                      "best_epoch": m["best_epoch"], "scale": record["scale"]["label"],
+                      "wall_s": round(record["timing"]["wall_s"], 1)}, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from esdlib.data import build_datasets
+    from esdlib.engine import evaluate, load_trained_model, resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg = load_trained_model(args.checkpoint, device)
+    T = args.T or cfg.T
+    _, test, info = build_datasets(cfg.dataset, args.data_root or cfg.data_root,
+                                   T=T if cfg.dataset in ("dvs_digits", "cifar10_dvs") else cfg.T,
+                                   image_size=cfg.image_size, augment=False, split=cfg.split,
+                                   seed=cfg.seed)
+    ev = evaluate(model, test, T, batch_size=args.batch_size, device=device,
+                  progress=not args.quiet)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "T": T, "test_acc": ev["test_acc"],
+                      "test_loss": ev["test_loss"], "samples": ev["samples"],
+                      "firing_rate_per_timestep": ev["firing_rates"]["per_timestep"],
+                      "energy": ev["energy"], "split": info.split}, indent=2))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    from esdlib.data import DATASET_NAMES, DatasetNotFoundError, build_datasets
+    from esdlib.results import environment_info
+
+    print("environment:")
+    for k, v in environment_info().items():
+        print(f"  {k}: {v}")
+    print(f"  cuda available: {torch.cuda.is_available()}")
+    print("data sets:")
+    for name in DATASET_NAMES:
+        try:
+            _, _, info = build_datasets(name, T=2, augment=False)
+            status = f"available — {info.split}"
+        except DatasetNotFoundError as err:
+            status = "missing — " + str(err).splitlines()[0]
+        except Exception as err:  # report, don't crash the overview
+            status = f"error — {type(err).__name__}: {err}"
+        print(f"  {name}: {status}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from esdlib.bench import bench_command
+
+    return bench_command(args)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from esdlib.reproduce import reproduce
+
+    index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
+                      only=args.only)
+    if index is not None:
+        print(f"book: {index}")
+    return 0
+
+
+def _config_keys() -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(RunConfig) if f.name != "profile"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``esd`` argument parser (built on demand; nothing is parsed at import time)."""
+    parser = argparse.ArgumentParser(prog="esd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one configuration and write its run record")
+    p.add_argument("--profile", choices=PROFILES, default="default",
+                   help="smoke (seconds), default (embedded digits, minutes), paper (GPU)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a RunConfig field, e.g. --set method=bptt --set T=6 "
+                        "(repeatable). Keys: " + ", ".join(_config_keys()))
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore an existing checkpoint of the same configuration")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (plain SNN, no branches)")
+    p.add_argument("checkpoint", help="path to last.pt or best.pt written by `esd train`")
+    p.add_argument("--T", type=int, default=None, help="timesteps (default: the trained T)")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--data-root", default=None, help="override the data folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("info", help="environment and data-set availability")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("bench", help="training cost (time, memory) vs T per method")
+    from esdlib.bench import add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("reproduce", help="run a profile's experiment grid through papermill "
+                                         "and build the book")
+    p.add_argument("--profile", choices=PROFILES, default="default")
+    p.add_argument("--only", action="append", metavar="EXPERIMENT",
+                   help="run only these experiments of the manifest (repeatable)")
+    p.add_argument("--no-book", action="store_true", help="run the grid only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``esd`` command.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        Process exit status (2 for an invalid configuration).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"esd: invalid configuration\n{err}", file=sys.stderr)
+        return 2
+    except DatasetNotFoundError as err:
+        print(f"esd: data set not found\n{err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

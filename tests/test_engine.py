@@ -1,0 +1,157 @@
+"""Training engine: records, exact resume after a kill, DDP on gloo, CLI bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from esdlib.config import RunConfig
+from esdlib.engine import EpochSampler, fit, load_checkpoint, load_trained_model, lr_factor
+from esdlib.results import load_records, validate_record
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(out_dir=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "ckpt"))
+    return RunConfig.profile("smoke", **(base | kw))
+
+
+def test_smoke_fit_writes_a_valid_record(tmp_path):
+    cfg = _cfg(tmp_path, epochs=2)
+    rec = fit(cfg, progress=False)
+    validate_record(rec)
+    assert rec["status"] == "complete" and len(rec["history"]) == 2
+    assert 0 <= rec["metrics"]["final_test_acc"] <= 1
+    assert rec["metrics"]["final_test_acc"] == rec["history"][-1]["test_acc"]
+    assert len(rec["firing_rates"]["per_timestep"]) == cfg.T
+    df = load_records(tmp_path / "results")
+    assert list(df["run_id"]) == [rec["run_id"]]
+    model, cfg2 = load_trained_model(tmp_path / "ckpt" / rec["run_id"] / "last.pt")
+    assert cfg2 == cfg and not model.training and len(model.branches) == 3
+    # a finished run is not retrained
+    again = fit(cfg, progress=False)
+    assert again["history"] == rec["history"]
+
+
+def test_epoch_sampler_is_deterministic_sharded_and_resumable():
+    s = EpochSampler(10, seed=3, rank=1, world=2)
+    s.set_position(4)
+    full = list(s)
+    assert len(full) == 5 and all(i in range(10) for i in full)
+    s.set_position(4, 2)
+    assert list(s) == full[2:]
+    other = EpochSampler(10, seed=3, rank=0, world=2)
+    other.set_position(4)
+    assert sorted(full + list(other)) == list(range(10))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = RunConfig.profile("smoke", epochs=10, warmup_epochs=2)
+    assert lr_factor(0, cfg) == pytest.approx(1 / 3)
+    assert lr_factor(2, cfg) == pytest.approx(1.0)
+    assert lr_factor(6, cfg) == pytest.approx(0.5)
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    common = dict(epochs=2, max_train_steps=5, checkpoint_every=1, method="esd")
+    ref = fit(_cfg(tmp_path / "ref", **common), progress=False)
+
+    cfg = _cfg(tmp_path / "killed", **common)
+    script = (
+        "import sys, json; from esdlib.config import RunConfig; from esdlib.engine import fit; "
+        "fit(RunConfig.from_dict(json.loads(sys.argv[1])), progress=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())])
+    last = tmp_path / "killed" / "ckpt"
+    deadline = time.time() + 120
+    ckpt_file = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(last.glob("*/last.pt"))
+        if found:
+            ckpt_file = found[0]
+            state = load_checkpoint(ckpt_file)["state"]
+            if state["global_step"] >= 2:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt_file is not None, "the subprocess never wrote a checkpoint"
+    state = load_checkpoint(ckpt_file)["state"]
+    assert state["epoch"] < 2, "the run finished before it was killed: nothing was tested"
+
+    resumed = fit(cfg, progress=False)
+    assert resumed["status"] == "complete"
+    keys = ("train_loss", "train_acc", "test_acc", "test_loss", "train_reliable_fraction")
+    for a, b in zip(ref["history"], resumed["history"], strict=True):
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert ref["firing_rates"]["per_timestep"] == resumed["firing_rates"]["per_timestep"]
+
+
+def test_ddp_two_processes_gloo(tmp_path):
+    out, ck = tmp_path / "results", tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "esdlib.cli", "train", "--profile", "smoke", "--quiet",
+           "--set", f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list(out.glob("*/*.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert rec["extra"]["world_size"] == 2 and rec["status"] == "complete"
+    # the evaluation was sharded and reduced: it covers the whole test set
+    assert rec["history"][0]["test_acc"] * 360 == pytest.approx(
+        round(rec["history"][0]["test_acc"] * 360))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("T=0", "T"), ("method=magic", "esd"), ("arch=vgg", "spiking_resnet18"),
+    ("tempo=3", "unknown"), ("beta=-1", "beta"),
+])
+def test_cli_rejects_bad_input_before_any_work(tmp_path, override, needle):
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "esdlib.cli", "train", "--profile", "smoke", "--set", override,
+         "--set", f"out_dir={out}", "--set", f"checkpoint_dir={tmp_path / 'ck'}"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "invalid configuration" in proc.stderr and needle in proc.stderr
+    assert not out.exists() and not (tmp_path / "ck").exists()
+
+
+def test_cli_help_lists_every_command_and_key():
+    proc = subprocess.run([sys.executable, "-m", "esdlib.cli", "train", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "batch_size" in proc.stdout and "--profile" in proc.stdout
+    top = subprocess.run([sys.executable, "-m", "esdlib.cli", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    for cmd in ("train", "evaluate", "info", "bench", "reproduce"):
+        assert cmd in top.stdout
+
+
+def test_missing_dataset_is_one_clear_message(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "esdlib.cli", "train", "--profile", "smoke", "--set",
+         "dataset=cifar10", "--set", f"data_root={tmp_path}", "--set", "image_size=32",
+         "--set", f"out_dir={tmp_path / 'r'}"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "data set not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_restores_memory(tmp_path):
+    import esdlib as esd
+
+    torch.manual_seed(0)
+    net = esd.build_model("spiking_resnet18", 10, 1, width=0.125).eval()
+    x = torch.randn(4, 1, 16, 16)
+    esd.evaluate_batch(net, x, 4)
+    leftovers = [k for m in net.modules() for k, v in vars(m).items()
+                 if isinstance(v, torch.Tensor) and k not in ("_parameters", "_buffers")]
+    assert leftovers == []
