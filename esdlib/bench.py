@@ -11,7 +11,8 @@ step):
   ``other`` (the rest: ``reset_state``, Python overhead). Two contention indicators per step:
   ``step_cpu_s`` (CPU seconds this process used, all threads; less sensitive to other load than
   wall time) and ``load_other`` (fraction of all CPUs busy with other processes or stolen by the
-  hypervisor during the step, from ``/proc/stat``; ``None`` elsewhere). With 2 OpenMP threads on
+  hypervisor during the step, from ``/proc/stat``; ``None`` elsewhere); ``page_faults`` counts
+  the minor page faults of a step (fresh memory the kernel had to zero). With 2 OpenMP threads on
   a 2-core machine, other load slows a step far more than its CPU share (a descheduled thread
   stalls the other at every barrier): before each timed step the benchmark waits up to
   ``quiet_wait_s`` for a quiet machine, and ``step_s_quiet`` is the median over the steps that
@@ -509,16 +510,29 @@ class _LoadProbe:
 
     def __init__(self) -> None:
         self.wall, self.cpu, self.busy = time.perf_counter(), time.process_time(), _busy_s()
+        self.faults = _minor_faults()
 
-    def stop(self) -> tuple[float, float | None]:
-        """``(process CPU seconds, fraction of all CPUs busy with other work or stolen)``."""
+    def stop(self) -> tuple[float, float | None, int | None]:
+        """``(process CPU seconds, fraction of all CPUs busy with other work or stolen,
+        minor page faults)``."""
         wall = time.perf_counter() - self.wall
         cpu = time.process_time() - self.cpu
+        faults = _minor_faults()
+        faults = None if faults is None or self.faults is None else faults - self.faults
         busy = _busy_s()
         if busy is None or self.busy is None or wall <= 0:
-            return cpu, None
+            return cpu, None, faults
         others = (busy - self.busy - cpu) / (wall * (os.cpu_count() or 1))
-        return cpu, min(1.0, max(0.0, others))
+        return cpu, min(1.0, max(0.0, others)), faults
+
+
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (fresh pages zeroed by the kernel)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def _busy_s() -> float | None:
@@ -540,7 +554,7 @@ def _wait_quiet(max_wait_s: float, threshold: float, window_s: float = 0.2) -> N
     while time.perf_counter() < deadline:
         probe = _LoadProbe()
         time.sleep(window_s)
-        _, others = probe.stop()
+        _, others, _ = probe.stop()
         if others is None or others <= threshold:
             return
 
@@ -803,8 +817,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
         times: dict[tuple, list[float]] = {c: [] for c in cases}
         phases: dict[tuple, dict[str, list[float]]] = {c: {} for c in cases}
         losses: dict[tuple, float] = {}
-        load: dict[tuple, dict[str, list[float]]] = {c: {"cpu_s": [], "load_other": []}
-                                                     for c in cases}
+        load: dict[tuple, dict[str, list[float]]] = {
+            c: {"cpu_s": [], "load_other": [], "page_faults": []} for c in cases}
         memory: dict[tuple, dict[str, int]] = {}
         infer: dict[tuple, list[float]] = {}
         rng = random.Random(cfg.seed)
@@ -833,7 +847,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                             with _no_gc():
                                 probe = _LoadProbe()
                                 dt, ph, loss = tr.train_step(x, y, T)
-                                cpu_s, others = probe.stop()
+                                cpu_s, others, faults = probe.stop()
                             losses[case] = loss
                             if rep >= first_timed:
                                 times[case].append(dt)
@@ -842,6 +856,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                                 load[case]["cpu_s"].append(cpu_s)
                                 if others is not None:
                                     load[case]["load_other"].append(others)
+                                if faults is not None:
+                                    load[case]["page_faults"].append(faults)
                     bar.update()
             peaks: dict[tuple, dict[str, Any]] = {}
             if cfg.peak_memory:
@@ -864,6 +880,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                 row[f"{p}_s"] = statistics.median(vals) if vals else None
             row["step_cpu_s"] = _stats(load[case]["cpu_s"])[0]
             row["load_other"] = _stats(load[case]["load_other"])[0]
+            row["page_faults"] = _stats(load[case]["page_faults"])[0]
             quiet = [t for t, o in zip(times[case], load[case]["load_other"], strict=False)
                      if o <= cfg.quiet_load]
             row["step_s_quiet"] = _stats(quiet)[0]
@@ -881,6 +898,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                               **{f"{p}_s": v for p, v in phases[case].items()},
                               "step_cpu_s": load[case]["cpu_s"],
                               "load_other": load[case]["load_other"],
+                              "page_faults": load[case]["page_faults"],
                               "infer_s": infer.get((a, b, T), [])}
             rows.append(row)
         grid = cfg.to_dict()
@@ -919,12 +937,16 @@ def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str) -> _Trainer:
 # ---------------------------------------------------------------------------
 
 _ROW_NUMBERS = ("step_s", "step_s_min", "step_s_max", *(f"{p}_s" for p in PHASES),
-                "step_cpu_s", "load_other", "step_s_quiet", "n_quiet",
+                "step_cpu_s", "load_other", "step_s_quiet", "n_quiet", "page_faults",
                 "saved_bytes", "saved_storages", "state_bytes", "param_bytes",
                 "optimizer_state_bytes", "peak_baseline_bytes",
                 "peak_bytes", "peak_growth_bytes", "infer_s", "infer_s_min", "infer_s_max",
                 "final_loss")
 _ROW_KEYS = ("arch", "batch", "method", "T", "n_steps", *_ROW_NUMBERS, "peak_source")
+_ROW_REQUIRED = ("arch", "batch", "method", "T", "n_steps", "step_s", "step_s_min", "step_s_max",
+                 *(f"{p}_s" for p in PHASES), "saved_bytes", "state_bytes", "peak_bytes",
+                 "peak_growth_bytes", "infer_s", "final_loss")
+"""Row keys every record has; the other ``_ROW_KEYS`` (added later) read as ``None`` if absent."""
 _RECORD_KEYS = ("bench_schema", "kind", "bench_id", "created", "device", "threads", "torch",
                 "git_revision", "environment", "grid", "reference", "wall_s", "rows")
 
@@ -964,7 +986,7 @@ def validate_bench_record(record: Any) -> None:
         if not isinstance(row, Mapping):
             problems.append(f"rows[{i}] is not an object")
             continue
-        problems += [f"rows[{i}] misses {k!r}" for k in _ROW_KEYS if k not in row]
+        problems += [f"rows[{i}] misses {k!r}" for k in _ROW_REQUIRED if k not in row]
         for k in _ROW_NUMBERS:
             v = row.get(k)
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
@@ -1134,11 +1156,13 @@ def phase_table(df: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per (bench_id, arch, batch, method, T): ``step_s``, each phase of
         :data:`PHASES` (seconds, NaN where the method has no such phase), ``infer_s``, the
-        contention columns ``step_s_quiet``, ``n_quiet``, ``load_other`` and ``spike/infer``
+        contention columns ``step_s_quiet``, ``n_quiet``, ``load_other``, ``page_faults`` and
+        ``spike/infer``
         (spike-pass median over the inference median at the same ``T``).
     """
     cols = ["bench_id", "arch", "batch", "method", "T", "step_s",
-            *(f"{p}_s" for p in PHASES), "infer_s", "step_s_quiet", "n_quiet", "load_other"]
+            *(f"{p}_s" for p in PHASES), "infer_s", "step_s_quiet", "n_quiet", "load_other",
+            "page_faults"]
     out = df[cols].copy()
     out["spike/infer"] = out["spike_pass_s"] / out["infer_s"]
     return out.reset_index(drop=True)

@@ -93,7 +93,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from esdlib.reproduce import reproduce
 
     index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
-                      only=args.only)
+                      only=args.only, jobs=args.jobs, threads=args.threads)
     if index is not None:
         print(f"book: {index}")
     return 0
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", metavar="EXPERIMENT",
                    help="run only these experiments of the manifest (repeatable)")
     p.add_argument("--no-book", action="store_true", help="run the grid only")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="grid points run at once, each in its own kernel (default: one per CPU)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per kernel (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_reproduce)
     return parser
