@@ -121,11 +121,15 @@ def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet
     train, test, info = build_datasets(
         cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size, augment=cfg.augment,
         split=cfg.split, download=cfg.download, seed=cfg.seed)
-    model = build_model(cfg.arch, info.num_classes, info.in_channels, cfg.width,
-                        aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
-                        v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
-                        reset=cfg.reset)
-    return train, test, info, model
+    return train, test, info, model_from_config(cfg, info.num_classes, info.in_channels)
+
+
+def model_from_config(cfg: RunConfig, num_classes: int, in_channels: int) -> SpikingNet:
+    """The network of a config (branches only for methods that train them)."""
+    return build_model(cfg.arch, num_classes, in_channels, cfg.width,
+                       aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
+                       v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
+                       reset=cfg.reset)
 
 
 def loss_config(cfg: RunConfig) -> LossConfig:
@@ -590,10 +594,7 @@ def load_trained_model(checkpoint: str | os.PathLike,
     """
     ckpt = load_checkpoint(checkpoint, device)
     cfg = RunConfig.from_dict(ckpt["config"])
-    model = build_model(cfg.arch, ckpt["num_classes"], ckpt["in_channels"], cfg.width,
-                        aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
-                        v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
-                        reset=cfg.reset)
+    model = model_from_config(cfg, ckpt["num_classes"], ckpt["in_channels"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg
 

@@ -252,6 +252,13 @@ def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int,
     return nn.Sequential(*layers)
 
 
+def _stages(block: type[nn.Module], widths: Sequence[int], blocks: Sequence[int],
+            neuron: NeuronFactory) -> list[nn.Sequential]:
+    """One stage per entry of ``blocks``; the first keeps the resolution, the others halve it."""
+    return [_stage(block, widths[max(i - 1, 0)], widths[i], n, 1 if i == 0 else 2, neuron)
+            for i, n in enumerate(blocks)]
+
+
 def _scale(widths: Sequence[int], width: float) -> list[int]:
     if width <= 0:
         raise ValueError(f"width multiplier must be > 0, got {width}")
@@ -285,8 +292,7 @@ def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float =
     neuron = neuron or NeuronFactory()
     w = _scale((64, 128, 256, 512), width)
     stem = Stem(conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
-    stages = [_stage(BasicBlock, w[max(i - 1, 0)], w[i], 2, 1 if i == 0 else 2, neuron)
-              for i in range(4)]
+    stages = _stages(BasicBlock, w, (2, 2, 2, 2), neuron)
     return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes,
                       aux, pre_stage=neuron())
 
@@ -313,9 +319,7 @@ def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float =
     neuron = neuron or NeuronFactory()
     w = _scale((128, 256, 512, 256), width)
     stem = Stem(conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
-    blocks = (3, 3, 2)
-    stages = [_stage(BasicBlock, w[max(i - 1, 0)], w[i], blocks[i], 1 if i == 0 else 2, neuron)
-              for i in range(3)]
+    stages = _stages(BasicBlock, w, (3, 3, 2), neuron)
     head = nn.Sequential(nn.Linear(w[2], w[3]), neuron(), nn.Linear(w[3], num_classes))
     return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=neuron())
 
@@ -346,9 +350,7 @@ def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width
     w = _scale((64, 128, 256, 512), width)
     stem = Stem(nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=False), None,
                 nn.MaxPool2d(3, 2, 1))
-    blocks = (3, 4, 6, 3)
-    stages = [_stage(PreActBlock, w[max(i - 1, 0)], w[i], blocks[i], 1 if i == 0 else 2, neuron)
-              for i in range(4)]
+    stages = _stages(PreActBlock, w, (3, 4, 6, 3), neuron)
     stages[-1].append(nn.Sequential(SpikeBatchNorm2d(w[3]), neuron()))
     return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes, aux)
 
