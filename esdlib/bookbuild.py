@@ -42,6 +42,7 @@ __all__ = [
     "CHAPTER_PATTERN",
     "CHROMIUM_ARGS",
     "ChapterExecutionError",
+    "run_notebook",
     "DEFAULT_CHROMIUM",
     "EXPECTED_CONTENT",
     "build_book",
@@ -97,7 +98,8 @@ _EXCLUDED_HTML_DIRS = ("_static", "_sources", "_images", "_downloads")
 
 
 class ChapterExecutionError(RuntimeError):
-    """A chapter notebook failed to execute; the message names the notebook, cell and error.
+    """A chapter (or experiment) notebook failed to execute; the message names the notebook,
+    cell and error.
 
     Attributes:
         notebook: file name of the failing source notebook.
@@ -193,18 +195,18 @@ def kernel_environment(threads: int | None = None) -> Iterator[None]:
         changes.update({name: str(threads) for name in _THREAD_VARIABLES})
     saved = {name: os.environ.get(name) for name in changes}
     try:
-        for name, value in changes.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set_environment(changes)
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def execution_error_message(exc: BaseException) -> str:
@@ -270,7 +272,6 @@ def execute_chapters(
             ones), or a bad ``threads``.
         ChapterExecutionError: a notebook failed; names it and gives the papermill error.
     """
-    import nbformat
     import papermill
     from tqdm.auto import tqdm
 
@@ -292,30 +293,61 @@ def execute_chapters(
         for nb_path in bar:
             bar.set_postfix_str(nb_path.name)
             params = {k: v for k, v in parameters.items() if k in declared[nb_path]}
-            target = out_dir / nb_path.name
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{nb_path.stem}.", suffix=".ipynb",
-                                            dir=out_dir)
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
-                papermill.execute_notebook(
-                    str(nb_path), str(tmp), parameters=params, kernel_name=kernel,
-                    progress_bar=False, log_output=False, request_save_on_cell_execute=False,
-                    cwd=str(workdir), execution_timeout=timeout,
-                )
-                nb = nbformat.read(tmp, as_version=4)
-                nb.metadata.setdefault("papermill", {})["output_path"] = str(target)
-                nbformat.write(nb, tmp)
-                os.replace(tmp, target)
-            except BaseException as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                if isinstance(exc, Exception):
-                    raise ChapterExecutionError(nb_path.name,
-                                                execution_error_message(exc)) from exc
-                raise
+            target = run_notebook(nb_path, out_dir / nb_path.name, params, cwd=workdir,
+                                  timeout=timeout, kernel=kernel)
             written.append(target)
     return written
+
+
+def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
+                 parameters: Mapping[str, Any], *, cwd: str | os.PathLike,
+                 timeout: float | None = None, kernel: str = "python3") -> Path:
+    """Execute ``src`` with papermill into ``target`` atomically.
+
+    The executed notebook is written to a hidden temporary file beside ``target`` (its papermill
+    metadata pointing at ``target``) and renamed over it only on success, so a failure or an
+    interruption never leaves a torn or half-executed notebook.
+
+    Args:
+        src: source notebook.
+        target: executed copy (its folder is created if needed).
+        parameters: papermill parameters (injected after the ``parameters`` cell).
+        cwd: working directory of the kernel.
+        timeout: per-cell limit in seconds (``None``: none).
+        kernel: Jupyter kernel name.
+
+    Returns:
+        ``target`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ChapterExecutionError: the notebook failed (names it and gives the cell's error).
+    """
+    import nbformat
+    import papermill
+
+    src, target = Path(src), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".ipynb",
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        papermill.execute_notebook(
+            str(src), str(tmp), parameters=dict(parameters), kernel_name=kernel,
+            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+            cwd=str(cwd), execution_timeout=timeout,
+        )
+        nb = nbformat.read(tmp, as_version=4)
+        nb.metadata.setdefault("papermill", {})["output_path"] = str(target)
+        nbformat.write(nb, tmp)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, Exception):
+            raise ChapterExecutionError(src.name, execution_error_message(exc)) from exc
+        raise
+    return target
 
 
 

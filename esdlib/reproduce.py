@@ -147,53 +147,11 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
     return points
 
 
-def run_notebook(src: str | os.PathLike, target: str | os.PathLike, parameters: Mapping[str, Any],
-                 *, cwd: str | os.PathLike, timeout: float | None = None,
-                 kernel: str = "python3") -> Path:
-    """Execute ``src`` with papermill into ``target`` atomically.
-
-    The executed notebook is written to a hidden temporary file beside ``target`` and renamed
-    over it only on success, so a failure never leaves a torn or half-executed notebook.
-
-    Args:
-        src: source notebook.
-        target: executed copy.
-        parameters: papermill parameters (injected after the ``parameters`` cell).
-        cwd: working directory of the kernel.
-        timeout: per-cell limit in seconds (``None``: none).
-        kernel: Jupyter kernel name.
-
-    Returns:
-        ``target``.
-
-    Raises:
-        RuntimeError: the notebook failed (message names it and gives the cell's error).
-    """
-    import tempfile
-
-    import papermill
-
-    from esdlib.bookbuild import execution_error_message
-
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".ipynb", dir=target.parent)
-    os.close(fd)
-    try:
-        papermill.execute_notebook(str(src), tmp, parameters=dict(parameters),
-                                   kernel_name=kernel, progress_bar=False, log_output=False,
-                                   cwd=str(cwd), execution_timeout=timeout)
-        os.replace(tmp, target)
-    except Exception as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise RuntimeError(f"{src} -> {target.name} failed: {execution_error_message(exc)}") \
-            from exc
-    return target
-
-
 def run_point(point: GridPoint, root: Path, results: Path, runs: Path, checkpoints: Path,
               timeout: float | None = None) -> Path:
     """Execute one grid point's notebook with papermill (atomically) and return its path."""
+    from esdlib.bookbuild import run_notebook
+
     target = runs / point.experiment / f"{point.run_id}.ipynb"
     params = {"profile": point.config.profile, "experiment": point.experiment,
               "overrides_json": json.dumps(dict(point.overrides), sort_keys=True),
