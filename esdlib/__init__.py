@@ -5,6 +5,7 @@ rate-based backpropagation and BPTT, spiking ResNets with auxiliary branches, th
 reliability-decoupled self-distillation loss and one training step per method.
 """
 
+from esdlib.conv import SpikeConv2d
 from esdlib.losses import (
     LossConfig,
     LossOutput,
@@ -60,6 +61,7 @@ from esdlib.neurons import (
     reset,
     spike_pass_lif,
     surrogate_derivative,
+    time_average,
 )
 from esdlib.norm import SpikeBatchNorm1d, SpikeBatchNorm2d
 
@@ -81,13 +83,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ARCHITECTURES", "BRANCH_KINDS", "BRANCH_METHODS", "LIF", "METHODS", "RESET_MODES",
     "AuxBranch", "EvalOutput", "LIFParams", "LIFState", "LossConfig", "LossOutput", "NetOutput",
-    "SpikeBatchNorm1d", "SpikeBatchNorm2d", "SpikingNet", "StepResult", "Teacher",
+    "SpikeBatchNorm1d", "SpikeBatchNorm2d", "SpikeConv2d", "SpikingNet", "StepResult", "Teacher",
     "bptt_forward", "build_model", "ce_loss", "charge", "distillation_loss", "esd_loss",
     "evaluate_batch", "fire", "get_method", "hard_loss", "heaviside", "infer", "lif_multistep",
     "lif_step", "mode", "overconfidence_penalty", "preact_spiking_resnet34", "rate_input",
     "rate_pass", "reliable_teacher", "reset", "reset_state", "sd_loss", "self_distillation_loss",
     "set_mode", "spike_pass", "spike_pass_lif", "spiking_resnet18", "spiking_resnet19",
-    "surrogate_derivative",
+    "surrogate_derivative", "time_average",
     "ConfigError", "DatasetInfo", "DatasetNotFoundError", "RunConfig", "build_datasets",
     "estimate_energy", "evaluate", "fit", "gradient_errors", "gradient_study", "load_paper_table",
     "load_record", "load_records", "load_trained_model", "make_run_id",

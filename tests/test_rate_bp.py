@@ -180,3 +180,17 @@ def test_fused_rate_batchnorm_matches_the_straight_through_formula():
     torch.testing.assert_close(y, y_ref)
     for a, r in zip(fused, ref, strict=True):
         torch.testing.assert_close(a, r)
+
+
+@pytest.mark.parametrize("pair", [("bptt", "ratebp"), ("esd_bptt", "esd")])
+def test_T1_rate_bp_gradient_equals_bptt_in_channels_last(pair):
+    aux = "dsconv" if pair[0] == "esd_bptt" else None
+    net = _net(aux=aux).train().to(memory_format=torch.channels_last)
+    x, y = _batch()
+    x = x.contiguous(memory_format=torch.channels_last)
+    g_bptt = _grads(copy.deepcopy(net), pair[0], x, y, 1)
+    g_rate = _grads(copy.deepcopy(net), pair[1], x, y, 1)
+    g_nchw = _grads(_net(aux=aux).train(), pair[1], x.contiguous(), y, 1)
+    for name in g_bptt:
+        torch.testing.assert_close(g_rate[name], g_bptt[name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(g_rate[name], g_nchw[name], atol=1e-5, rtol=1e-4)

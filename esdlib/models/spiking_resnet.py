@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
+from esdlib.conv import SpikeConv2d
 from esdlib.models.branches import BRANCH_KINDS, AuxBranch
-from esdlib.neurons import LIF, NEURON_MODES
+from esdlib.neurons import LIF, NEURON_MODES, time_average
 from esdlib.norm import SpikeBatchNorm2d
 
 
@@ -57,9 +59,14 @@ class NeuronFactory(NamedTuple):
         return LIF(self.decay, self.v_threshold, self.surrogate_alpha, self.reset)
 
 
-def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
-    """3×3 convolution with padding 1 and no bias."""
-    return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+def conv3x3(c_in: int, c_out: int, stride: int = 1) -> SpikeConv2d:
+    """3×3 convolution with padding 1 and no bias, reusing spike-pass outputs in the rate pass."""
+    return SpikeConv2d(c_in, c_out, 3, stride, 1, bias=False)
+
+
+def stem_conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
+    """3×3 stem convolution (timestep-invariant for static input: a plain ``nn.Conv2d``)."""
+    return nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
 
 
 class Stem(nn.Module):
@@ -130,7 +137,7 @@ class SpikingNet(nn.Module):
     def _time_mean(self, x: Tensor) -> Tensor:
         if self.mode == "rate":
             return x
-        return x.view(self.T, x.shape[0] // self.T, *x.shape[1:]).mean(0)
+        return time_average(x, self.T)
 
     def encode(self, x: Tensor) -> Tensor:
         """Stem on a static ``[B, C, H, W]`` (computed once, repeated ``T`` times) or a
@@ -148,7 +155,7 @@ class SpikingNet(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"expected [B, C, H, W] or [T, B, C, H, W], got {tuple(x.shape)}")
         y = self.stem(x, repeats=T)
-        return y.unsqueeze(0).expand(T, *y.shape).reshape(T * y.shape[0], *y.shape[1:])
+        return torch.cat([y] * T) if T > 1 else y  # cat keeps y's memory layout
 
     def forward(self, x: Tensor, aux: bool = True) -> NetOutput:
         """Run the network in its current mode.
@@ -209,7 +216,7 @@ class BasicBlock(nn.Module):
         self.conv2, self.bn2 = conv3x3(c_out, c_out), SpikeBatchNorm2d(c_out)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+            self.shortcut = nn.Sequential(SpikeConv2d(c_in, c_out, 1, stride, bias=False),
                                           SpikeBatchNorm2d(c_out))
         self.lif2 = neuron()
 
@@ -236,7 +243,7 @@ class PreActBlock(nn.Module):
         self.bn2, self.lif2, self.conv2 = SpikeBatchNorm2d(c_out), neuron(), conv3x3(c_out, c_out)
         self.shortcut = None
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+            self.shortcut = SpikeConv2d(c_in, c_out, 1, stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[N, C_in, H, W]`` analog stream → ``[N, C_out, H/stride, W/stride]``."""
@@ -291,7 +298,7 @@ def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float =
     _check(num_classes, in_channels)
     neuron = neuron or NeuronFactory()
     w = _scale((64, 128, 256, 512), width)
-    stem = Stem(conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
+    stem = Stem(stem_conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
     stages = _stages(BasicBlock, w, (2, 2, 2, 2), neuron)
     return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes,
                       aux, pre_stage=neuron())
@@ -318,7 +325,7 @@ def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float =
     _check(num_classes, in_channels)
     neuron = neuron or NeuronFactory()
     w = _scale((128, 256, 512, 256), width)
-    stem = Stem(conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
+    stem = Stem(stem_conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
     stages = _stages(BasicBlock, w, (3, 3, 2), neuron)
     head = nn.Sequential(nn.Linear(w[2], w[3]), neuron(), nn.Linear(w[3], num_classes))
     return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=neuron())
