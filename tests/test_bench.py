@@ -24,7 +24,7 @@ from esdlib.bench import (
 
 # one thread: on a shared 2-core machine, 2 OpenMP threads stall each other under load
 TINY = dict(width=0.125, image_size=16, batches=(4,), in_channels=3, num_classes=10,
-            quiet_wait_s=0.0, threads=1)
+            quiet_wait_s=0.0, threads=1, keep_freed_memory=False)  # pytest process: no mallopt
 TWO_PASS_PHASES = ("spike_pass", "rate_forward", "backward", "optimizer", "other")
 BPTT_PHASES = ("forward", "backward", "optimizer", "other")
 
@@ -190,7 +190,7 @@ def test_cli_defaults_and_command(tmp_path, capsys):
     args = parser.parse_args(["--methods", "ratebp", "--T", "2", "--batch", "2", "--width",
                               "0.125", "--image-size", "8", "--warmup", "0", "--steps", "1",
                               "--no-peak", "--no-infer", "--no-progress", "--quiet-wait", "0",
-                              "--threads", "1",
+                              "--threads", "1", "--no-keep-freed-memory",
                               "--out", str(tmp_path)])
     assert bench.bench_command(args) == 0
     (row,) = bench.load_bench(tmp_path).itertuples()
