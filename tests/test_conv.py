@@ -82,3 +82,24 @@ def test_time_average_equals_the_mean_over_steps_and_keeps_the_layout(channels_l
     assert avg.is_contiguous(memory_format=torch.channels_last) == channels_last
     with pytest.raises(RuntimeError, match="multiple of T"):
         esd.time_average(x, 5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("c_in,c_out,kernel,stride,padding,size", [
+    (8, 6, 3, 1, 1, 4), (8, 6, 3, 2, 1, 5), (4, 8, 1, 2, 0, 6), (3, 5, 3, 1, 0, 7),
+])
+def test_gemm_weight_gradient_equals_the_convolution_backward(c_in, c_out, kernel, stride,
+                                                              padding, size, channels_last):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, c_in, size, size, generator=g, dtype=torch.float64)
+    w = torch.randn(c_out, c_in, kernel, kernel, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.nn.functional.conv2d(x, w, stride=stride, padding=padding)
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(torch.nn.functional.conv2d(x, w.requires_grad_(True),
+                                                            stride=stride, padding=padding),
+                                 w, grad)
+    got = esd.conv.conv_weight_grad_gemm(grad, x, (kernel, kernel), (stride, stride),
+                                         (padding, padding))
+    torch.testing.assert_close(got, ref)
