@@ -796,7 +796,9 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
 
     Keys: ``n_runs``, ``bench_id``, ``device``, ``threads``, ``config``, ``T_range``,
     ``esd_ratebp_step``, ``bptt_esd_step_Tmax``, ``<method>_saved_growth`` (saved memory at the
-    largest T over the smallest, for bptt, ratebp, esd), ``ref_ratio``, and three sentences:
+    largest T over the smallest, for bptt, ratebp, esd), ``ref_ratio`` (ours/published, latest
+    run), ``esd_spike_infer`` (ESD spike pass over inference at the same T), ``infer_per_T``
+    (inference seconds per timestep), and three sentences:
     ``bench_intro`` (which run), ``bench_summary`` (the ratios) and ``memory_verdict``
     (whether the two-pass methods' saved memory stays within :data:`FLAT_MEMORY` while
     BPTT's grows).
@@ -805,7 +807,7 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
 
     keys = ("bench_id", "device", "threads", "config", "T_range", "esd_ratebp_step",
             "bptt_esd_step_Tmax", "bptt_saved_growth", "ratebp_saved_growth",
-            "esd_saved_growth", "ref_ratio")
+            "esd_saved_growth", "ref_ratio", "esd_spike_infer", "infer_per_T")
     facts = {k: "n/a" for k in keys}
     n = 0 if bench is None or not len(bench) else bench["bench_id"].nunique()
     facts.update(n_runs=str(n),
@@ -841,13 +843,28 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
             growth[m] = hi / lo if lo else np.nan
             facts[f"{m}_saved_growth"] = fmt_num(growth[m], unit="×")
     ref = reference_comparison(bench)
+    ref = ref[ref["bench_id"] == latest]
     if len(ref):
         facts["ref_ratio"] = _range(ref["ours/published"])
+    esd_rows = run[run["method"] == "esd"]
+    if len(esd_rows) and {"spike_pass_s", "infer_s"} <= set(esd_rows.columns):
+        facts["esd_spike_infer"] = _range(esd_rows["spike_pass_s"] / esd_rows["infer_s"])
+        facts["infer_per_T"] = _range(esd_rows["infer_s"] / esd_rows["T"], unit=" s")
     which = f"The most recent of the {n} benchmark runs, {latest}," if n > 1 else \
         f"The benchmark run {latest}"
+    settings = []
+    rev = first.get("git_revision")
+    if isinstance(rev, str) and rev:
+        settings.append(f"code at git revision {rev[:12]}")
+    layout = first.get("channels_last")
+    if layout is not None and pd.notna(layout):
+        settings.append("channels-last" if bool(layout) else "NCHW")
+    if bool(first.get("keep_freed_memory") or False):
+        settings.append("glibc keeping freed memory (esdlib.runtime.keep_freed_memory)")
     facts["bench_intro"] = (
-        f"{which} ran on {facts['device']} with {facts['threads']} thread(s) for {facts['config']} "
-        f"(other configurations of a run appear as further rows).")
+        f"{which} ran on {facts['device']} with {facts['threads']} thread(s) for {facts['config']}"
+        + (f", {', '.join(settings)}" if settings else "")
+        + " (other configurations of a run appear as further rows).")
     facts["bench_summary"] = (
         f"Over T = {facts['T_range']} ESD takes {facts['esd_ratebp_step']} the step time of "
         f"RateBP (the branches' cost), BPTT takes {facts['bptt_esd_step_Tmax']} the step time "

@@ -493,3 +493,13 @@ def test_prose_sentences_say_when_a_claim_cannot_be_checked(paper, real_paper):
     df = records_table(accs("esd", [0.95]) + accs("ratebp", [0.90]))
     sentence = report.static_facts(df, paper)["gain_sentence"]
     assert "+5.00 pts against the paper's +1.00 pts" in sentence and "agrees with" in sentence
+
+
+def test_bench_facts_relate_the_spike_pass_to_inference():
+    mib = 2**20
+    rows = bench_rows({("ratebp", 1): mib, ("esd", 1): mib, ("esd", 4): mib})
+    rows["spike_pass_s"] = [0.05, 0.06, 0.24]  # esd: 0.06/0.05 = 1.2x and 0.24/0.16 = 1.5x
+    rows["infer_s"] = [0.05, 0.05, 0.16]
+    f = report.bench_facts(rows)
+    assert f["esd_spike_infer"] == "1.20–1.50×"
+    assert f["infer_per_T"] == "0.04–0.05 s"  # 0.05 s / 1 and 0.16 s / 4
