@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from esdlib.neurons import NEURON_MODES, time_average
+from esdlib.neurons import ModeAware, time_average
 
 GEMM_WEIGHT_GRAD_MAX_PIXELS = 64
 """CPU: output maps of at most this many pixels get their weight gradient from one GEMM.
@@ -92,7 +92,7 @@ class _RecordedConv(torch.autograd.Function):
         return gx, gw, None, None, None, None, None
 
 
-class SpikeConv2d(nn.Conv2d):
+class SpikeConv2d(ModeAware, nn.Conv2d):
     """``nn.Conv2d`` whose rate-pass forward is the recorded spike-pass time average.
 
     Modes (set by :func:`esdlib.set_mode`):
@@ -114,16 +114,8 @@ class SpikeConv2d(nn.Conv2d):
                              f"{self.padding_mode!r}")
         if isinstance(self.padding, str):
             raise ValueError("SpikeConv2d needs explicit integer padding")
-        self.mode = "multistep"
-        self.T = 1
         self.rate_out: Tensor | None = None
         self._rate_in_shape: tuple[int, ...] | None = None
-
-    def set_mode(self, mode: str, T: int) -> None:
-        """Select ``"multistep"``, ``"spike"`` or ``"rate"`` behaviour and the steps ``T``."""
-        if mode not in NEURON_MODES:
-            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
-        self.mode, self.T = mode, int(T)
 
     def reset_state(self) -> None:
         """Drop the recorded spike-pass output."""

@@ -39,6 +39,23 @@ RESET_MODES = ("soft", "soft_nodetach", "hard")
 NEURON_MODES = ("multistep", "spike", "rate")
 
 
+class ModeAware:
+    """Mixin for modules whose behaviour follows the pass: ``mode`` and ``T``.
+
+    ``mode`` is one of ``NEURON_MODES`` (``"multistep"`` by default) and ``T`` the number of
+    timesteps of the multi-step modes; :func:`esdlib.set_mode` sets both on every such module.
+    """
+
+    mode: str = "multistep"
+    T: int = 1
+
+    def set_mode(self, mode: str, T: int) -> None:
+        """Select the behaviour (``"multistep"``, ``"spike"``, ``"rate"``) and the steps ``T``."""
+        if mode not in NEURON_MODES:
+            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
+        self.mode, self.T = mode, int(T)
+
+
 @dataclass(frozen=True)
 class LIFParams:
     """Parameters of a LIF neuron.
@@ -342,7 +359,7 @@ def rate_lif(x: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
     return _RateLIF.apply(x, rate, elig)
 
 
-class LIF(nn.Module):
+class LIF(ModeAware, nn.Module):
     """LIF layer with the three modes of :mod:`esdlib.neurons` (holds parameters, calls the step).
 
     The leak is stored as ``logit(decay)`` (``λ = sigmoid(decay_logit)``), as a buffer unless
@@ -375,8 +392,6 @@ class LIF(nn.Module):
         self.v_threshold = float(v_threshold)
         self.surrogate_alpha = float(surrogate_alpha)
         self.reset_mode = reset
-        self.mode = "multistep"
-        self.T = 1
         self.rate: Tensor | None = None
         self.elig: Tensor | None = None
         self.firing_per_t: Tensor | None = None
@@ -395,12 +410,6 @@ class LIF(nn.Module):
             surrogate_alpha=self.surrogate_alpha,
             reset=self.reset_mode,
         )
-
-    def set_mode(self, mode: str, T: int) -> None:
-        """Select the behaviour (``"multistep"``, ``"spike"``, ``"rate"``) and the steps ``T``."""
-        if mode not in NEURON_MODES:
-            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
-        self.mode, self.T = mode, int(T)
 
     def reset_state(self) -> None:
         """Drop everything recorded by the last pass."""

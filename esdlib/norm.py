@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esdlib.neurons import NEURON_MODES
+from esdlib.neurons import ModeAware
 
 
 class _RateBatchNorm(torch.autograd.Function):
@@ -61,22 +61,14 @@ class _RateBatchNorm(torch.autograd.Function):
         return dx, g_xhat, g_sum, None, None, None
 
 
-class _SpikeBatchNorm(nn.modules.batchnorm._BatchNorm):
+class _SpikeBatchNorm(ModeAware, nn.modules.batchnorm._BatchNorm):
     """Shared implementation of the rate-BP batch norms (see the module docstring)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True,
                          track_running_stats=True)
-        self.mode = "multistep"
-        self.T = 1
         self.spike_mean: Tensor | None = None
         self.spike_var: Tensor | None = None
-
-    def set_mode(self, mode: str, T: int) -> None:
-        """Select ``"multistep"``, ``"spike"`` or ``"rate"`` behaviour."""
-        if mode not in NEURON_MODES:
-            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
-        self.mode, self.T = mode, int(T)
 
     def reset_state(self) -> None:
         """Drop the recorded spike-pass statistics."""

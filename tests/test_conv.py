@@ -103,3 +103,15 @@ def test_gemm_weight_gradient_equals_the_convolution_backward(c_in, c_out, kerne
     got = esd.conv.conv_weight_grad_gemm(grad, x, (kernel, kernel), (stride, stride),
                                          (padding, padding))
     torch.testing.assert_close(got, ref)
+
+
+def test_every_mode_aware_module_rejects_an_unknown_mode():
+    net = esd.build_model("spiking_resnet18", num_classes=10, in_channels=3, width=0.125)
+    kinds = {type(m) for m in net.modules() if isinstance(m, esd.neurons.ModeAware)}
+    assert {esd.SpikeConv2d, esd.SpikeBatchNorm2d, esd.LIF, esd.SpikingNet} <= kinds
+    for kind in kinds:
+        module = next(m for m in net.modules() if type(m) is kind)
+        with pytest.raises(ValueError, match="mode must be one of"):
+            module.set_mode("nope", 1)
+        module.set_mode("spike", 3)
+        assert (module.mode, module.T) == ("spike", 3)

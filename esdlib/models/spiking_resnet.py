@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from esdlib.conv import SpikeConv2d
 from esdlib.models.branches import BRANCH_KINDS, AuxBranch
-from esdlib.neurons import LIF, NEURON_MODES, time_average
+from esdlib.neurons import LIF, ModeAware, time_average
 from esdlib.norm import SpikeBatchNorm2d
 
 
@@ -93,7 +93,7 @@ class Stem(nn.Module):
         return x
 
 
-class SpikingNet(nn.Module):
+class SpikingNet(ModeAware, nn.Module):
     """A spiking network with optional auxiliary branches; the mode comes from :mod:`esdlib.modes`.
 
     Args:
@@ -124,15 +124,7 @@ class SpikingNet(nn.Module):
         self.branches = nn.ModuleList(
             AuxBranch(widths[i:], num_classes, branch_kind) for i in self.taps
         )
-        self.mode = "multistep"
-        self.T = 1
         _init_weights(self)
-
-    def set_mode(self, mode: str, T: int) -> None:
-        """Select the network-level behaviour (stem reuse, time averaging)."""
-        if mode not in NEURON_MODES:
-            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
-        self.mode, self.T = mode, int(T)
 
     def _time_mean(self, x: Tensor) -> Tensor:
         if self.mode == "rate":
