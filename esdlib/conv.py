@@ -55,10 +55,9 @@ def conv_weight_grad_gemm(grad: Tensor, x: Tensor, kernel_size: tuple[int, int],
     return torch.mm(g.t(), cols).view(O, kh, kw, C).permute(0, 3, 1, 2)
 
 
-def _use_gemm_weight_grad(grad: Tensor, weight: Tensor, dilation, groups: int) -> bool:
+def _use_gemm_weight_grad(grad: Tensor, dilation, groups: int) -> bool:
     return (grad.device.type == "cpu" and groups == 1 and all(d == 1 for d in dilation)
-            and grad.shape[2] * grad.shape[3] <= GEMM_WEIGHT_GRAD_MAX_PIXELS
-            and weight.dim() == 4)
+            and grad.shape[2] * grad.shape[3] <= GEMM_WEIGHT_GRAD_MAX_PIXELS)
 
 
 class _RecordedConv(torch.autograd.Function):
@@ -81,7 +80,7 @@ class _RecordedConv(torch.autograd.Function):
             return None, None, None, None, None, None, None
         dtype = grad.dtype  # under autocast the recorded output may be half precision
         x, w = x.to(dtype), weight.to(dtype)
-        gemm_w = need_w and _use_gemm_weight_grad(grad, w, dilation, groups)
+        gemm_w = need_w and _use_gemm_weight_grad(grad, dilation, groups)
         gx, gw, _ = torch.ops.aten.convolution_backward(
             grad, x, w, None, stride, padding, dilation, False, [0] * len(stride), groups,
             [need_x, need_w and not gemm_w, False])
