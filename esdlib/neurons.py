@@ -215,6 +215,13 @@ def lif_multistep(x_seq: Tensor, params: LIFParams) -> Tensor:
     return torch.stack(spikes)
 
 
+def _memory_order(x: Tensor) -> tuple[list[int], list[int]]:
+    """Dimension order of ``x`` in memory (dim 0 first, the rest by decreasing stride) and its
+    inverse: ``x.permute(order)`` is contiguous for NCHW and channels-last alike."""
+    order = [0, *sorted(range(1, x.dim()), key=lambda d: -x.stride(d))]
+    return order, sorted(range(x.dim()), key=order.__getitem__)
+
+
 def time_average(x: Tensor, T: int) -> Tensor:
     """Average a time-major ``[T·B, ...]`` tensor over its ``T`` steps: ``[B, ...]``.
 
@@ -232,12 +239,11 @@ def time_average(x: Tensor, T: int) -> Tensor:
     if x.shape[0] % T:
         raise RuntimeError(f"leading dim {x.shape[0]} is not a multiple of T={T}")
     B = x.shape[0] // T
-    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    order, inverse = _memory_order(x)
     xp = x.permute(order)
-    if order[0] != 0 or not xp.is_contiguous():
+    if not xp.is_contiguous():  # the batch axis is not outermost, or x is not dense
         return x.view(T, B, *x.shape[1:]).mean(0)
-    flat_mean = xp.reshape(T, -1).mean(0).view(B, *xp.shape[1:])
-    return flat_mean.permute(sorted(range(x.dim()), key=order.__getitem__))
+    return xp.reshape(T, -1).mean(0).view(B, *xp.shape[1:]).permute(inverse)
 
 
 def soft_reset_kappa(decay: float, T: int) -> list[float]:
@@ -282,7 +288,7 @@ def spike_pass_lif(x_seq: Tensor, params: LIFParams,
     lam, th, alpha = float(params.decay), params.v_threshold, params.surrogate_alpha
     # Work on a contiguous [T, N] view in the input's memory order (no copy for NCHW or
     # channels-last): every elementwise op below is then one dense 1-D sweep.
-    order = [0, *sorted(range(1, x_seq.dim()), key=lambda d: -x_seq.stride(d))]
+    order, inverse = _memory_order(x_seq)
     xp = x_seq.permute(order).contiguous()
     x_flat = xp.view(T, -1)
     spikes = torch.empty_like(x_flat)
@@ -316,8 +322,6 @@ def spike_pass_lif(x_seq: Tensor, params: LIFParams,
             v.mul_(1.0 - s)
         else:
             v.sub_(s, alpha=th)
-    inverse = sorted(range(x_seq.dim()), key=order.__getitem__)
-
     def unflatten(flat: Tensor, lead: int) -> Tensor:  # back to x_seq's shape and strides
         return flat.view(lead, *xp.shape[1:]).permute(inverse)
 
