@@ -30,10 +30,14 @@ from esdlib.methods import (
 from esdlib.models import (
     ARCHITECTURES,
     BRANCH_KINDS,
+    BRANCH_POOLS,
+    PUBLISHED_BRANCH_POOL,
     AuxBranch,
     NetOutput,
     SpikingNet,
     build_model,
+    check_branch_pool,
+    final_map_size,
     preact_spiking_resnet34,
     spiking_resnet18,
     spiking_resnet19,
@@ -81,7 +85,8 @@ from esdlib.results import (  # noqa: E402  isort: skip
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHITECTURES", "BRANCH_KINDS", "BRANCH_METHODS", "LIF", "METHODS", "RESET_MODES",
+    "ARCHITECTURES", "BRANCH_KINDS", "BRANCH_METHODS", "BRANCH_POOLS", "LIF", "METHODS",
+    "PUBLISHED_BRANCH_POOL", "RESET_MODES", "check_branch_pool", "final_map_size",
     "AuxBranch", "EvalOutput", "LIFParams", "LIFState", "LossConfig", "LossOutput", "NetOutput",
     "SpikeBatchNorm1d", "SpikeBatchNorm2d", "SpikeConv2d", "SpikingNet", "StepResult", "Teacher",
     "bptt_forward", "build_model", "ce_loss", "charge", "distillation_loss", "esd_loss",

@@ -37,17 +37,19 @@ from esdlib import methods as _methods
 from esdlib.data import DATASET_NAMES
 from esdlib.data import SPLITS as _DATA_SPLITS
 from esdlib.losses import TEACHER_SPACES
-from esdlib.models import ARCHITECTURES, BRANCH_KINDS
+from esdlib.models import ARCHITECTURES, BRANCH_KINDS, BRANCH_POOLS, check_branch_pool
 from esdlib.neurons import RESET_MODES
 
 __all__ = [
     "ARCHS",
     "BRANCH_KINDS",
     "BRANCH_METHODS",
+    "BRANCH_POOLS",
     "ConfigError",
     "DATASETS",
     "DEFAULT_PROFILE",
     "HASH_EXCLUDED_FIELDS",
+    "HASHED_WHEN_NOT_DEFAULT",
     "METHODS",
     "PAPER_ASSUMED",
     "PAPER_HPARAMS",
@@ -203,6 +205,10 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
 PROFILES = tuple(PROFILE_SETTINGS)
 """Profile names: ``("smoke", "default", "paper")``."""
 
+HASHED_WHEN_NOT_DEFAULT = frozenset({"branch_pool"})
+"""Fields added after the first records were written: :meth:`RunConfig.config_hash` covers them
+only when they differ from their default, so the run ids of earlier records stay valid."""
+
 HASH_EXCLUDED_FIELDS = frozenset(
     {"out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
      "checkpoint_every"}
@@ -258,11 +264,19 @@ class RunConfig:
         download: Allow the data module to download a missing data set.
         arch: Backbone, one of :data:`ARCHS`.
         width: Channel-width multiplier (1.0 = the paper's widths).
-        branch_kind: Auxiliary-branch block, ``"dsconv"`` (depthwise-separable, the
-            paper's) or ``"conv"`` (plain 3x3 convolutions).
+        branch_kind: Auxiliary-branch block, ``"dsconv"`` (the published
+            depthwise-separable block), ``"conv"`` (the same block with plain 3x3
+            convolutions) or ``"dsconv_wide"`` (esdlib's first, wider block; an ablation).
+        branch_pool: Branch pooling, ``"global"`` (any input size) or ``"published"``
+            (the published code's fixed window, which sees only part of the map at
+            some of the paper's sizes; for exact replication).
         method: Training method, one of :data:`METHODS`.
         T: Number of simulation timesteps (paper: 6 CIFAR, 4 ImageNet, 10 DVS).
-        alpha: Weight of the hard (cross-entropy) loss (paper: 1.0; ImageNet 0.7).
+        alpha: Weight of each *branch's* cross-entropy: hard loss
+            ``CE(main) + alpha * sum_b CE(branch_b)`` (the published ImageNet
+            convention; paper: 1.0, ImageNet 0.7). The published CIFAR script multiplies
+            the whole hard loss (main + branches) by alpha instead; the two coincide at
+            alpha = 1, the CIFAR setting.
         beta: Weight of the soft (distillation) loss (paper: 0.3; DVS 0.1).
         tau: Distillation temperature (paper: 3.0).
         eta: Weight of the optional term for unreliable samples (0 = the official code).
@@ -311,6 +325,7 @@ class RunConfig:
     arch: str = _spec("spiking_resnet18", choices=ARCHS)
     width: float = _spec(1.0, gt=0)
     branch_kind: str = _spec("dsconv", choices=BRANCH_KINDS)
+    branch_pool: str = _spec("global", choices=BRANCH_POOLS)
 
     method: str = _spec("esd", choices=METHODS)
     T: int = _spec(4, ge=1)
@@ -364,6 +379,11 @@ class RunConfig:
                 f"split={self.split!r} is not valid for dataset={self.dataset!r}; "
                 f"choose one of: {', '.join(repr(s) for s in SPLITS[self.dataset])}"
             )
+        if not problems and self.image_size is not None and self.uses_branches:
+            try:
+                check_branch_pool(self.arch, self.image_size, self.branch_pool)
+            except ValueError as err:
+                problems.append(str(err))
         if not problems and self.warmup_epochs > self.epochs:
             problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
         if problems:
@@ -463,13 +483,17 @@ class RunConfig:
         The hash covers every field except :data:`HASH_EXCLUDED_FIELDS` (output and
         data locations, worker count, device), serialised by :func:`canonical_json`.
         It is stable across processes and machines; adding a field to
-        :class:`RunConfig` changes every hash (old records are then not re-used).
+        :class:`RunConfig` changes every hash (old records are then not re-used), unless
+        the field is listed in :data:`HASHED_WHEN_NOT_DEFAULT`.
         """
         return hashlib.sha256(canonical_json(self.hash_dict()).encode("ascii")).hexdigest()
 
     def hash_dict(self) -> dict[str, Any]:
         """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones)."""
-        return {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED_FIELDS}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in HASH_EXCLUDED_FIELDS
+                and not (k in HASHED_WHEN_NOT_DEFAULT and v == defaults[k])}
 
     # -- derived properties ------------------------------------------------
 

@@ -61,12 +61,16 @@ def _use_gemm_weight_grad(grad: Tensor, dilation, groups: int) -> bool:
 
 
 class _RecordedConv(torch.autograd.Function):
-    """Forward: the recorded output; backward: the convolution backward at input ``x``."""
+    """Forward: the recorded output; backward: the convolution backward at input ``x``.
+
+    ``bias`` only takes part in autograd: its value is already inside the recorded output.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, out: Tensor, stride, padding, dilation,
-                groups: int) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, stride,
+                padding, dilation, groups: int) -> Tensor:
         ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.conf = (stride, padding, dilation, groups)
         # A view: the value is shared with the module's record, not copied.
         return out.view_as(out)
@@ -75,9 +79,10 @@ class _RecordedConv(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gb = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if need_b else None
         if not (need_x or need_w):
-            return None, None, None, None, None, None, None
+            return None, None, gb, None, None, None, None, None
         dtype = grad.dtype  # under autocast the recorded output may be half precision
         x, w = x.to(dtype), weight.to(dtype)
         gemm_w = need_w and _use_gemm_weight_grad(grad, dilation, groups)
@@ -88,7 +93,7 @@ class _RecordedConv(torch.autograd.Function):
             gw = conv_weight_grad_gemm(grad, x, tuple(w.shape[2:]), stride, padding)
         if gw is not None:
             gw = gw.to(weight.dtype)
-        return gx, gw, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None
 
 
 class SpikeConv2d(ModeAware, nn.Conv2d):
@@ -100,7 +105,8 @@ class SpikeConv2d(ModeAware, nn.Conv2d):
     - ``"spike"``: the convolution of ``[T·B, C, H, W]`` (time-major); it also records
       ``mean_t`` of its output, ``[B, C', H', W']`` (``rate_out``);
     - ``"rate"``: returns ``rate_out`` for the value; gradients w.r.t. the input and the weight
-      are those of ``conv(x)`` at the rate input ``x`` (``[B, C, H, W]``).
+      are those of ``conv(x)`` at the rate input ``x`` (``[B, C, H, W]``); with ``bias=True``
+      the bias gradient is ``Σ_{n,y,x}`` of the output gradient, as for ``conv(x) + b``.
 
     The record is dropped by :func:`esdlib.reset_state`. Same arguments as ``nn.Conv2d``
     (``padding_mode="zeros"`` only).
@@ -131,8 +137,8 @@ class SpikeConv2d(ModeAware, nn.Conv2d):
                 raise RuntimeError(
                     f"rate pass input shape {tuple(x.shape)} differs from the spike pass's "
                     f"{self._rate_in_shape}: run spike_pass on the same batch first")
-            return _RecordedConv.apply(x, self.weight, out, self.stride, self.padding,
-                                       self.dilation, self.groups)
+            return _RecordedConv.apply(x, self.weight, self.bias, out, self.stride,
+                                       self.padding, self.dilation, self.groups)
         y = super().forward(x)
         if self.mode == "spike":
             self.rate_out = time_average(y.detach(), self.T)

@@ -38,7 +38,7 @@ from esdlib.data import DatasetInfo, build_datasets
 from esdlib.losses import LossConfig
 from esdlib.methods import evaluate_batch, get_method
 from esdlib.metrics import FiringRateMeter, OpCounter
-from esdlib.models import SpikingNet, build_model
+from esdlib.models import SpikingNet, build_model, check_branch_pool
 from esdlib.results import (
     atomic_open,
     load_record,
@@ -121,6 +121,8 @@ def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet
     train, test, info = build_datasets(
         cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size, augment=cfg.augment,
         split=cfg.split, download=cfg.download, seed=cfg.seed)
+    if cfg.uses_branches:  # the published pooling window fits only some input sizes
+        check_branch_pool(cfg.arch, info.image_size[0], cfg.branch_pool)
     return train, test, info, model_from_config(cfg, info.num_classes, info.in_channels)
 
 
@@ -129,7 +131,7 @@ def model_from_config(cfg: RunConfig, num_classes: int, in_channels: int) -> Spi
     return build_model(cfg.arch, num_classes, in_channels, cfg.width,
                        aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
                        v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
-                       reset=cfg.reset)
+                       reset=cfg.reset, branch_pool=cfg.branch_pool)
 
 
 def loss_config(cfg: RunConfig) -> LossConfig:
@@ -456,8 +458,9 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         scaler.scale(loss).backward()
 
     def record(status: str) -> dict[str, Any]:
+        more = {"parameter_counts": model.parameter_counts()}
         return _record(cfg, state, device, world, wall0, status, info,
-                       extra() if extra is not None else {})
+                       more | (extra() if extra is not None else {}))
 
     if on_epoch_end is not None and state["global_step"] == 0:
         on_epoch_end(model, 0)

@@ -147,7 +147,9 @@ def reliable_teacher(outputs: Sequence[Tensor], y: Tensor, tau: float = 3.0,
     """
     if space not in TEACHER_SPACES:
         raise ValueError(f"space must be one of {TEACHER_SPACES}, got {space!r}")
-    z = torch.stack([o.detach().float() for o in outputs])  # [L, B, K]
+    # at least float32 (autocast outputs may be half precision), float64 kept as it is
+    dtype = torch.promote_types(outputs[0].dtype, torch.float32)
+    z = torch.stack([o.detach().to(dtype) for o in outputs])  # [L, B, K]
     if filter_reliable:
         correct = (z.argmax(2) == y.unsqueeze(0)).to(z.dtype)  # [L, B]
     else:

@@ -10,6 +10,9 @@ mode and at inference. For rate-based backpropagation:
   ``μ = sg(μ_spike) + μ_rate − sg(μ_rate)`` and the same for ``σ²`` (``sg`` = stop-gradient).
   Running statistics are not touched a second time.
 
+In every training mode one forward counts one batch in ``num_batches_tracked``, as
+``nn.BatchNorm`` does (the rate pass counts none: it is the same batch as the spike pass).
+
 ``repeats`` (passed by the model's stem for a direct-encoded static image) says the input
 batch stands for ``repeats`` identical copies per sample; the statistics are the same, only
 the unbiased correction ``n/(n−1)`` of the running variance uses the full ``n``.
@@ -64,7 +67,8 @@ class _RateBatchNorm(torch.autograd.Function):
 class _SpikeBatchNorm(ModeAware, nn.modules.batchnorm._BatchNorm):
     """Shared implementation of the rate-BP batch norms (see the module docstring)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True,
                          track_running_stats=True)
         self.spike_mean: Tensor | None = None
@@ -81,11 +85,21 @@ class _SpikeBatchNorm(ModeAware, nn.modules.batchnorm._BatchNorm):
         return [1, -1] + [1] * (x.dim() - 2)
 
     @torch.no_grad()
+    def _count_batch(self) -> float:
+        """Count one training batch and return the running-average factor, as ``nn.BatchNorm``.
+
+        ``momentum=None`` gives the cumulative average ``1 / num_batches_tracked``.
+        """
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
+    @torch.no_grad()
     def _update_running(self, mean: Tensor, var: Tensor, n: int) -> None:
-        m = self.momentum
+        m = self._count_batch()
         self.running_mean.mul_(1 - m).add_(mean, alpha=m)
         self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
-        self.num_batches_tracked.add_(1)
 
     def forward(self, x: Tensor, repeats: int = 1) -> Tensor:
         """Normalise ``x`` (``[N, C, ...]``) according to the mode and train/eval state.
@@ -119,7 +133,7 @@ class _SpikeBatchNorm(ModeAware, nn.modules.batchnorm._BatchNorm):
                 return out
         if repeats == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                True, self.momentum, self.eps)
+                                True, self._count_batch(), self.eps)
         with torch.no_grad():
             var, mean = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
             self._update_running(mean, var, n)
@@ -132,7 +146,8 @@ class SpikeBatchNorm2d(_SpikeBatchNorm):
     Args:
         num_features: channels ``C``.
         eps: added to the variance.
-        momentum: running-statistics momentum (PyTorch convention).
+        momentum: running-statistics momentum (PyTorch convention; ``None`` = cumulative
+            average over the ``num_batches_tracked`` training batches).
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -146,7 +161,8 @@ class SpikeBatchNorm1d(_SpikeBatchNorm):
     Args:
         num_features: channels ``C``.
         eps: added to the variance.
-        momentum: running-statistics momentum (PyTorch convention).
+        momentum: running-statistics momentum (PyTorch convention; ``None`` = cumulative
+            average over the ``num_batches_tracked`` training batches).
     """
 
     def _check_input_dim(self, x: Tensor) -> None:

@@ -1,6 +1,7 @@
 """Tests for esdlib.config: profiles, validation, overrides, hashing."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from esdlib.config import (
     DATASETS,
     DEFAULT_PROFILE,
     HASH_EXCLUDED_FIELDS,
+    HASHED_WHEN_NOT_DEFAULT,
     METHODS,
     PAPER_ASSUMED,
     PAPER_HPARAMS,
@@ -20,6 +22,7 @@ from esdlib.config import (
     SMOKE_PROFILE,
     ConfigError,
     RunConfig,
+    canonical_json,
     parse_override,
 )
 
@@ -135,7 +138,8 @@ BAD_VALUES = [
     (dict(method="ESD"), ["'esd'"]),
     (dict(dataset="mnist"), ["dataset", "'cifar10_dvs'", "'digits'"]),
     (dict(arch="resnet50"), ["arch", "'spiking_resnet19'", "'preact_spiking_resnet34'"]),
-    (dict(branch_kind="mlp"), ["branch_kind", "'dsconv'", "'conv'"]),
+    (dict(branch_kind="mlp"), ["branch_kind", "'dsconv'", "'conv'", "'dsconv_wide'"]),
+    (dict(branch_pool="max"), ["branch_pool", "'global'", "'published'"]),
     (dict(teacher_space="prob"), ["teacher_space", "'logits'", "'probs'"]),
     (dict(reset="zero"), ["reset", "'soft_nodetach'"]),
     (dict(rate_grad_scale="T"), ["rate_grad_scale", "'1/T'", "'none'"]),
@@ -180,6 +184,7 @@ BAD_VALUES = [
     (dict(split="random"), ["split", "'official'"]),
     (dict(lrr=0.1), ["'lrr'", "did you mean 'lr'", "valid keys", "weight_decay"]),
     (dict(Tt=3), ["'Tt'", "valid keys"]),
+    (dict(branch_pool="published"), ["AvgPool2d(4, 4)", "image_size=16 gives 2 px"]),
 ]
 
 
@@ -406,6 +411,17 @@ def test_hash_ignores_locations_and_scheduling():
     }  # fmt: skip
 
 
+def test_fields_added_later_keep_earlier_run_ids_at_their_default():
+    """A record written before ``branch_pool`` existed still has its config's hash."""
+    cfg = RunConfig.profile("default", image_size=32)
+    old_style = {k: v for k, v in cfg.to_dict().items()
+                 if k not in HASH_EXCLUDED_FIELDS and k not in HASHED_WHEN_NOT_DEFAULT}
+    expected = hashlib.sha256(canonical_json(old_style).encode("ascii")).hexdigest()
+    assert cfg.config_hash() == expected
+    assert cfg.replace(branch_pool="published").config_hash() != expected
+    assert RunConfig.profile("default", method="bptt", branch_pool="published")  # no branches
+
+
 def _another_value(name, value):
     """A valid value different from ``value`` for field ``name`` of the default profile."""
     spec = {f.name: f.metadata for f in dataclasses.fields(RunConfig)}[name]
@@ -435,6 +451,9 @@ def test_hash_covers_every_other_field(name):
     if name == "split":
         base = RunConfig.profile("default", dataset="cifar10_dvs")
         changed = base.replace(split="balanced")
+    elif name == "branch_pool":  # the published window needs a 32 px ResNet-18 input
+        base = RunConfig.profile("default", image_size=32)
+        changed = base.replace(branch_pool="published")
     elif name == "profile":
         changed = RunConfig.profile(
             "smoke", **{k: v for k, v in base.to_dict().items() if k != "profile"}

@@ -12,14 +12,15 @@ def _spikes(T, B, C, H, seed=0, channels_last=False):
     return s.contiguous(memory_format=torch.channels_last) if channels_last else s
 
 
+@pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (1, 2)])
 def test_rate_mode_value_and_gradients_equal_the_convolution_of_the_rate(kernel, stride,
-                                                                          channels_last):
+                                                                          channels_last, bias):
     T, B = 4, 3
     torch.manual_seed(0)
-    conv = esd.SpikeConv2d(5, 6, kernel, stride, kernel // 2, bias=False)
-    ref = torch.nn.Conv2d(5, 6, kernel, stride, kernel // 2, bias=False)
+    conv = esd.SpikeConv2d(5, 6, kernel, stride, kernel // 2, bias=bias)
+    ref = torch.nn.Conv2d(5, 6, kernel, stride, kernel // 2, bias=bias)
     ref.load_state_dict(conv.state_dict())
     s = _spikes(T, B, 5, 8, channels_last=channels_last)
     with esd.mode(conv, "spike", T), torch.no_grad():
@@ -36,6 +37,9 @@ def test_rate_mode_value_and_gradients_equal_the_convolution_of_the_rate(kernel,
     out_ref.backward(g)
     torch.testing.assert_close(rate.grad, rate_ref.grad)
     torch.testing.assert_close(conv.weight.grad, ref.weight.grad)
+    if bias:  # the recorded output holds the bias; its gradient is Σ of the output gradient
+        torch.testing.assert_close(conv.bias.grad, ref.bias.grad)
+        torch.testing.assert_close(conv.bias.grad, g.sum((0, 2, 3)))
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 

@@ -127,3 +127,42 @@ def test_loss_config_validation():
         esd.LossConfig(beta=-1)
     with pytest.raises(ValueError, match="tau"):
         esd.LossConfig(tau=0)
+
+
+def test_float64_esd_loss_and_gradients_equal_a_float64_hand_computation():
+    """The teacher is built in the outputs' precision (at least float32): exact in float64."""
+    g = torch.Generator().manual_seed(0)
+    L, B, K, tau, alpha, beta = 3, 16, 5, TAU, 0.7, 0.3
+    outputs = [(torch.randn(B, K, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+               for _ in range(L)]
+    y = torch.randint(0, K, (B,), generator=g)
+    lib = esd.esd_loss(outputs, y, esd.LossConfig(alpha=alpha, beta=beta, tau=tau))
+    lib.total.backward()
+    # reference: the formulas written per sample, all in float64
+    ref_outs = [o.detach().clone().requires_grad_(True) for o in outputs]
+    log_q = [torch.log_softmax(z / tau, 1) for z in ref_outs]
+    soft, n_reliable = 0.0, 0
+    for i in range(B):
+        correct = [z[i].detach() for z in ref_outs if int(z[i].argmax()) == int(y[i])]
+        if not correct:
+            continue
+        n_reliable += 1
+        p = torch.softmax(torch.stack(correct).mean(0) / tau, 0)
+        soft = soft + sum(tau**2 * (p * (p.log() - lq[i])).sum() for lq in log_q)
+    assert 0 < n_reliable < B  # the batch mixes reliable and unreliable samples
+    soft = soft / n_reliable
+    hard = torch.nn.functional.cross_entropy(ref_outs[-1], y) + alpha * sum(
+        torch.nn.functional.cross_entropy(z, y) for z in ref_outs[:-1])
+    total = hard + beta * soft
+    total.backward()
+    assert lib.total.dtype == torch.float64
+    torch.testing.assert_close(lib.soft, soft, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lib.total, total, rtol=1e-12, atol=1e-12)
+    for o, r in zip(outputs, ref_outs, strict=True):
+        torch.testing.assert_close(o.grad, r.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_teacher_of_half_precision_outputs_is_computed_in_float32():
+    z = [torch.randn(4, 3).half(), torch.randn(4, 3).half()]
+    t = esd.reliable_teacher(z, torch.tensor([0, 1, 2, 0]))
+    assert t.probs.dtype == torch.float32

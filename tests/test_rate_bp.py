@@ -19,10 +19,18 @@ def _batch(seed=0, B=8, size=16, T=None, ch=3):
     return torch.randn(shape, generator=g) * 2, torch.randint(0, 10, (B,), generator=g)
 
 
-@pytest.mark.parametrize("arch", ["spiking_resnet18", "spiking_resnet19"])
+ARCHS = ["spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("time_varying", [False, True])
 def test_rate_pass_values_equal_spike_pass_averages(arch, time_varying):
     T = 4
+    if time_varying and arch == "preact_spiking_resnet34":  # max-pooling stem: static input only
+        net, x = _net(arch, in_ch=2), _batch(T=T, ch=2)[0]
+        with pytest.raises(ValueError, match="static input"):
+            esd.spike_pass(net.train(), x, T)
+        return
     net = _net(arch, in_ch=2 if time_varying else 3)
     x, _ = _batch(T=T if time_varying else None, ch=2 if time_varying else 3)
     lifs = {n: m for n, m in net.named_modules() if isinstance(m, esd.LIF)}
@@ -57,17 +65,18 @@ def _grads(net, method, x, y, T, **kw):
     return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("arch", ["spiking_resnet18", "spiking_resnet19"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("pair", [("bptt", "ratebp"), ("esd_bptt", "esd")])
 def test_T1_rate_bp_gradient_equals_bptt(arch, pair):
     aux = "dsconv" if pair[0] == "esd_bptt" else None
-    net = _net(arch, aux=aux).train()
+    net = _net(arch, aux=aux).train().double()  # float64: equal to rounding, not to a tolerance
     x, y = _batch()
+    x = x.double()
     g_bptt = _grads(copy.deepcopy(net), pair[0], x, y, 1)
     g_rate = _grads(copy.deepcopy(net), pair[1], x, y, 1)
     assert g_bptt.keys() == g_rate.keys() and len(g_bptt) == len(list(net.parameters()))
     for name in g_bptt:
-        torch.testing.assert_close(g_rate[name], g_bptt[name], atol=1e-5, rtol=1e-4,
+        torch.testing.assert_close(g_rate[name], g_bptt[name], atol=1e-12, rtol=1e-9,
                                    msg=lambda m, n=name: f"{n}: {m}")
 
 
@@ -138,6 +147,33 @@ def test_bn_running_stats_updated_once_per_step_from_spike_pass():
     torch.testing.assert_close(bn.running_mean, 0.1 * mean, atol=1e-6, rtol=1e-5)
     n = h.numel() // h.shape[1] * 3
     torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * var * n / (n - 1), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bptt", "ratebp", "esd", "esd_bptt"])
+def test_batchnorm_counts_one_batch_per_training_step(method):
+    """``num_batches_tracked`` advances once per step in every BN, as ``nn.BatchNorm`` does."""
+    net = _net(aux="dsconv" if method in esd.BRANCH_METHODS else None).train()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert any(isinstance(m, esd.SpikeBatchNorm2d) for m in bns)
+    for step in range(2):
+        x, y = _batch(seed=step)
+        esd.get_method(method)(net, x, y, 3)
+        assert {int(m.num_batches_tracked) for m in bns} == {step + 1}
+
+
+@pytest.mark.parametrize("mode", ["multistep", "spike"])
+def test_batchnorm_momentum_none_is_the_cumulative_average_of_nn_batchnorm(mode):
+    bn, ref = esd.SpikeBatchNorm2d(4, momentum=None).train(), torch.nn.BatchNorm2d(4, momentum=None)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(6, 4, 5, 5, generator=g) * 3 + 1
+        with esd.mode(bn, mode, 2), torch.no_grad():
+            bn(x)
+        ref(x)
+        esd.reset_state(bn)
+    assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
 
 
 def test_evaluate_leaves_no_state_behind():

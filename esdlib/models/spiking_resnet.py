@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from esdlib.conv import SpikeConv2d
-from esdlib.models.branches import BRANCH_KINDS, AuxBranch
+from esdlib.models.branches import BRANCH_KINDS, BRANCH_POOLS, AuxBranch
 from esdlib.neurons import LIF, ModeAware, time_average
 from esdlib.norm import SpikeBatchNorm2d
 
@@ -59,9 +59,9 @@ class NeuronFactory(NamedTuple):
         return LIF(self.decay, self.v_threshold, self.surrogate_alpha, self.reset)
 
 
-def conv3x3(c_in: int, c_out: int, stride: int = 1) -> SpikeConv2d:
-    """3×3 convolution with padding 1 and no bias, reusing spike-pass outputs in the rate pass."""
-    return SpikeConv2d(c_in, c_out, 3, stride, 1, bias=False)
+def conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = False) -> SpikeConv2d:
+    """3×3 convolution with padding 1, reusing spike-pass outputs in the rate pass."""
+    return SpikeConv2d(c_in, c_out, 3, stride, 1, bias=bias)
 
 
 def stem_conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
@@ -103,16 +103,25 @@ class SpikingNet(ModeAware, nn.Module):
         stage_widths: output channels of each stage.
         taps: indices of the stages after which a branch is attached.
         num_classes: ``K``.
-        branch_kind: ``"dsconv"``, ``"conv"`` or ``None`` (no branches).
+        branch_kind: a block kind of :data:`~esdlib.models.branches.BRANCH_KINDS` or ``None``
+            (no branches).
         pre_stage: module applied between the stem and the first stage (e.g. the stem neuron).
+        branch_residual: add a standard residual block after each branch block (published
+            ImageNet branches).
+        branch_pool: ``"global"`` or ``"published"`` (fixed window ``pool_window``).
+        pool_window: the published code's branch pooling window for this architecture.
     """
 
     def __init__(self, stem: Stem, stages: Sequence[nn.Module], head: nn.Module,
                  stage_widths: Sequence[int], taps: Sequence[int], num_classes: int,
-                 branch_kind: str | None = "dsconv", pre_stage: nn.Module | None = None) -> None:
+                 branch_kind: str | None = "dsconv", pre_stage: nn.Module | None = None, *,
+                 branch_residual: bool = False, branch_pool: str = "global",
+                 pool_window: int | None = None) -> None:
         super().__init__()
         if branch_kind is not None and branch_kind not in BRANCH_KINDS:
             raise ValueError(f"aux must be one of {BRANCH_KINDS} or None, got {branch_kind!r}")
+        if branch_pool not in BRANCH_POOLS:
+            raise ValueError(f"branch_pool must be one of {BRANCH_POOLS}, got {branch_pool!r}")
         self.stem = stem
         self.pre_stage = pre_stage if pre_stage is not None else nn.Identity()
         self.stages = nn.ModuleList(stages)
@@ -122,7 +131,8 @@ class SpikingNet(ModeAware, nn.Module):
         self.taps = tuple(taps) if branch_kind is not None else ()
         widths = tuple(stage_widths)
         self.branches = nn.ModuleList(
-            AuxBranch(widths[i:], num_classes, branch_kind) for i in self.taps
+            AuxBranch(widths[i:], num_classes, branch_kind, branch_residual, branch_pool,
+                      pool_window) for i in self.taps
         )
         _init_weights(self)
 
@@ -143,6 +153,10 @@ class SpikingNet(ModeAware, nn.Module):
         if x.dim() == 5:
             if x.shape[0] != T:
                 raise ValueError(f"time-varying input has {x.shape[0]} frames but T={T}")
+            if self.mode == "spike" and isinstance(self.stem.pool, nn.MaxPool2d):
+                raise ValueError(
+                    "this network's stem max-pools analog values, which the rate pass reproduces "
+                    "exactly only for a static input; train time-varying input with BPTT")
             return self.stem(x.flatten(0, 1))
         if x.dim() != 4:
             raise ValueError(f"expected [B, C, H, W] or [T, B, C, H, W], got {tuple(x.shape)}")
@@ -182,6 +196,27 @@ class SpikingNet(ModeAware, nn.Module):
         return {"backbone": bb, "branches": br, "total": bb + br}
 
 
+PUBLISHED_BRANCH_POOL = {"spiking_resnet18": 4, "spiking_resnet19": 6,
+                         "preact_spiking_resnet34": 4}
+"""Side of the published code's fixed branch pooling window, per architecture.
+
+At the paper's input sizes it covers the whole 4×4 map of ResNet-18 on CIFAR (32 px), but only
+16 of 36 positions of ResNet-18 on CIFAR10-DVS (6×6 at 48 px), 36 of 64 of ResNet-19 on CIFAR
+(8×8 at 32 px) and 16 of 49 of PreAct-ResNet-34 on ImageNet (7×7 at 224 px).
+"""
+
+DOWNSAMPLING = {"spiking_resnet18": 3, "spiking_resnet19": 2, "preact_spiking_resnet34": 5}
+"""Number of stride-2 layers between the input and the last stage (each maps ``H → ⌈H/2⌉``)."""
+
+
+def final_map_size(arch: str, image_size: int) -> int:
+    """Side of the last stage's (and every branch's final) feature map for a square input."""
+    size = image_size
+    for _ in range(DOWNSAMPLING[arch]):
+        size = (size + 1) // 2
+    return size
+
+
 def _init_weights(net: nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
@@ -219,7 +254,13 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation spiking block: BN-LIF-conv-BN-LIF-conv plus shortcut (analog stream).
+    """Spiking block of the published PreAct-ResNet-34: LIF-conv-BN-LIF-conv-BN plus shortcut.
+
+    The stream between blocks is analog (no neuron after the addition): the block fires on its
+    analog input, ``out = BN(conv(LIF(BN(conv(LIF(x)))))) + shortcut(x)``, and a downsampling
+    shortcut is a 1×1 strided convolution + BN of the analog input ``x``. As in the published
+    code, every convolution carries a bias (redundant under the following BN, kept so that
+    published weights map one to one).
 
     Args:
         c_in: input channels.
@@ -230,18 +271,19 @@ class PreActBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
         super().__init__()
-        self.bn1, self.lif1 = SpikeBatchNorm2d(c_in), neuron()
-        self.conv1 = conv3x3(c_in, c_out, stride)
-        self.bn2, self.lif2, self.conv2 = SpikeBatchNorm2d(c_out), neuron(), conv3x3(c_out, c_out)
-        self.shortcut = None
+        self.lif1, self.conv1 = neuron(), conv3x3(c_in, c_out, stride, bias=True)
+        self.bn1 = SpikeBatchNorm2d(c_out)
+        self.lif2, self.conv2 = neuron(), conv3x3(c_out, c_out, bias=True)
+        self.bn2 = SpikeBatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = SpikeConv2d(c_in, c_out, 1, stride, bias=False)
+            self.shortcut = nn.Sequential(SpikeConv2d(c_in, c_out, 1, stride, bias=True),
+                                          SpikeBatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[N, C_in, H, W]`` analog stream → ``[N, C_out, H/stride, W/stride]``."""
-        s = self.lif1(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(s)
-        return self.conv2(self.lif2(self.bn2(self.conv1(s)))) + skip
+        """``[N, C_in, H, W]`` analog stream → ``[N, C_out, H/stride, W/stride]`` (analog)."""
+        out = self.bn2(self.conv2(self.lif2(self.bn1(self.conv1(self.lif1(x))))))
+        return out + self.shortcut(x)
 
 
 def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int,
@@ -271,7 +313,8 @@ def _check(num_classes: int, in_channels: int) -> None:
 
 
 def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None) -> SpikingNet:
+                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None,
+                     branch_pool: str = "global") -> SpikingNet:
     """Spiking ResNet-18 with a CIFAR stem (3×3 conv, no pooling), as in RateBP/ESD.
 
     Stages 64-128-256-512 (× ``width``) of 2 basic blocks (strides 1, 2, 2, 2), global average
@@ -281,8 +324,9 @@ def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float =
         num_classes: ``K``.
         in_channels: input channels (3 for images, 2 for DVS frames, 1 for digits).
         width: channel multiplier.
-        aux: branch kind (``"dsconv"``, ``"conv"``) or ``None``.
+        aux: branch kind (:data:`~esdlib.models.branches.BRANCH_KINDS`) or ``None``.
         neuron: LIF factory (paper defaults when ``None``).
+        branch_pool: ``"global"`` or ``"published"`` (``AvgPool2d(4, 4)``).
 
     Returns:
         A :class:`SpikingNet`.
@@ -293,11 +337,13 @@ def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float =
     stem = Stem(stem_conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
     stages = _stages(BasicBlock, w, (2, 2, 2, 2), neuron)
     return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes,
-                      aux, pre_stage=neuron())
+                      aux, pre_stage=neuron(), branch_pool=branch_pool,
+                      pool_window=PUBLISHED_BRANCH_POOL["spiking_resnet18"])
 
 
 def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None) -> SpikingNet:
+                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None,
+                     branch_pool: str = "global") -> SpikingNet:
     """Spiking ResNet-19 with a CIFAR stem (TET/RateBP layout).
 
     3×3 conv stem (128), stages 128-256-512 (× ``width``) of 3, 3, 2 basic blocks (strides 1, 2, 2),
@@ -310,6 +356,7 @@ def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float =
         width: channel multiplier.
         aux: branch kind or ``None``.
         neuron: LIF factory.
+        branch_pool: ``"global"`` or ``"published"`` (``AvgPool2d(6, 6)``).
 
     Returns:
         A :class:`SpikingNet`.
@@ -320,19 +367,25 @@ def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float =
     stem = Stem(stem_conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
     stages = _stages(BasicBlock, w, (3, 3, 2), neuron)
     head = nn.Sequential(nn.Linear(w[2], w[3]), neuron(), nn.Linear(w[3], num_classes))
-    return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=neuron())
+    return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=neuron(),
+                      branch_pool=branch_pool,
+                      pool_window=PUBLISHED_BRANCH_POOL["spiking_resnet19"])
 
 
 def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0,
-                            aux: str | None = "dsconv",
-                            neuron: NeuronFactory | None = None) -> SpikingNet:
-    """Pre-activation spiking ResNet-34 with an ImageNet stem.
+                            aux: str | None = "dsconv", neuron: NeuronFactory | None = None,
+                            branch_pool: str = "global") -> SpikingNet:
+    """The published spiking PreAct-ResNet-34 with an ImageNet stem (ESD/RateBP code layout).
 
-    7×7 stride-2 conv (64) and 3×3 stride-2 max pooling on the analog, timestep-invariant stem
-    output (exact in the rate pass for direct-encoded input), then stages 64-128-256-512
-    (× ``width``) of 3, 4, 6, 3 pre-activation blocks, a final BN-LIF, global average pooling and
-    a linear classifier. Branches after stages 1, 2 and 3 take the stage's analog output
-    (its time average in the multi-step modes).
+    Stem: 7×7 stride-2 convolution (with bias) → BN → 3×3 stride-2 max pooling, applied once to
+    the static image (timestep-invariant, so exact in the rate pass for direct-encoded input).
+    Stages 64-128-256-512 (× ``width``) of 3, 4, 6, 3 :class:`PreActBlock` s carry an analog
+    stream; the head averages it globally and applies Linear(512, K) — 32 LIF layers in all,
+    21,806,184 parameters at K = 1000 and width 1 (the published count).
+
+    Branches after stages 1, 2 and 3 take the stage's analog output (its time average in the
+    multi-step modes); as published, each remaining stage adds a branch block followed by a
+    standard residual block (19,555,512 branch parameters at K = 1000).
 
     Args:
         num_classes: ``K``.
@@ -340,6 +393,7 @@ def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width
         width: channel multiplier.
         aux: branch kind or ``None``.
         neuron: LIF factory.
+        branch_pool: ``"global"`` or ``"published"`` (``AvgPool2d(4, 4)``).
 
     Returns:
         A :class:`SpikingNet`.
@@ -347,11 +401,12 @@ def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width
     _check(num_classes, in_channels)
     neuron = neuron or NeuronFactory()
     w = _scale((64, 128, 256, 512), width)
-    stem = Stem(nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=False), None,
+    stem = Stem(nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=True), SpikeBatchNorm2d(w[0]),
                 nn.MaxPool2d(3, 2, 1))
     stages = _stages(PreActBlock, w, (3, 4, 6, 3), neuron)
-    stages[-1].append(nn.Sequential(SpikeBatchNorm2d(w[3]), neuron()))
-    return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes, aux)
+    return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes, aux,
+                      branch_residual=True, branch_pool=branch_pool,
+                      pool_window=PUBLISHED_BRANCH_POOL["preact_spiking_resnet34"])
 
 
 def count_lif_neurons(net: nn.Module) -> int:
@@ -360,6 +415,7 @@ def count_lif_neurons(net: nn.Module) -> int:
 
 
 __all__ = [
+    "DOWNSAMPLING", "PUBLISHED_BRANCH_POOL", "final_map_size",
     "NetOutput", "NeuronFactory", "SpikingNet", "BasicBlock", "PreActBlock", "Stem",
     "spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34", "count_lif_neurons",
 ]
