@@ -65,7 +65,7 @@ def peer(module: str):
                      f"needs (numpy<2.3)")
     try:
         return importlib.import_module(module)
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         _unavailable(f"import {module} failed: {err}")
 
 
@@ -241,6 +241,8 @@ def peer_lif(variant: str):
         return neuron.LIFNode(tau=1.0 / (1.0 - DECAY), decay_input=False, **common).train()
 
     class DecayLIFNode(neuron.LIFNode):
+        """``LIFNode`` charging ``v = decay·v + x`` (the published code's override)."""
+
         def __init__(self, decay: float, **kwargs):
             super().__init__(decay_input=False, **kwargs)
             self.decay = decay
