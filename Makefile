@@ -1,13 +1,25 @@
 # esdlib / ESD reproducibility book — every command users run.
 # `make test` works on a fresh clone: it creates .venv, installs the package with its extras, runs
-# ruff and pytest (unit tests + the smoke profile of the whole pipeline).
+# ruff and pytest (unit tests + the smoke profile of the whole pipeline), then the cross-checks
+# against SpikingJelly (tests marked `peer`) in their own pytest run.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint reproduce book bench clean
+.PHONY: venv test test-fast test-peer lint reproduce book bench clean
+
+# The peer of the cross-checks (tests/test_peer.py), pinned: SpikingJelly 0.0.0.0.14, the release
+# the published ESD code builds on, with a NumPy that still has `np.fromstring` (removed in 2.3;
+# its AEDAT parser uses it). Installed without dependencies into the ignored side folder .peer/,
+# which only the peer pytest run puts first on PYTHONPATH, so the main environment keeps its NumPy.
+PEER := .peer
+PEER_SPIKINGJELLY := 0.0.0.0.14
+PEER_NUMPY_BELOW := 2.3
+PEER_STAMP := $(PEER)/.installed-spikingjelly-$(PEER_SPIKINGJELLY)-numpy-below-$(PEER_NUMPY_BELOW)
+PEER_PYTEST := PYTHONPATH="$(CURDIR)/$(PEER)$${PYTHONPATH:+:$$PYTHONPATH}" \
+	$(PY) -m pytest -m peer tests/test_peer.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,15 +29,27 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The stamp's name holds the pins: changing them, or deleting .peer/, reinstalls the peer.
+$(PEER_STAMP): | $(STAMP)
+	rm -rf $(PEER)
+	$(PY) -m pip install --quiet --no-deps --target $(PEER) \
+		"spikingjelly==$(PEER_SPIKINGJELLY)" "numpy<$(PEER_NUMPY_BELOW)"
+	touch $@
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP)
+test: $(STAMP) $(PEER_STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not peer"
+	$(PEER_PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not pipeline"
+	$(PY) -m pytest -m "not slow and not pipeline and not peer"
+
+# Only the peer checks, with .peer/ first on the path (under CI=true a skipped check fails).
+test-peer: $(PEER_STAMP)
+	$(PEER_PYTEST)
 
 reproduce: $(STAMP)
 	$(VENV)/bin/esd reproduce --profile default

@@ -451,16 +451,3 @@ def test_cifar10_dvs_partial_classes_warn_and_missing(tmp_path):
         assert "figshare" in msg and "CIFAR10-DVS" in msg and str(root) in msg
         assert "airplane" in msg and "truck" in msg and ".aedat" in msg
 
-
-def test_cross_check_with_spikingjelly(tmp_path):
-    sj = pytest.importorskip("spikingjelly.datasets.cifar10_dvs")
-    from spikingjelly.datasets import integrate_events_by_fixed_frames_number
-
-    rng = np.random.default_rng(4)
-    write_aedat(tmp_path / "a.aedat", *random_events(rng, 157))
-    ours = c10dvs.read_aedat2(tmp_path / "a.aedat")
-    theirs = sj._load_origin_data(tmp_path / "a.aedat")
-    for k in "txyp":
-        assert np.array_equal(np.asarray(ours[k]), np.asarray(theirs[k]).astype(np.int64)), k
-    ref = integrate_events_by_fixed_frames_number(theirs, "number", 5, 128, 128)
-    assert np.array_equal(c10dvs.events_to_frames(ours["x"], ours["y"], ours["p"], 5), ref)
