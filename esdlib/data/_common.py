@@ -64,6 +64,11 @@ class DatasetNotFoundError(FileNotFoundError):
     """
 
 
+class DataError(ValueError):
+    """A data-set file is damaged or inconsistent (bad event file, bad split index file,
+    unreadable cache or image). The message names the file and says what is wrong."""
+
+
 class TensorClassificationDataset(Dataset):
     """In-memory data set: ``(transform(x[i]), int(y[i]))``.
 
