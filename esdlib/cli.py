@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(err: BaseException) -> str:
     """An error message on one line (a multi-line message's lines joined with ``; ``)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        # re-raised from a DataLoader worker: its last line is the original message
+        return lines[-1].split(": ", 1)[-1]
     if len(lines) > 1 and lines[0].endswith(":"):
         return lines[0] + " " + "; ".join(lines[1:])
     return "; ".join(lines)

@@ -501,8 +501,19 @@ class RunConfig:
         return hashlib.sha256(canonical_json(self.hash_dict()).encode("ascii")).hexdigest()
 
     def hash_dict(self) -> dict[str, Any]:
-        """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones)."""
-        return {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED_FIELDS}
+        """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones).
+
+        When the run reads a split index file whose content is not the committed split
+        (``esdlib.data.digits.changed_split_digest``), its digest is added as
+        ``split_sha256``: a changed split gives other run ids, the committed one keeps them.
+        """
+        from esdlib.data.digits import changed_split_digest
+
+        d = {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED_FIELDS}
+        digest = changed_split_digest(self.dataset, self.seed)
+        if digest is not None:
+            d["split_sha256"] = digest
+        return d
 
     # -- derived properties ------------------------------------------------
 
