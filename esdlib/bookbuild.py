@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,9 @@ __all__ = [
     "build_book",
     "chapter_notebooks",
     "check_chapter_parameters",
+    "check_notebook_parameters",
+    "check_parameter_names",
+    "injected_parameter_names",
     "check_pages",
     "execute_chapters",
     "execution_error_message",
@@ -119,8 +122,86 @@ class BookBuildError(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
+CHAPTER_PARAMETERS = ("profile", "results_dir")
+"""The parameters every chapter notebook declares."""
+
+
+def check_parameter_names(given: Iterable[str], declared: Iterable[str],
+                          where: str = "the notebook") -> None:
+    """Check papermill parameter names against the ones a notebook declares.
+
+    papermill itself only warns about a parameter that the ``parameters`` cell does not
+    declare (and the run then silently uses the default): this makes it an error.
+
+    Args:
+        given: Names passed (``-p NAME VALUE``).
+        declared: Names the notebook's ``parameters`` cell assigns.
+        where: The notebook, for the message.
+
+    Raises:
+        ValueError: Unknown names, with close matches and the list of valid names.
+    """
+    import difflib
+
+    declared = list(declared)
+    unknown = [n for n in given if n not in declared]
+    if unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, declared, n=1, cutoff=0.6)
+            hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown parameter(s) {', '.join(hints)} for {where}; valid "
+                         f"parameters: {', '.join(declared)}")
+
+
+def injected_parameter_names() -> list[str]:
+    """Names papermill injected into the running IPython kernel (empty outside IPython).
+
+    papermill runs the notebook's cells in order and inserts an ``injected-parameters`` cell
+    whose source starts with ``# Parameters``; this reads the sources the kernel has executed
+    and collects the names that cell assigns.
+    """
+    import ast
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of papermill
+        return []
+    shell = get_ipython()
+    if shell is None:
+        return []
+    names: list[str] = []
+    for source in shell.history_manager.input_hist_raw:
+        if not source.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        names += [t.id for node in tree.body if isinstance(node, ast.Assign)
+                  for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
+def check_notebook_parameters(declared: Iterable[str]) -> None:
+    """Fail when papermill injected a parameter the notebook does not declare.
+
+    Call it in the first code cell after the ``parameters`` cell, with the names that cell
+    assigns: ``papermill nb.ipynb out.ipynb -p profil smoke`` then stops with
+    ``ValueError: unknown parameter(s) 'profil' (did you mean 'profile'?) ...`` instead of
+    running with the default profile. A no-op outside an IPython kernel.
+
+    Raises:
+        ValueError: see :func:`check_parameter_names`.
+    """
+    check_parameter_names(injected_parameter_names(), declared, "this notebook")
+
+
 def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Path:
     """Validate the parameters every chapter notebook takes.
+
+    Inside a papermill run it also refuses injected parameters other than ``profile`` and
+    ``results_dir`` (:func:`check_notebook_parameters`).
 
     Args:
         profile: a run profile, one of :data:`esdlib.config.PROFILES`.
@@ -135,6 +216,7 @@ def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Pa
     """
     from esdlib.config import PROFILES
 
+    check_notebook_parameters(CHAPTER_PARAMETERS)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
     path = Path(results_dir).resolve()
@@ -320,12 +402,15 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         ``target`` as a :class:`~pathlib.Path`.
 
     Raises:
+        ValueError: a parameter the notebook's ``parameters`` cell does not declare (before
+            anything runs; the message lists the valid names).
         ChapterExecutionError: the notebook failed (names it and gives the cell's error).
     """
     import nbformat
     import papermill
 
     src, target = Path(src), Path(target)
+    check_parameter_names(parameters, papermill.inspect_notebook(str(src)), src.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".ipynb",
                                     dir=target.parent)

@@ -475,6 +475,35 @@ class RunConfig:
             raise ConfigError("overrides must be a list of 'key=value' strings, not one string")
         return cls.from_profile(profile, **dict(parse_override(s) for s in overrides))
 
+    @classmethod
+    def from_notebook(cls, profile: str, overrides_json: str = "{}",
+                      **fields: Any) -> "RunConfig":
+        """Build a config from an experiment notebook's papermill parameters.
+
+        Args:
+            profile: One of :data:`PROFILES`.
+            overrides_json: A JSON object of field overrides, e.g. ``'{"T": 6}'``.
+            **fields: Fields the notebook has its own parameters for (``experiment``,
+                ``out_dir``, ``checkpoint_dir``).
+
+        Raises:
+            ConfigError: ``overrides_json`` is not a JSON object, repeats a field given as
+                its own parameter, or any key/value is invalid.
+        """
+        try:
+            overrides = json.loads(overrides_json)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"overrides_json={overrides_json!r} is not valid JSON ({err})"
+                              ) from None
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"overrides_json must be a JSON object of field overrides, "
+                              f"got {type(overrides).__name__}: {overrides_json!r}")
+        both = sorted(set(overrides) & set(fields))
+        if both:
+            raise ConfigError(f"{', '.join(both)} must be set with the notebook parameter of "
+                              "that name, not inside overrides_json")
+        return cls.from_profile(profile, **fields, **overrides)
+
     def replace(self, **changes: Any) -> "RunConfig":
         """Return a new, re-validated config with ``changes`` applied.
 

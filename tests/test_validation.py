@@ -160,3 +160,72 @@ def test_relative_out_dir_resolves_against_the_working_directory(tmp_path, monke
     cfg = RunConfig.profile("smoke", checkpoint_dir="ck")
     assert checkpoint_paths(cfg)["dir"].parent == tmp_path / "ck"
     assert resolve_out_dir("/abs/x") == Path("/abs/x")
+
+
+# --------------------------------------------------------------------------- papermill parameters
+
+NOTEBOOKS = REPO / "notebooks"
+
+
+def run_papermill(nb, out, params, cwd):
+    args = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(REPO)]
+    for k, v in params:
+        args += ["-p", k, v]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("nb", "params", "needles"), [
+    ("chapters/01_introduction.ipynb", [("profil", "smoke")],
+     ["unknown parameter(s) 'profil' (did you mean 'profile'?)", "profile, results_dir"]),
+    ("experiments/train.ipynb", [("profile", "smoke"), ("T", "5")],
+     ["unknown parameter(s) 'T'", "overrides_json"]),
+])
+def test_plain_papermill_refuses_unknown_parameters(tmp_path, nb, params, needles):
+    proc = run_papermill(NOTEBOOKS / nb, tmp_path / "out.ipynb", params, tmp_path)
+    assert proc.returncode != 0
+    for needle in needles:
+        assert needle in proc.stderr + proc.stdout
+    assert not list(tmp_path.glob("**/*.json"))  # nothing trained, no record
+
+
+def test_run_notebook_refuses_unknown_parameters_before_running(tmp_path):
+    from esdlib.bookbuild import run_notebook
+
+    with pytest.raises(ValueError, match=r"'T'.*valid parameters: profile, experiment"):
+        run_notebook(NOTEBOOKS / "experiments" / "train.ipynb", tmp_path / "o.ipynb",
+                     {"profile": "smoke", "T": 5}, cwd=REPO)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_notebook_checks_name_exactly_the_declared_parameters():
+    import ast
+
+    import nbformat
+    import papermill
+
+    from esdlib.bookbuild import CHAPTER_PARAMETERS
+
+    for path in sorted(NOTEBOOKS.glob("*/*.ipynb")):
+        declared = list(papermill.inspect_notebook(str(path)))
+        nb = nbformat.read(path, as_version=4)
+        source = [c for c in nb.cells if c.cell_type == "code"][1].source
+        calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", getattr(n.func, "attr", "")) in
+                 ("check_notebook_parameters", "check_chapter_parameters")]
+        assert calls, f"{path.name}: no parameter check in the cell after the parameters"
+        if calls[0].func.id == "check_notebook_parameters":
+            assert ast.literal_eval(calls[0].args[0]) == declared, path.name
+        else:
+            assert list(CHAPTER_PARAMETERS) == declared, path.name
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("{bad", "not valid JSON"), ("[1, 2]", "JSON object"), ("3", "JSON object"),
+    ('{"experiment": "x"}', "experiment must be set with the notebook parameter"),
+    ('{"T": "4"}', "T must be an integer"),
+])
+def test_overrides_json_errors_are_config_errors(text, needle):
+    with pytest.raises(ConfigError, match=needle):
+        RunConfig.from_notebook("smoke", text, experiment="e", out_dir="r")
+    assert RunConfig.from_notebook("smoke", '{"T": 3}', experiment="e").T == 3
