@@ -52,6 +52,7 @@ __all__ = [
     "check_parameter_names",
     "injected_parameter_names",
     "check_pages",
+    "damaged_record_pages",
     "execute_chapters",
     "execution_error_message",
     "kernel_environment",
@@ -484,7 +485,8 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
 
     Raises:
         BookBuildError: a page listed in ``_toc.yml`` does not exist (chapters not executed
-            yet), or the build failed; the message ends with the last lines of its log.
+            yet), or the build failed (the message ends with the last lines of its log), or,
+            when ``strict``, a page shows a damaged record (:func:`damaged_record_pages`).
     """
     book_dir = Path(book_dir)
     build_dir = Path(build_dir) if build_dir is not None else book_dir
@@ -511,6 +513,10 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
             f"jupyter-book build failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
             f"--- warnings/errors ---\n{summary}\n--- log (end) ---\n{tail}"
         )
+    damaged = damaged_record_pages(index.parent) if strict else []
+    if damaged:
+        raise BookBuildError("pages show damaged run records (repair or re-run them, e.g. "
+                             "`esd reproduce`):\n" + "\n".join(damaged))
     return index
 
 
@@ -648,6 +654,7 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
     for rel, target in redirects.items():
         if not (html_dir / rel).parent.joinpath(target).is_file():
             problems.append(f"{rel}: redirects to missing page {target}")
+    problems += damaged_record_pages(html_dir)
     with _serve(html_dir) as base:
         blocked: list[str] = []
         with _browser_context(chromium, base, blocked) as context:
@@ -655,6 +662,31 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
                 problems += _check_page(context, base, rel, blocked, expected.get(rel, ()),
                                         timeout_s)
     return problems
+
+
+def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
+    """Built pages that show a damaged record (:data:`esdlib.report.DAMAGED_MARKER`).
+
+    Args:
+        html_dir: the HTML output folder of the book.
+
+    Returns:
+        One line per page: ``"<page>: shows damaged record: <file> ..."``.
+    """
+    import html as html_lib
+
+    from esdlib.report import DAMAGED_MARKER
+
+    found = []
+    tag = re.compile(r"<[^>]+>")
+    for rel in _html_pages(Path(html_dir)):
+        text = (Path(html_dir) / rel).read_text(encoding="utf-8", errors="replace")
+        if DAMAGED_MARKER not in text:
+            continue
+        plain = " ".join(html_lib.unescape(tag.sub(" ", text)).split())
+        hits = [m.group(0) for m in re.finditer(re.escape(DAMAGED_MARKER) + r" \S+", plain)]
+        found.append(f"{rel}: shows {'; '.join(dict.fromkeys(hits)) or DAMAGED_MARKER}")
+    return found
 
 
 def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Sequence[str],
