@@ -1083,7 +1083,10 @@ def load_bench(root: str | os.PathLike | None = None) -> pd.DataFrame:
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         if path.name.startswith("."):
             continue
-        record = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: unreadable benchmark record ({err})") from err
         try:
             validate_bench_record(record)
         except ValueError as err:

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,11 @@ __all__ = [
     "build_book",
     "chapter_notebooks",
     "check_chapter_parameters",
+    "check_notebook_parameters",
+    "check_parameter_names",
+    "injected_parameter_names",
     "check_pages",
+    "damaged_record_pages",
     "execute_chapters",
     "execution_error_message",
     "kernel_environment",
@@ -119,8 +123,86 @@ class BookBuildError(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
+CHAPTER_PARAMETERS = ("profile", "results_dir")
+"""The parameters every chapter notebook declares."""
+
+
+def check_parameter_names(given: Iterable[str], declared: Iterable[str],
+                          where: str = "the notebook") -> None:
+    """Check papermill parameter names against the ones a notebook declares.
+
+    papermill itself only warns about a parameter that the ``parameters`` cell does not
+    declare (and the run then silently uses the default): this makes it an error.
+
+    Args:
+        given: Names passed (``-p NAME VALUE``).
+        declared: Names the notebook's ``parameters`` cell assigns.
+        where: The notebook, for the message.
+
+    Raises:
+        ValueError: Unknown names, with close matches and the list of valid names.
+    """
+    import difflib
+
+    declared = list(declared)
+    unknown = [n for n in given if n not in declared]
+    if unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, declared, n=1, cutoff=0.6)
+            hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown parameter(s) {', '.join(hints)} for {where}; valid "
+                         f"parameters: {', '.join(declared)}")
+
+
+def injected_parameter_names() -> list[str]:
+    """Names papermill injected into the running IPython kernel (empty outside IPython).
+
+    papermill runs the notebook's cells in order and inserts an ``injected-parameters`` cell
+    whose source starts with ``# Parameters``; this reads the sources the kernel has executed
+    and collects the names that cell assigns.
+    """
+    import ast
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of papermill
+        return []
+    shell = get_ipython()
+    if shell is None:
+        return []
+    names: list[str] = []
+    for source in shell.history_manager.input_hist_raw:
+        if not source.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        names += [t.id for node in tree.body if isinstance(node, ast.Assign)
+                  for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
+def check_notebook_parameters(declared: Iterable[str]) -> None:
+    """Fail when papermill injected a parameter the notebook does not declare.
+
+    Call it in the first code cell after the ``parameters`` cell, with the names that cell
+    assigns: ``papermill nb.ipynb out.ipynb -p profil smoke`` then stops with
+    ``ValueError: unknown parameter(s) 'profil' (did you mean 'profile'?) ...`` instead of
+    running with the default profile. A no-op outside an IPython kernel.
+
+    Raises:
+        ValueError: see :func:`check_parameter_names`.
+    """
+    check_parameter_names(injected_parameter_names(), declared, "this notebook")
+
+
 def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Path:
     """Validate the parameters every chapter notebook takes.
+
+    Inside a papermill run it also refuses injected parameters other than ``profile`` and
+    ``results_dir`` (:func:`check_notebook_parameters`).
 
     Args:
         profile: a run profile, one of :data:`esdlib.config.PROFILES`.
@@ -135,6 +217,7 @@ def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Pa
     """
     from esdlib.config import PROFILES
 
+    check_notebook_parameters(CHAPTER_PARAMETERS)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
     path = Path(results_dir).resolve()
@@ -320,12 +403,15 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         ``target`` as a :class:`~pathlib.Path`.
 
     Raises:
+        ValueError: a parameter the notebook's ``parameters`` cell does not declare (before
+            anything runs; the message lists the valid names).
         ChapterExecutionError: the notebook failed (names it and gives the cell's error).
     """
     import nbformat
     import papermill
 
     src, target = Path(src), Path(target)
+    check_parameter_names(parameters, papermill.inspect_notebook(str(src)), src.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".ipynb",
                                     dir=target.parent)
@@ -399,7 +485,8 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
 
     Raises:
         BookBuildError: a page listed in ``_toc.yml`` does not exist (chapters not executed
-            yet), or the build failed; the message ends with the last lines of its log.
+            yet), or the build failed (the message ends with the last lines of its log), or,
+            when ``strict``, a page shows a damaged record (:func:`damaged_record_pages`).
     """
     book_dir = Path(book_dir)
     build_dir = Path(build_dir) if build_dir is not None else book_dir
@@ -426,6 +513,10 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
             f"jupyter-book build failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
             f"--- warnings/errors ---\n{summary}\n--- log (end) ---\n{tail}"
         )
+    damaged = damaged_record_pages(index.parent) if strict else []
+    if damaged:
+        raise BookBuildError("pages show damaged run records (repair or re-run them, e.g. "
+                             "`esd reproduce`):\n" + "\n".join(damaged))
     return index
 
 
@@ -563,6 +654,7 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
     for rel, target in redirects.items():
         if not (html_dir / rel).parent.joinpath(target).is_file():
             problems.append(f"{rel}: redirects to missing page {target}")
+    problems += damaged_record_pages(html_dir)
     with _serve(html_dir) as base:
         blocked: list[str] = []
         with _browser_context(chromium, base, blocked) as context:
@@ -570,6 +662,31 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
                 problems += _check_page(context, base, rel, blocked, expected.get(rel, ()),
                                         timeout_s)
     return problems
+
+
+def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
+    """Built pages that show a damaged record (:data:`esdlib.report.DAMAGED_MARKER`).
+
+    Args:
+        html_dir: the HTML output folder of the book.
+
+    Returns:
+        One line per page: ``"<page>: shows damaged record: <file> ..."``.
+    """
+    import html as html_lib
+
+    from esdlib.report import DAMAGED_MARKER
+
+    found = []
+    tag = re.compile(r"<[^>]+>")
+    for rel in _html_pages(Path(html_dir)):
+        text = (Path(html_dir) / rel).read_text(encoding="utf-8", errors="replace")
+        if DAMAGED_MARKER not in text:
+            continue
+        plain = " ".join(html_lib.unescape(tag.sub(" ", text)).split())
+        hits = [m.group(0) for m in re.finditer(re.escape(DAMAGED_MARKER) + r" \S+", plain)]
+        found.append(f"{rel}: shows {'; '.join(dict.fromkeys(hits)) or DAMAGED_MARKER}")
+    return found
 
 
 def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Sequence[str],

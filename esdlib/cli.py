@@ -20,9 +20,14 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
-from esdlib.config import PROFILES, ConfigError, RunConfig
-from esdlib.data import DatasetNotFoundError
+from esdlib.config import MAX_T, PROFILES, ConfigError, RunConfig, check_device
+from esdlib.data import DataError, DatasetNotFoundError
+
+
+class CommandError(Exception):
+    """A bad command-line argument or input file; printed as one line, exit status 2."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,17 +45,43 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_evaluate_args(args: argparse.Namespace) -> None:
+    """Validate ``esd evaluate``'s arguments before anything is loaded.
+
+    Raises:
+        CommandError: a missing checkpoint, a folder given as checkpoint, ``--T`` outside
+            ``1..MAX_T`` or a ``--batch-size`` below 1.
+        ConfigError: an unknown or unavailable ``--device``.
+    """
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise CommandError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise CommandError(f"{path} is not a file; pass a last.pt or best.pt written by esd train")
+    if args.T is not None and not 1 <= args.T <= MAX_T:
+        raise CommandError(f"--T must be between 1 and {MAX_T}, got {args.T}")
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_device(args.device)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from esdlib.data import build_datasets
     from esdlib.engine import evaluate, load_trained_model, resolve_device
 
+    check_evaluate_args(args)
     device = resolve_device(args.device)
-    model, cfg = load_trained_model(args.checkpoint, device)
-    T = args.T or cfg.T
+    try:
+        model, cfg = load_trained_model(args.checkpoint, device)
+    except Exception as err:  # any unreadable or foreign file: say which and why, in one line
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise CommandError(f"{args.checkpoint} is not a readable esdlib checkpoint "
+                           f"({type(err).__name__}: {reason[:300]})") from err
+    T = cfg.T if args.T is None else args.T
     _, test, info = build_datasets(cfg.dataset, args.data_root or cfg.data_root,
                                    T=T if cfg.dataset in ("dvs_digits", "cifar10_dvs") else cfg.T,
                                    image_size=cfg.image_size, augment=False, split=cfg.split,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, cache_dir=cfg.cache_dir)
     ev = evaluate(model, test, T, batch_size=args.batch_size, device=device,
                   progress=not args.quiet)
     print(json.dumps({"checkpoint": str(args.checkpoint), "T": T, "test_acc": ev["test_acc"],
@@ -92,6 +123,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from esdlib.reproduce import reproduce
 
+    if args.jobs is not None and args.jobs < 1:
+        raise CommandError(f"--jobs must be >= 1 (leave it out for one per CPU), got {args.jobs}")
+    if args.threads < 1:
+        raise CommandError(f"--threads must be >= 1, got {args.threads}")
     index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
                       only=args.only, jobs=args.jobs, threads=args.threads)
     if index is not None:
@@ -165,14 +200,30 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from esdlib.results import RecordError
+
     try:
         return args.func(args)
     except ConfigError as err:
-        print(f"esd: invalid configuration\n{err}", file=sys.stderr)
+        print(f"esd {args.command}: invalid configuration: {_one_line(err)}", file=sys.stderr)
         return 2
     except DatasetNotFoundError as err:
-        print(f"esd: data set not found\n{err}", file=sys.stderr)
+        print(f"esd {args.command}: data set not found: {_one_line(err)}", file=sys.stderr)
         return 2
+    except (CommandError, DataError, RecordError) as err:
+        print(f"esd {args.command}: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """An error message on one line (a multi-line message's lines joined with ``; ``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        # re-raised from a DataLoader worker: its last line is the original message
+        return lines[-1].split(": ", 1)[-1]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[0] + " " + "; ".join(lines[1:])
+    return "; ".join(lines)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from esdlib import methods as _methods
@@ -63,7 +64,9 @@ __all__ = [
     "SPLITS",
     "TEACHER_SPACES",
     "canonical_json",
+    "check_runtime",
     "parse_override",
+    "resolve_path",
 ]
 
 # ---------------------------------------------------------------------------
@@ -91,8 +94,20 @@ split."""
 ARCHS: tuple[str, ...] = tuple(ARCHITECTURES)
 RATE_GRAD_SCALES = _methods.RATE_GRAD_SCALES
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched with fullmatch (no trailing \n)
+MAX_EXPERIMENT_LEN = 100
+"""Longest experiment name: the run id (experiment + ~70 characters) stays under the record
+schema's 200 characters and every file name under the usual 255-byte limit."""
+MAX_WIDTH = 16.0
+"""Largest channel-width multiplier (16x the paper's widths is already far beyond any GPU)."""
+MAX_IMAGE_SIZE = 1024
+"""Largest input side in pixels (the paper's largest is 224)."""
+MAX_T = 1024
+"""Largest number of timesteps (the paper's largest is 10)."""
+MAX_HPARAM = 1e6
+"""Upper bound of the float hyper-parameters (lr, weight decay, loss weights, temperature,
+neuron constants): larger values overflow float32 arithmetic at the first step."""
 _DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
 
@@ -211,7 +226,7 @@ only when they differ from their default, so the run ids of earlier records stay
 
 HASH_EXCLUDED_FIELDS = frozenset(
     {"out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
-     "checkpoint_every"}
+     "checkpoint_every", "cache_dir"}
 )
 """Fields left out of :meth:`RunConfig.config_hash`: they say where files live or
 how the work is scheduled, not what is computed."""
@@ -230,8 +245,9 @@ def _spec(default: Any, **constraints: Any) -> Any:
     Args:
         default: The field's default value.
         **constraints: Any of ``choices`` (tuple), ``ge``/``gt``/``le``/``lt``
-            (numeric bounds), ``pattern`` (compiled regex) with ``pattern_doc``
-            (what the pattern accepts, for the error message).
+            (numeric bounds), ``pattern`` (compiled regex the whole value must match)
+            with ``pattern_doc`` (what the pattern accepts, for the error message),
+            ``nonempty`` (strings) and ``max_len`` (longest string).
     """
     return field(default=default, metadata=constraints)
 
@@ -308,43 +324,49 @@ class RunConfig:
             ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (does not affect the config hash).
         amp: Mixed-precision (autocast) training on CUDA.
         channels_last: Use the channels-last memory format.
-        out_dir: Root directory of run records (does not affect the config hash).
-        checkpoint_dir: Root directory of checkpoints (does not affect the config hash).
+        out_dir: Root directory of run records; a relative path is taken relative to the
+            current working directory (does not affect the config hash).
+        checkpoint_dir: Root directory of checkpoints; relative like ``out_dir`` (does not
+            affect the config hash).
+        cache_dir: Folder of derived data-set files (the CIFAR10-DVS frame cache and split
+            file); ``None`` = inside the data folder (``<data_root>/frames_T{T}_{S}``). Set it
+            when the data folder is read-only. Does not affect the config hash.
     """
 
     profile: str = _spec("default", choices=PROFILES)
-    experiment: str = _spec("train", pattern=_NAME_RE, pattern_doc="letters, digits, _ . -")
+    experiment: str = _spec("train", pattern=_NAME_RE, max_len=MAX_EXPERIMENT_LEN,
+                            pattern_doc="letters, digits, _ . -")
 
     dataset: str = _spec("digits", choices=DATASETS)
     data_root: str | None = None
-    image_size: int | None = _spec(None, ge=1)
+    image_size: int | None = _spec(None, ge=1, le=MAX_IMAGE_SIZE)
     split: str = "official"
     augment: bool = True
     download: bool = False
 
     arch: str = _spec("spiking_resnet18", choices=ARCHS)
-    width: float = _spec(1.0, gt=0)
+    width: float = _spec(1.0, gt=0, le=MAX_WIDTH)
     branch_kind: str = _spec("dsconv", choices=BRANCH_KINDS)
     branch_pool: str = _spec("global", choices=BRANCH_POOLS)
 
     method: str = _spec("esd", choices=METHODS)
-    T: int = _spec(4, ge=1)
+    T: int = _spec(4, ge=1, le=MAX_T)
 
-    alpha: float = _spec(1.0, ge=0)
-    beta: float = _spec(0.3, ge=0)
-    tau: float = _spec(3.0, gt=0)
-    eta: float = _spec(0.0, ge=0)
+    alpha: float = _spec(1.0, ge=0, le=MAX_HPARAM)
+    beta: float = _spec(0.3, ge=0, le=MAX_HPARAM)
+    tau: float = _spec(3.0, gt=0, le=MAX_HPARAM)
+    eta: float = _spec(0.0, ge=0, le=MAX_HPARAM)
     teacher_space: str = _spec("logits", choices=TEACHER_SPACES)
 
     decay: float = _spec(0.2, gt=0, lt=1)
-    v_threshold: float = _spec(1.0, gt=0)
-    surrogate_alpha: float = _spec(4.0, gt=0)
+    v_threshold: float = _spec(1.0, gt=0, le=MAX_HPARAM)
+    surrogate_alpha: float = _spec(4.0, gt=0, le=MAX_HPARAM)
     reset: str = _spec("soft", choices=RESET_MODES)
     rate_grad_scale: str = _spec("1/T", choices=RATE_GRAD_SCALES)
 
-    lr: float = _spec(0.1, ge=0)
+    lr: float = _spec(0.1, gt=0, le=MAX_HPARAM)
     momentum: float = _spec(0.9, ge=0, lt=1)
-    weight_decay: float = _spec(5e-4, ge=0)
+    weight_decay: float = _spec(5e-4, ge=0, le=MAX_HPARAM)
     epochs: int = _spec(300, ge=1)
     warmup_epochs: int = _spec(0, ge=0)
     batch_size: int = _spec(128, ge=1)
@@ -360,6 +382,7 @@ class RunConfig:
 
     out_dir: str = _spec("results", nonempty=True)
     checkpoint_dir: str = _spec("checkpoints", nonempty=True)
+    cache_dir: str | None = _spec(None, nonempty=True)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -386,6 +409,10 @@ class RunConfig:
                 problems.append(str(err))
         if not problems and self.warmup_epochs > self.epochs:
             problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
+        fixed = _FIXED_IMAGE_SIZE.get(self.dataset)
+        if not problems and self.image_size not in (None, fixed) and fixed is not None:
+            problems.append(f"dataset={self.dataset!r} is {fixed}x{fixed}; image_size must be "
+                            f"{fixed} or none, got {self.image_size}")
         if problems:
             raise ConfigError("invalid RunConfig:\n  " + "\n  ".join(problems))
 
@@ -430,6 +457,12 @@ class RunConfig:
                     "(use the 'default' or 'smoke' profile for the embedded data sets)"
                 )
             values.update(dataset=dataset, **PAPER_HPARAMS[dataset])
+        dataset = overrides.get("dataset", values["dataset"])
+        fixed = _FIXED_IMAGE_SIZE.get(dataset) if isinstance(dataset, str) else None
+        if fixed is not None and "image_size" not in overrides:
+            # the profile's image size is for its own data set; a data set of fixed size
+            # chosen by an override brings its own (e.g. smoke + dataset=cifar10 -> 32)
+            values["image_size"] = fixed
         values.update(overrides)
         return cls(**values)
 
@@ -462,6 +495,35 @@ class RunConfig:
             raise ConfigError("overrides must be a list of 'key=value' strings, not one string")
         return cls.from_profile(profile, **dict(parse_override(s) for s in overrides))
 
+    @classmethod
+    def from_notebook(cls, profile: str, overrides_json: str = "{}",
+                      **fields: Any) -> "RunConfig":
+        """Build a config from an experiment notebook's papermill parameters.
+
+        Args:
+            profile: One of :data:`PROFILES`.
+            overrides_json: A JSON object of field overrides, e.g. ``'{"T": 6}'``.
+            **fields: Fields the notebook has its own parameters for (``experiment``,
+                ``out_dir``, ``checkpoint_dir``).
+
+        Raises:
+            ConfigError: ``overrides_json`` is not a JSON object, repeats a field given as
+                its own parameter, or any key/value is invalid.
+        """
+        try:
+            overrides = json.loads(overrides_json)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"overrides_json={overrides_json!r} is not valid JSON ({err})"
+                              ) from None
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"overrides_json must be a JSON object of field overrides, "
+                              f"got {type(overrides).__name__}: {overrides_json!r}")
+        both = sorted(set(overrides) & set(fields))
+        if both:
+            raise ConfigError(f"{', '.join(both)} must be set with the notebook parameter of "
+                              "that name, not inside overrides_json")
+        return cls.from_profile(profile, **fields, **overrides)
+
     def replace(self, **changes: Any) -> "RunConfig":
         """Return a new, re-validated config with ``changes`` applied.
 
@@ -489,11 +551,23 @@ class RunConfig:
         return hashlib.sha256(canonical_json(self.hash_dict()).encode("ascii")).hexdigest()
 
     def hash_dict(self) -> dict[str, Any]:
-        """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones)."""
+        """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones).
+
+        Fields of :data:`HASHED_WHEN_NOT_DEFAULT` are left out at their default. When the run
+        reads a split index file whose content is not the committed split
+        (``esdlib.data.digits.changed_split_digest``), its digest is added as
+        ``split_sha256``: a changed split gives other run ids, the committed one keeps them.
+        """
+        from esdlib.data.digits import changed_split_digest
+
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        return {k: v for k, v in self.to_dict().items()
-                if k not in HASH_EXCLUDED_FIELDS
-                and not (k in HASHED_WHEN_NOT_DEFAULT and v == defaults[k])}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in HASH_EXCLUDED_FIELDS
+             and not (k in HASHED_WHEN_NOT_DEFAULT and v == defaults[k])}
+        digest = changed_split_digest(self.dataset, self.seed)
+        if digest is not None:
+            d["split_sha256"] = digest
+        return d
 
     # -- derived properties ------------------------------------------------
 
@@ -522,6 +596,9 @@ class RunConfig:
             label += f", ≤{self.max_train_steps} steps/epoch"
         return label
 
+
+_FIXED_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
+"""Data sets whose images have one valid size (no resizing in their pipeline)."""
 
 # ``profile`` is both a field (the instance's profile name) and the factory
 # ``RunConfig.profile(name, **overrides)``. Defining the classmethod in the class
@@ -627,10 +704,13 @@ def _check_constraints(name: str, value: Any, spec: Mapping[str, Any]) -> list[s
             f"choose one of: {', '.join(repr(c) for c in choices)}"
         )
     pattern = spec.get("pattern")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         problems.append(f"{name}={value!r} is not valid; expected {spec['pattern_doc']}")
     if spec.get("nonempty") and not value:
         problems.append(f"{name} must not be empty")
+    max_len = spec.get("max_len")
+    if max_len is not None and len(value) > max_len:
+        problems.append(f"{name} is {len(value)} characters long; at most {max_len} allowed")
     for key, ok, word in (
         ("ge", lambda v, b: v >= b, ">="),
         ("gt", lambda v, b: v > b, ">"),
@@ -694,3 +774,113 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"{' or none' if optional else ''}, got {raw!r}"
         ) from None
     return key, raw
+
+
+# ---------------------------------------------------------------------------
+# Checks that depend on this machine (run before any work, not on stored configs)
+# ---------------------------------------------------------------------------
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A config path as an absolute :class:`~pathlib.Path`; a relative one is taken relative
+    to the current working directory (never to the installed package)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path.cwd() / p
+
+
+def _device_problem(name: str) -> str | None:
+    """Why ``device=name`` cannot be used on this machine (``None`` when it can)."""
+    import torch
+
+    if name in ("auto", "cpu"):
+        return None
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"device={name!r} but CUDA is not available on this machine (use cpu or auto)"
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            return (f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                    f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        return None
+    mps = getattr(torch.backends, "mps", None)
+    if name == "mps" and not (mps is not None and mps.is_available()):
+        return "device='mps' but MPS (Apple GPU) is not available on this machine (use cpu or auto)"
+    return None
+
+
+def check_device(name: str) -> None:
+    """Check that a device name is valid and available here.
+
+    Raises:
+        ConfigError: not one of auto, cpu, cuda, cuda:N, mps, or not available.
+    """
+    if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
+        raise ConfigError(f"device={name!r} is not valid; expected {', '.join(_DEVICE_CHOICES)}")
+    problem = _device_problem(name)
+    if problem:
+        raise ConfigError(problem)
+
+
+def _auto_device_type() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """Check that ``path`` is, or can be created as, a folder we can write files into.
+
+    The folder (and its missing parents) is created, a temporary file is created and removed
+    in it, and the folders this check created are removed again, so the check is exact
+    (read-only mounts, ``/proc``, a file in the way) and leaves nothing behind.
+
+    Raises:
+        ConfigError: naming ``what`` (e.g. ``"out_dir"``), the path and the OS error.
+    """
+    import tempfile
+
+    p = resolve_path(path)
+    created = [d for d in (p, *p.parents) if not d.exists()]
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p, prefix=".esd-write-probe."):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"{what}={os.fspath(path)!r} is not a writable folder ({p}: {reason})"
+                          ) from None
+    finally:
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def check_runtime(cfg: RunConfig) -> None:
+    """Checks of a config against this machine, run before a run starts any work.
+
+    :class:`RunConfig` validation is machine-independent (a stored config must load
+    anywhere); this adds what only the machine that trains can tell: the device exists,
+    ``amp`` has a CUDA device to act on, ``out_dir``/``checkpoint_dir``/``cache_dir`` are
+    writable folders, and every file name the run will create fits the OS limit.
+
+    Raises:
+        ConfigError: the first problem found, in one line.
+    """
+    check_device(cfg.device)
+    device_type = _auto_device_type() if cfg.device == "auto" else cfg.device.split(":")[0]
+    if cfg.amp and device_type != "cuda":
+        raise ConfigError(f"amp=true needs a CUDA device, but this run would use {device_type} "
+                          "(mixed precision would be silently off); set amp=false")
+    from esdlib.results import make_run_id
+
+    run_id = make_run_id(cfg)
+    if len(run_id) + len(".json") > 255:  # pragma: no cover - bounded by MAX_EXPERIMENT_LEN
+        raise ConfigError(f"run id {run_id!r} is too long for a file name")
+    for what in ("out_dir", "checkpoint_dir", "cache_dir"):
+        value = getattr(cfg, what)
+        if value is not None and (what != "cache_dir" or cfg.dataset == "cifar10_dvs"):
+            check_writable_dir(value, what)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from esdlib.config import RunConfig
+from esdlib.config import RunConfig, check_runtime, resolve_path
 from esdlib.data import DatasetInfo, build_datasets
 from esdlib.losses import LossConfig
 from esdlib.methods import evaluate_batch, get_method
@@ -45,7 +45,6 @@ from esdlib.results import (
     make_record,
     make_run_id,
     record_path,
-    results_dir,
     write_record,
 )
 
@@ -72,15 +71,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_out_dir(path: str) -> Path:
-    """A relative ``out_dir``/``checkpoint_dir`` is taken relative to the project's results root's
-    parent (so notebooks run from ``book/`` write into the repository's ``results/``)."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    try:
-        return results_dir().parent / p
-    except Exception:  # no project root found: fall back to the working directory
-        return Path.cwd() / p
+    """A relative ``out_dir``/``checkpoint_dir`` is taken relative to the current working
+    directory (notebooks run by ``esd reproduce`` have the project root as theirs)."""
+    return resolve_path(path)
 
 
 def seed_everything(seed: int) -> None:
@@ -120,7 +113,8 @@ def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet
     """Data sets and model of a config (branches only for methods that train them)."""
     train, test, info = build_datasets(
         cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size, augment=cfg.augment,
-        split=cfg.split, download=cfg.download, seed=cfg.seed)
+        split=cfg.split, download=cfg.download, seed=cfg.seed,
+        cache_dir=None if cfg.cache_dir is None else resolve_path(cfg.cache_dir))
     if cfg.uses_branches:  # the published pooling window fits only some input sizes
         check_branch_pool(cfg.arch, info.image_size[0], cfg.branch_pool)
     return train, test, info, model_from_config(cfg, info.num_classes, info.in_channels)
@@ -392,6 +386,7 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
         ``status`` is ``"running"`` if the run was stopped early.
     """
     wall0 = time.perf_counter()
+    check_runtime(cfg)  # device, amp, writable folders: fail before any work
     device = resolve_device(cfg.device)
     owns_pg = init_distributed(device)
     rank, world = _dist_info()

@@ -66,6 +66,10 @@ CHAPTER_EXPERIMENTS = {
 reproduction chapter reads (chapter 10, provenance, reads all of them)."""
 
 _T_COL = "config.T"
+DAMAGED_MARKER = "damaged record:"
+"""Text a page shows for each record file that could not be read (``status == "damaged"``
+rows of ``load_records(strict=False)``); the strict book build fails on pages that show it
+(:func:`esdlib.bookbuild.damaged_record_pages`)."""
 
 
 def new_figure(**kwargs: Any) -> Figure:
@@ -102,19 +106,38 @@ def runs_of(df: pd.DataFrame, profile: str) -> pd.DataFrame:
     return d[d["config.profile"] == profile] if len(d) else d
 
 
+def damaged(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of record files that could not be read (``status == "damaged"``)."""
+    return df[df["status"] == "damaged"] if len(df) else df
+
+
+def damaged_note(df: pd.DataFrame) -> str:
+    """Prose naming every damaged record file: ``"damaged record: <path> (<problem>)"``, one
+    per file joined by ``"; "``; empty when there is none."""
+    d = damaged(df)
+    if not len(d):
+        return ""
+    errors = d["error"] if "error" in d else [""] * len(d)
+    return "; ".join(f"{DAMAGED_MARKER} {p} ({e})" for p, e in zip(d["path"], errors,
+                                                                    strict=True))
+
+
 def profile_note(df: pd.DataFrame, profile: str) -> str:
     """Prose: how many complete runs of ``profile`` ``df`` holds, and what was left out
-    (records of other profiles, unfinished or failed runs)."""
+    (records of other profiles, unfinished or failed runs, and -- named one by one -- damaged
+    record files, see :func:`damaged_note`)."""
     runs = runs_of(df, profile)
     other = len(complete(df)) - len(runs)
-    unfinished = len(df) - len(complete(df)) if len(df) else 0
+    unfinished = len(df) - len(complete(df)) - len(damaged(df)) if len(df) else 0
     text = f"{len(runs)} complete run{'s' if len(runs) != 1 else ''} of the {profile} profile"
     left = []
     if other:
         left.append(f"{other} complete run{'s' if other != 1 else ''} of other profiles")
     if unfinished:
         left.append(f"{unfinished} unfinished or failed run{'s' if unfinished != 1 else ''}")
-    return text + (f" ({' and '.join(left)} not shown)" if left else "")
+    note = damaged_note(df)
+    return (text + (f" ({' and '.join(left)} not shown)" if left else "")
+            + (f". Not shown, unreadable: {note}" if note else ""))
 
 
 def _distinct(df: pd.DataFrame, col: str) -> list[Any]:
@@ -1508,6 +1531,11 @@ def record_status(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     out = df.rename(columns={"timing.wall_s": "wall_s"})
     out = out.reindex(columns=cols)
+    bad = (df["status"] == "damaged").to_numpy()
+    if bad.any():  # the table says which file and why instead of a blank row
+        errors = df["error"] if "error" in df else pd.Series([""] * len(df), index=df.index)
+        out.loc[bad, "scale_label"] = [f"{DAMAGED_MARKER} {p} ({e})" for p, e in
+                                       zip(df["path"][bad], errors[bad], strict=True)]
     out["wall_s"] = out["wall_s"].astype(float).round(1)
     return out.reset_index(drop=True)
 

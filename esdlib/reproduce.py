@@ -65,19 +65,26 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read and check the manifest (experiments exist, profiles are known)."""
+    """Read and check the manifest (experiments exist, profiles are known).
+
+    Raises:
+        ConfigError: the file is not valid YAML or not a valid manifest (names the file).
+    """
     import yaml
 
     path = Path(path) if path is not None else project_root() / MANIFEST
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or set(data) != {"experiments", "profiles"}:
-        raise ValueError(f"{path}: expected top-level keys 'experiments' and 'profiles'")
+        raise ConfigError(f"{path}: expected top-level keys 'experiments' and 'profiles'")
     for prof, exps in data["profiles"].items():
         if prof not in PROFILES:
-            raise ValueError(f"{path}: unknown profile {prof!r}; valid: {PROFILES}")
+            raise ConfigError(f"{path}: unknown profile {prof!r}; valid: {PROFILES}")
         for name in exps:
             if name not in data["experiments"]:
-                raise ValueError(f"{path}: profile {prof!r} uses unknown experiment {name!r}; "
+                raise ConfigError(f"{path}: profile {prof!r} uses unknown experiment {name!r}; "
                                  f"declared: {sorted(data['experiments'])}")
     return data
 

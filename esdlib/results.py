@@ -488,7 +488,7 @@ def load_record(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RecordError(f"{path}: not valid JSON ({err})") from err
     try:
         validate_record(record)
@@ -530,13 +530,16 @@ def load_records(
     Args:
         root: The results directory.
         experiment: Restrict to one experiment folder.
-        strict: Raise on an invalid record; otherwise warn and skip it.
+        strict: Raise on an invalid record; otherwise warn and keep it as a row with
+            ``status == "damaged"`` (``run_id`` = the file name's stem, ``path``, and the
+            problem in ``error``), so a page can show it instead of silently dropping it.
 
     Returns:
         Columns ``run_id, experiment, status, scale_label, created, config_hash,
         git_revision, path``, then ``config.<field>``, ``metrics.<key>``,
-        ``scale.<key>`` and ``timing.<key>``; rows sorted by experiment and run id.
-        Empty (with the base columns) when there are no records.
+        ``scale.<key>`` and ``timing.<key>`` (and ``error`` when a record is damaged);
+        rows sorted by experiment and run id. Empty (with the base columns) when there are
+        no records.
 
     Raises:
         RecordError: ``strict`` and a record is invalid.
@@ -556,14 +559,21 @@ def load_records(
             if path.name.startswith("."):
                 continue
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise RecordError(f"{path}: not valid JSON ({err})") from err
                 if not isinstance(data, dict) or "schema_version" not in data:
                     continue
                 record = load_record(path)
-            except (RecordError, OSError, json.JSONDecodeError) as err:
+            except (RecordError, OSError) as err:
                 if strict:
-                    raise RecordError(str(err)) from err
-                warnings.warn(f"skipping invalid record {path}: {err}", stacklevel=2)
+                    raise RecordError(str(err) if str(path) in str(err) else f"{path}: {err}"
+                                      ) from err
+                warnings.warn(f"damaged record {path}: {err}", stacklevel=2)
+                rows.append({"run_id": path.stem, "experiment": folder.name,
+                             "status": "damaged", "path": str(path),
+                             "error": str(err).replace(f"{path}: ", "")})
                 continue
             row = {
                 "run_id": record["run_id"],

@@ -151,7 +151,7 @@ BAD_VALUES = [
     (dict(beta=-0.1), ["beta", ">= 0"]),
     (dict(alpha=-1), ["alpha", ">= 0"]),
     (dict(eta=-1e-3), ["eta", ">= 0"]),
-    (dict(lr=-0.1), ["lr", ">= 0"]),
+    (dict(lr=-0.1), ["lr", "> 0"]),
     (dict(lr=float("nan")), ["lr", "finite"]),
     (dict(weight_decay=float("inf")), ["weight_decay", "finite"]),
     (dict(weight_decay=-1e-4), ["weight_decay", ">= 0"]),
@@ -183,6 +183,19 @@ BAD_VALUES = [
     (dict(split="balanced"), ["split", "'official'", "digits"]),
     (dict(split="random"), ["split", "'official'"]),
     (dict(lrr=0.1), ["'lrr'", "did you mean 'lr'", "valid keys", "weight_decay"]),
+    # issue 11 (F9): absurd values are refused before any work
+    (dict(lr=0.0), ["lr", "> 0"]),
+    (dict(lr=1e300), ["lr", "<= 1000000"]),
+    (dict(weight_decay=1e30), ["weight_decay", "<="]),
+    (dict(v_threshold=1e300), ["v_threshold", "<="]),
+    (dict(width=1e4), ["width", "<= 16"]),
+    (dict(image_size=100000), ["image_size", "<= 1024"]),
+    (dict(T=100000), ["T", "<= 1024"]),
+    (dict(experiment="x" * 170), ["experiment", "170 characters", "at most 100"]),
+    (dict(experiment="abc\n"), ["experiment", "letters, digits"]),
+    (dict(device="cpu\n"), ["device", "cuda:N"]),
+    (dict(dataset="cifar10", image_size=16), ["cifar10", "32", "image_size"]),
+    (dict(cache_dir=""), ["cache_dir", "empty"]),
     (dict(Tt=3), ["'Tt'", "valid keys"]),
     (dict(branch_pool="published"), ["AvgPool2d(4, 4)", "image_size=16 gives 2 px"]),
 ]
@@ -402,12 +415,12 @@ def test_hash_ignores_locations_and_scheduling():
     base = RunConfig.profile("default")
     other = base.replace(
         out_dir="elsewhere", checkpoint_dir="ck2", num_workers=4, device="cpu",
-        data_root="/data", download=True, checkpoint_every=7,
+        data_root="/data", download=True, checkpoint_every=7, cache_dir="/tmp/frames",
     )  # fmt: skip
     assert other.config_hash() == base.config_hash()
     assert set(HASH_EXCLUDED_FIELDS) == {
         "out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
-        "checkpoint_every",
+        "checkpoint_every", "cache_dir",
     }  # fmt: skip
 
 

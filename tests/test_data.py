@@ -451,3 +451,177 @@ def test_cifar10_dvs_partial_classes_warn_and_missing(tmp_path):
         assert "figshare" in msg and "CIFAR10-DVS" in msg and str(root) in msg
         assert "airplane" in msg and "truck" in msg and ".aedat" in msg
 
+
+def _bad_aedat_files(tmp_path, rng):
+    good = np.stack([np.arange(8, dtype=np.uint32), np.arange(8, dtype=np.uint32)], 1)
+    back = good.copy()
+    back[5, 1] = 1  # timestamp goes back
+    return {
+        "random bytes": (rng.integers(0, 256, 8 * 200, dtype=np.uint8).tobytes(), "AER-DAT"),
+        "empty": (b"", "AER-DAT"),
+        "header only": (AEDAT_HEADER, "no events"),
+        "aedat 3.1": (b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + bytes(range(56)) * 4,
+                      "AER-DAT3.1 is not supported"),
+        "headerless events": (good.astype(">u4").tobytes(), "AER-DAT"),
+        "random body": (AEDAT_HEADER + rng.integers(0, 256, 8 * 50, dtype=np.uint8).tobytes(),
+                        "bits above"),
+        "decreasing time": (AEDAT_HEADER + back.astype(">u4").tobytes(), "timestamps decrease"),
+        "truncated": (AEDAT_HEADER + good.astype(">u4").tobytes()[:-3], "whole number"),
+    }
+
+
+def test_bad_aedat_files_are_refused_naming_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    for i, (name, (content, needle)) in enumerate(_bad_aedat_files(tmp_path, rng).items()):
+        path = tmp_path / f"bad{i}.aedat"
+        path.write_bytes(content)
+        with pytest.raises(data.DataError, match=needle) as err:
+            c10dvs.read_aedat2(path)
+        assert str(path) in str(err.value), name
+
+
+def test_training_set_with_a_random_bytes_file_fails_naming_it(dvs_root, tmp_path):
+    victim = dvs_root / "cat" / "cifar10_cat_3.aedat"
+    victim.write_bytes(np.random.default_rng(1).integers(0, 256, 800, dtype=np.uint8).tobytes())
+    train, test, _ = build_datasets("cifar10_dvs", dvs_root, T=2, augment=False,
+                                    cache_dir=tmp_path / "c")
+    ds = train if "cat/cifar10_cat_3.aedat" in train.files else test
+    with pytest.raises(data.DataError, match="cifar10_cat_3.aedat"):
+        ds.precompute()
+
+
+def test_damaged_dvs_cache_files_are_named(dvs_root, tmp_path):
+    cache = tmp_path / "c"
+    _, test, _ = build_datasets("cifar10_dvs", dvs_root, T=2, augment=False, cache_dir=cache)
+    test[0]
+    npz = test.cache_path(0)
+    npz.write_bytes(npz.read_bytes()[:40])
+    with pytest.raises(data.DataError, match=f"{npz.name}.*damaged frame cache"):
+        test[0]
+    meta = cache / "cache_meta.json"
+    meta.write_text(meta.read_text()[:20])
+    with pytest.raises(data.DataError, match="cache_meta.json"):
+        build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+
+
+def _edit_split(path, edit):
+    d = json.loads(path.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda d: d["train"].extend(d["test"]), "in both train and test"),
+    (lambda d: d["test"].__setitem__(0, 10**6), "out of range"),
+    (lambda d: d["train"].append(d["train"][0]), "duplicate"),
+    (lambda d: d.update(test=d["test"][:3], train=d["train"] + d["test"][3:]), "differs from"),
+    (lambda d: d.update(train=d["train"][1:]), "covers"),
+    (lambda d: d.update(train="all"), "list of ints"),
+])
+def test_edited_dvs_split_file_is_refused(dvs_root, tmp_path, edit, needle):
+    cache = tmp_path / "c"
+    build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+    split = cache / "split_official.json"
+    _edit_split(split, edit)
+    with pytest.raises(data.DataError, match=needle) as err:
+        build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+    assert str(split) in str(err.value)
+    split.write_text(split.read_text()[:30])  # truncated
+    with pytest.raises(data.DataError, match="split_official.json"):
+        build_datasets("cifar10_dvs", dvs_root, T=2, cache_dir=cache)
+
+
+def test_read_only_dvs_root_works_with_cache_dir(dvs_root, tmp_path, monkeypatch):
+    import errno
+
+    import esdlib.engine as engine
+    from esdlib.config import RunConfig
+
+    cfg = RunConfig.profile("smoke", dataset="cifar10_dvs", data_root=str(dvs_root),
+                            cache_dir=str(tmp_path / "frames"), image_size=16)
+    train, _, _, _ = engine.build_run(cfg)
+    train[0]
+    assert (tmp_path / "frames" / "cache_meta.json").is_file()
+    assert not [p for p in dvs_root.iterdir() if p.name.startswith("frames")]  # root untouched
+
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(self, *a, **k):
+        if dvs_root in (self, *self.parents):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    with pytest.raises(data.DataError, match="set cache_dir"):
+        build_datasets("cifar10_dvs", dvs_root, T=2)
+
+
+def _write_digits_split(path, edit):
+    d = json.loads(dg.DIGITS_SPLIT_FILE.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda d: d["train"].extend(d["test"][:100]), "in both train and test"),
+    (lambda d: d.update(test=d["test"][:10]), "covers"),
+    (lambda d: d["test"].__setitem__(0, 5000), "out of range"),
+    (lambda d: d.update(train=d["train"][:-10], test=d["test"] + d["train"][-10:]), "1427/370"),
+])
+def test_bad_digits_split_file_is_refused(tmp_path, monkeypatch, edit, needle):
+    path = tmp_path / "digits_split.json"
+    _write_digits_split(path, edit)
+    monkeypatch.setattr(dg, "DIGITS_SPLIT_FILE", path)
+    with pytest.raises(data.DataError, match=needle):
+        build_datasets("digits", augment=False)
+
+
+def test_changed_digits_split_changes_the_run_id(tmp_path, monkeypatch):
+    from esdlib.config import RunConfig
+    from esdlib.results import make_run_id
+
+    cfg = RunConfig.profile("smoke")
+    dvs = RunConfig.profile("smoke", dataset="dvs_digits")
+    before, before_dvs = make_run_id(cfg), make_run_id(dvs)
+    path = tmp_path / "digits_split.json"
+
+    def swap(d):  # a valid split of the same sizes, one train/test pair exchanged
+        d["train"][0], d["test"][0] = d["test"][0], d["train"][0]
+
+    _write_digits_split(path, swap)
+    monkeypatch.setattr(dg, "DIGITS_SPLIT_FILE", path)
+    assert make_run_id(cfg) != before and make_run_id(dvs) != before_dvs
+    assert make_run_id(cfg.replace(seed=1)) == make_run_id(RunConfig.profile("smoke", seed=1))
+    monkeypatch.undo()
+    assert make_run_id(cfg) == before and make_run_id(dvs) == before_dvs
+
+
+def test_committed_records_keep_their_run_ids():
+    from esdlib.results import make_run_id
+
+    paths = [p for p in (Path(__file__).resolve().parents[1] / "results").glob("*/*.json")
+             if p.parent.name not in ("bench", "paper")]
+    assert paths
+    for p in paths:
+        rec = json.loads(p.read_text())
+        assert make_run_id(rec["config"], rec["experiment"]) == rec["run_id"], p
+
+
+def test_unreadable_imagenet_images_are_named(tmp_path):
+    for side in ("train", "val"):
+        for cls in ("n01", "n02"):
+            (tmp_path / side / cls).mkdir(parents=True)
+            a = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+            Image.fromarray(a).save(tmp_path / side / cls / "a.jpg", quality=95)
+    jpg = tmp_path / "train" / "n01" / "a.jpg"
+    jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 3])
+    (tmp_path / "train" / "n02" / "a.jpg").write_text("<html>not an image</html>")
+    train, val, _ = build_datasets("imagenet", tmp_path, augment=False, image_size=32)
+    assert val[0][0].shape == (3, 32, 32)
+    for i, name in ((0, "n01/a.jpg"), (1, "n02/a.jpg")):
+        with pytest.raises(data.DataError, match=name):
+            train[i]
+    (tmp_path / "val" / "n03").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / "n03" / "b.png")
+    with pytest.raises(data.DataError, match="n03"):
+        build_datasets("imagenet", tmp_path)

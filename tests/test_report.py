@@ -503,3 +503,69 @@ def test_bench_facts_relate_the_spike_pass_to_inference():
     f = report.bench_facts(rows)
     assert f["esd_spike_infer"] == "1.20–1.50×"
     assert f["infer_per_T"] == "0.04–0.05 s"  # 0.05 s / 1 and 0.16 s / 4
+
+
+# --------------------------------------------------------------------------- damaged records
+
+
+def _records_with_one_damaged(tmp_path):
+    import shutil
+
+    repo_results = Path(__file__).resolve().parents[1] / "results" / "table1"
+    folder = tmp_path / "results" / "table1"
+    folder.mkdir(parents=True)
+    files = sorted(repo_results.glob("*.json"))[:3]
+    for f in files:
+        shutil.copy(f, folder / f.name)
+    victim = folder / files[0].name
+    victim.write_text(victim.read_text()[:500])  # truncated mid-file
+    return tmp_path / "results", victim
+
+
+def test_damaged_record_is_a_row_and_named_on_the_page(tmp_path):
+    from esdlib.results import RecordError, load_records
+
+    root, victim = _records_with_one_damaged(tmp_path)
+    with pytest.warns(UserWarning, match="damaged record"):
+        df = load_records(root, "table1", strict=False)
+    assert len(df) == 3
+    row = df[df["status"] == "damaged"]
+    assert list(row["path"]) == [str(victim)] and "not valid JSON" in row["error"].iloc[0]
+    assert len(report.complete(df)) == 2  # never counted as a run
+    note = report.profile_note(df, "default")
+    assert f"damaged record: {victim}" in note and note.startswith("2 complete runs")
+    status = report.record_status(df)
+    assert status.loc[status["status"] == "damaged", "scale_label"].iloc[0].startswith(
+        f"damaged record: {victim}")
+    with pytest.raises(RecordError, match=victim.name):
+        load_records(root, "table1")
+    assert report.damaged_note(df[df["status"] != "damaged"]) == ""
+
+
+def test_strict_build_check_finds_pages_showing_damaged_records(tmp_path):
+    from esdlib.bookbuild import damaged_record_pages
+
+    html = tmp_path / "html"
+    (html / "chapters").mkdir(parents=True)
+    (html / "index.html").write_text("<html><body>fine</body></html>")
+    (html / "chapters" / "04.html").write_text(
+        "<p>2 complete runs. Not shown, unreadable: <span>damaged record:</span> "
+        "results/table1/x.json (not valid JSON)</p>")
+    assert damaged_record_pages(html) == [
+        "chapters/04.html: shows damaged record: results/table1/x.json"]
+    (html / "chapters" / "04.html").write_text("<p>all good</p>")
+    assert damaged_record_pages(html) == []
+
+
+def test_truncated_bench_record_error_names_the_file(tmp_path):
+    import shutil
+
+    from esdlib.bench import load_bench
+
+    src = sorted((Path(__file__).resolve().parents[1] / "results" / "bench").glob("*.json"))[0]
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    assert len(load_bench(tmp_path))
+    dst.write_text(dst.read_text()[:1000])
+    with pytest.raises(ValueError, match=src.name):
+        load_bench(tmp_path)

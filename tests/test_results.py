@@ -431,7 +431,9 @@ def test_load_records_empty_and_invalid(tmp_path):
         load_records(tmp_path)
     with pytest.warns(UserWarning, match="bad.json"):
         df = load_records(tmp_path, strict=False)
-    assert len(df) == 1
+    # kept as a "damaged" row (issue 11) so pages can name it instead of dropping it
+    assert len(df) == 2 and list(df["status"]).count("complete") == 1
+    assert df.loc[df["status"] == "damaged", "path"].iloc[0].endswith("bad.json")
 
 
 # -- provenance ----------------------------------------------------------------------

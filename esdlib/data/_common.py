@@ -64,6 +64,11 @@ class DatasetNotFoundError(FileNotFoundError):
     """
 
 
+class DataError(ValueError):
+    """A data-set file is damaged or inconsistent (bad event file, bad split index file,
+    unreadable cache or image). The message names the file and says what is wrong."""
+
+
 class TensorClassificationDataset(Dataset):
     """In-memory data set: ``(transform(x[i]), int(y[i]))``.
 
@@ -128,6 +133,66 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], None]) ->
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_json_file(path: str | os.PathLike, what: str) -> Any:
+    """``json.load`` of a data-set file; a missing, unreadable or damaged file is a
+    :class:`DataError` naming it.
+
+    Args:
+        path: The JSON file.
+        what: What the file is, for the message (e.g. ``"split index file"``).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable {what} ({' '.join(str(err).split())})") from None
+
+
+def check_split(train: Any, test: Any, n: int, path: str | os.PathLike,
+                sizes: tuple[int, int] | None = None) -> tuple[list[int], list[int]]:
+    """Check a train/test split of ``n`` samples read from ``path``.
+
+    The two lists must hold ints in ``0 .. n-1``, without duplicates, with no index in both,
+    together covering every sample, and (when ``sizes`` is given) of exactly those sizes.
+
+    Args:
+        train, test: The index lists as read.
+        n: Number of samples of the data set.
+        path: The file they come from (named in the error).
+        sizes: Expected ``(len(train), len(test))``.
+
+    Returns:
+        ``(train, test)`` as lists of int.
+
+    Raises:
+        DataError: The first problem found, naming the file.
+    """
+    out = []
+    for side, idx in (("train", train), ("test", test)):
+        if not isinstance(idx, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise DataError(f"{path}: split index file: '{side}' must be a list of ints")
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise DataError(f"{path}: split index file: '{side}' has {len(bad)} index(es) out "
+                            f"of range 0..{n - 1} (e.g. {bad[0]})")
+        if len(set(idx)) != len(idx):
+            raise DataError(f"{path}: split index file: '{side}' has "
+                            f"{len(idx) - len(set(idx))} duplicate index(es)")
+        out.append(list(idx))
+    both = set(out[0]) & set(out[1])
+    if both:
+        raise DataError(f"{path}: split index file: {len(both)} index(es) are in both train and "
+                        f"test (e.g. {min(both)}); test samples would be trained on")
+    if len(out[0]) + len(out[1]) != n:
+        raise DataError(f"{path}: split index file covers {len(out[0]) + len(out[1])} of the "
+                        f"{n} samples")
+    if sizes is not None and (len(out[0]), len(out[1])) != tuple(sizes):
+        raise DataError(f"{path}: split index file has {len(out[0])}/{len(out[1])} train/test "
+                        f"samples, expected {sizes[0]}/{sizes[1]}")
+    return out[0], out[1]
 
 
 def dumps_one_key_per_line(obj: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ current torchvision), and cached as float32 in one ``.npz`` per sample.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import re
 import warnings
@@ -36,11 +36,22 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ._common import DatasetNotFoundError, atomic_write_bytes, atomic_write_json
+from ._common import (
+    DataError,
+    DatasetNotFoundError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_split,
+    read_json_file,
+)
 
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                        "ship", "truck")
 SENSOR_SIZE = 128
+AEDAT2_VERSION_LINE = b"#!AER-DAT2.0"
+#: Address bits that the DVS128 layout uses (polarity bit 0, x bits 1-7, y bits 8-14, bit 15
+#: the camera's special-event flag); an event with higher bits set is not a DVS128 event.
+ADDRESS_MASK = 0xFFFF
 CACHE_FORMAT = 1
 #: The paper's split: ``torch.utils.data.random_split(ds, [0.9, 0.1], generator seeded 42)``.
 OFFICIAL_FRACTIONS = (0.9, 0.1)
@@ -69,10 +80,13 @@ def decode_address(addr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def read_aedat2(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read one CIFAR10-DVS AEDAT 2.0 file.
+    """Read one CIFAR10-DVS AEDAT 2.0 file, checking that it is one.
 
-    Header: every leading line that starts with ``#`` is skipped. Body: big-endian
-    ``uint32 address, uint32 timestamp`` pairs, kept in file order (no filtering).
+    Header: the first line must be ``#!AER-DAT2.0`` (AEDAT 3.x/4.x and headerless files are
+    refused); every leading line that starts with ``#`` is skipped. Body: big-endian
+    ``uint32 address, uint32 timestamp`` pairs, kept in file order (no filtering). The body
+    must be a non-empty whole number of 8-byte events, every address must fit the DVS128
+    layout (no bit above 15 set; random bytes fail this) and timestamps must not decrease.
 
     Args:
         path: The ``.aedat`` file.
@@ -82,20 +96,43 @@ def read_aedat2(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ``0..127``, ``p`` in ``{0, 1}``; see :func:`decode_address`).
 
     Raises:
-        ValueError: The body is not a whole number of 8-byte events.
+        DataError: The file is unreadable or not a valid AEDAT 2.0 DVS128 event stream (the
+            message names the file).
     """
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the event file ({err.strerror})") from None
+    first = data.split(b"\n", 1)[0].strip()
+    if not first.startswith(b"#!AER-DAT"):
+        raise DataError(f"{path}: not an AEDAT file (the first line is not "
+                        f"'#!AER-DAT2.0'; {len(data)} bytes)")
+    if first != AEDAT2_VERSION_LINE:
+        raise DataError(f"{path}: {first.decode('ascii', 'replace')[2:]} is not supported; the "
+                        f"CIFAR10-DVS release is AEDAT 2.0 ('#!AER-DAT2.0')")
     pos = 0
     while data.startswith(b"#", pos):
         end = data.find(b"\n", pos)
         pos = len(data) if end < 0 else end + 1
     body = data[pos:]
+    if not body:
+        raise DataError(f"{path}: no events after the AEDAT 2.0 header (empty recording)")
     if len(body) % 8:
-        raise ValueError(f"{path}: {len(body)} bytes after the header is not a whole number "
-                         f"of 8-byte AEDAT 2.0 events")
+        raise DataError(f"{path}: {len(body)} bytes after the header is not a whole number "
+                        f"of 8-byte AEDAT 2.0 events (truncated or not an event file)")
     words = np.frombuffer(body, dtype=">u4")
-    x, y, p = decode_address(words[0::2])
-    return {"t": words[1::2].astype(np.int64), "x": x, "y": y, "p": p}
+    addr, t = words[0::2], words[1::2].astype(np.int64)
+    bad = np.flatnonzero(addr & ~np.uint32(ADDRESS_MASK))
+    if bad.size:
+        raise DataError(f"{path}: {bad.size} of {addr.size} event addresses have bits above the "
+                        f"DVS128 x/y/polarity layout (first at event {bad[0]}); not a "
+                        f"CIFAR10-DVS event stream")
+    back = np.flatnonzero(np.diff(t) < 0)
+    if back.size:
+        raise DataError(f"{path}: timestamps decrease {back.size} time(s) (first at event "
+                        f"{back[0] + 1}); not a valid event stream")
+    x, y, p = decode_address(addr)
+    return {"t": t, "x": x, "y": y, "p": p}
 
 
 def frame_bounds(n_events: int, T: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,22 +310,35 @@ def load_or_make_split(files: list[str], labels: list[int], split: str,
     Returns:
         ``(train_indices, test_indices)`` into ``files``.
 
+    The saved file is checked (:func:`~esdlib.data._common.check_split`: in-range indices, no
+    duplicates, train and test disjoint and covering every file) and must equal the split
+    the rule gives for the current file list: the run id does not cover the split file, so a
+    file edited by hand (or made by another rule) is refused rather than used under the id
+    of the genuine split.
+
     Raises:
-        ValueError: The saved split was made for a different file list.
+        DataError: The saved file is unreadable, not a valid split, made for a different file
+            list, or differs from the rule's split (names the file; delete it to recompute).
     """
     path = Path(path)
+    expected = make_split(files, labels, split)
     if path.exists():
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json_file(path, "split index file")
+        if not isinstance(saved, dict):
+            raise DataError(f"{path}: split index file is not a JSON object")
         if saved.get("files") != list(files) or saved.get("split") != split:
-            raise ValueError(
+            raise DataError(
                 f"{path} was saved for a different set of files ({len(saved.get('files', []))} "
                 f"vs {len(files)} now); the data folder changed. Delete the file to make a "
                 f"new split (results would no longer be comparable).")
-        return saved["train"], saved["test"]
-    d = make_split(files, labels, split)
-    atomic_write_json(path, d)
-    return d["train"], d["test"]
+        train, test = check_split(saved.get("train"), saved.get("test"), len(files), path)
+        if (train, test) != (expected["train"], expected["test"]):
+            raise DataError(f"{path}: the saved {split!r} split differs from the rule's split of "
+                            f"these files ({expected['rule']}); it was edited or made "
+                            f"differently. Delete it to recompute.")
+        return train, test
+    atomic_write_json(path, expected)
+    return expected["train"], expected["test"]
 
 
 def split_name(split: str, n_train: int, n_test: int) -> str:
@@ -372,8 +422,17 @@ class CIFAR10DVSFrames(Dataset):
         """Untransformed frames of sample ``i``: float32 ``[T, 2, S, S]`` (from the cache)."""
         path = self.cache_path(i)
         if path.exists():
-            with np.load(path) as z:
-                return torch.from_numpy(z["frames"])
+            try:
+                with np.load(path) as z:
+                    arr = z["frames"]
+            except Exception as err:  # zipfile/pickle/OS errors of a damaged cache file
+                raise DataError(f"{path}: damaged frame cache file ({type(err).__name__}: "
+                                f"{err}); delete it to recompute it") from None
+            want = (self.T, 2, self.image_size, self.image_size)
+            if arr.shape != want or arr.dtype != np.float32:
+                raise DataError(f"{path}: frame cache holds {arr.dtype} {arr.shape}, expected "
+                                f"float32 {want}; delete it to recompute it")
+            return torch.from_numpy(arr)
         arr = aedat_to_frames(self.root / self.files[i], self.T, self.image_size)
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         atomic_write_bytes(path, lambda f: np.savez_compressed(f, frames=arr))
@@ -400,10 +459,9 @@ def _check_cache_meta(cache_dir: Path, T: int, image_size: int) -> None:
             "resize": "torchvision resize bilinear antialias=True"}
     path = cache_dir / "cache_meta.json"
     if path.exists():
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json_file(path, "frame cache description")
         if saved != meta:
-            raise ValueError(f"{cache_dir} holds frames made with other settings ({saved}); "
+            raise DataError(f"{cache_dir} holds frames made with other settings ({saved}); "
                              f"choose another cache_dir or delete it")
     else:
         atomic_write_json(path, meta)
@@ -431,6 +489,7 @@ def build_cifar10_dvs(root: str | os.PathLike, T: int = 10, image_size: int = 48
 
     Raises:
         DatasetNotFoundError: The release is not under ``root``.
+        DataError: The cache folder cannot be written, or a cache or split file is damaged.
     """
     root = Path(root)
     if not root.is_dir():
@@ -440,10 +499,18 @@ def build_cifar10_dvs(root: str | os.PathLike, T: int = 10, image_size: int = 48
             f"{FIGSHARE_URL}; one zip per class) and extract every zip into {root}. "
             f"No automatic download.")
     files, labels = list_files(root)
+    default_cache = cache_dir is None
     cache_dir = Path(cache_dir) if cache_dir is not None else root / f"frames_T{T}_{image_size}"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _check_cache_meta(cache_dir, T, image_size)
-    tr, te = load_or_make_split(files, labels, split, cache_dir / f"split_{split}.json")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _check_cache_meta(cache_dir, T, image_size)
+        tr, te = load_or_make_split(files, labels, split, cache_dir / f"split_{split}.json")
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        hint = "; set cache_dir (e.g. `--set cache_dir=...`) to a writable folder"
+        raise DataError(f"cannot write the cifar10_dvs frame cache in {cache_dir}: "
+                        f"{err.strerror}{hint if default_cache else ''}") from None
     transform = dvs_train_transform(image_size) if augment else None
     train = CIFAR10DVSFrames(root, [files[i] for i in tr], [labels[i] for i in tr], T,
                              image_size, cache_dir, transform)

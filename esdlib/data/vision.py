@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
 
-from ._common import DatasetNotFoundError
+from ._common import DataError, DatasetNotFoundError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -141,6 +142,24 @@ IMAGENET_LAYOUT = ("<root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG (the
                    "`valprep.sh` script)")
 
 
+def load_rgb_image(path: str) -> Any:
+    """ImageFolder's loader, decoding the whole image now (a truncated JPEG fails here, not
+    later) and naming the file when it cannot be read.
+
+    Raises:
+        DataError: The file is unreadable, not an image, or truncated.
+    """
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img.load()
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+
+
 def build_imagenet(root: str | os.PathLike, augment: bool = True, image_size: int = 224):
     """ImageNet-1k train/val via ``torchvision.datasets.ImageFolder``.
 
@@ -157,6 +176,8 @@ def build_imagenet(root: str | os.PathLike, augment: bool = True, image_size: in
 
     Raises:
         DatasetNotFoundError: ``train/`` or ``val/`` is missing or has no class folders.
+        DataError: ``train/`` and ``val/`` have different class folders. An unreadable image
+            is a ``DataError`` naming it when the sample is read (:func:`load_rgb_image`).
     """
     from torchvision.datasets import ImageFolder
 
@@ -172,13 +193,16 @@ def build_imagenet(root: str | os.PathLike, augment: bool = True, image_size: in
         try:
             sets.append(ImageFolder(str(folder),
                                     transform=imagenet_transforms(side == "train", augment,
-                                                                  image_size)))
+                                                                  image_size),
+                                    loader=load_rgb_image))
         except FileNotFoundError as err:
             raise DatasetNotFoundError(
                 f"imagenet: {folder} holds no class folders with images ({err}). Expected "
                 f"layout: {IMAGENET_LAYOUT}.") from err
     train, val = sets
     if train.classes != val.classes:
-        raise ValueError(f"imagenet: train/ has {len(train.classes)} classes and val/ has "
-                         f"{len(val.classes)}; the class folders must be the same")
+        only = sorted(set(train.classes) ^ set(val.classes))[:5]
+        raise DataError(f"imagenet: {root / 'train'} has {len(train.classes)} classes and "
+                        f"{root / 'val'} has {len(val.classes)}; the class folders must be the "
+                        f"same (in one but not the other: {', '.join(only) or 'order differs'})")
     return train, val, f"imagenet official train/val ({len(train)}/{len(val)})"
