@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from esdlib.methods import BRANCH_METHODS
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -136,8 +138,27 @@ def profile_note(df: pd.DataFrame, profile: str) -> str:
     if unfinished:
         left.append(f"{unfinished} unfinished or failed run{'s' if unfinished != 1 else ''}")
     note = damaged_note(df)
+    stale = len(runs_before_branch_fix(runs))
     return (text + (f" ({' and '.join(left)} not shown)" if left else "")
-            + (f". Not shown, unreadable: {note}" if note else ""))
+            + (f". Not shown, unreadable: {note}" if note else "")
+            + (f". {stale} of these runs trained auxiliary branches "
+               "before the published branch block was adopted (2026-11-26): their branches "
+               "are the wider `dsconv_wide` block, so their numbers await a re-run"
+               if stale else ""))
+
+
+def runs_before_branch_fix(df: pd.DataFrame) -> pd.DataFrame:
+    """Complete runs of branch methods whose record predates the published branch block.
+
+    Records written since 2026-11-26 carry the model's parameter counts
+    (``branch_params``); a branch-method record without them was trained with the earlier,
+    wider block that esdlib now calls ``"dsconv_wide"``.
+    """
+    if not len(df) or "config.method" not in df:
+        return df.iloc[0:0]
+    counts = df["branch_params"] if "branch_params" in df else pd.Series(None, index=df.index)
+    done = df["status"] == "complete"
+    return df[done & df["config.method"].isin(BRANCH_METHODS) & counts.isna()]
 
 
 def _distinct(df: pd.DataFrame, col: str) -> list[Any]:

@@ -536,7 +536,8 @@ def load_records(
 
     Returns:
         Columns ``run_id, experiment, status, scale_label, created, config_hash,
-        git_revision, path``, then ``config.<field>``, ``metrics.<key>``,
+        git_revision, path, branch_params`` (the model's branch parameter count; missing in
+        records written before 2026-11-26), then ``config.<field>``, ``metrics.<key>``,
         ``scale.<key>`` and ``timing.<key>`` (and ``error`` when a record is damaged);
         rows sorted by experiment and run id. Empty (with the base columns) when there are
         no records.
@@ -584,6 +585,9 @@ def load_records(
                 "config_hash": record["config_hash"],
                 "git_revision": record["git_revision"],
                 "path": str(path),
+                # absent in records written before the published branch block (2026-11-26)
+                "branch_params": (record.get("extra") or {}).get("parameter_counts", {}).get(
+                    "branches"),
             }
             for block in ("config", "metrics", "scale", "timing"):
                 row.update(

@@ -26,7 +26,7 @@ BASE = {"status": "complete", "experiment": "table1", "config.profile": "default
         "config.branch_kind": "dsconv", "config.beta": 0.3, "config.teacher_space": "logits",
         "config.eta": 0.0, "metrics.final_test_acc": 0.9, "metrics.best_test_acc": 0.95,
         "git_revision": "abc", "created": "2026-01-01T00:00:00Z", "timing.wall_s": 1.0,
-        "scale_label": "digits"}
+        "scale_label": "digits", "branch_params": 75_000}
 
 
 def records_table(rows):
@@ -100,6 +100,19 @@ def test_runs_of_keeps_complete_runs_of_one_profile_and_says_what_was_left_out()
     assert report.profile_note(df, "default") == (
         "1 complete run of the default profile (1 complete run of other profiles and "
         "1 unfinished or failed run not shown)")
+
+
+def test_runs_before_the_branch_fix_are_named_in_the_note():
+    """Branch-method records without parameter counts predate the published branch block."""
+    old = {"branch_params": None}
+    df = records_table([{}, old, {**old, "config.method": "bptt"}, {**old, "status": "running"}])
+    assert list(report.runs_before_branch_fix(df)["run_id"]) == ["run1"]
+    note = report.profile_note(df, "default")
+    assert note.startswith("3 complete runs of the default profile")
+    assert note.endswith("1 of these runs trained auxiliary branches before the published branch "
+                         "block was adopted (2026-11-26): their branches are the wider "
+                         "`dsconv_wide` block, so their numbers await a re-run")
+    assert "auxiliary" not in report.profile_note(records_table([{}]), "default")
 
 
 def test_coverage_prose_names_missing_T_and_methods():
