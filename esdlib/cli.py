@@ -23,15 +23,27 @@ import sys
 
 from esdlib.config import PROFILES, ConfigError, RunConfig
 from esdlib.data import DatasetNotFoundError
+from esdlib.engine import CheckpointError
+from esdlib.io import DiskFullError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from esdlib.engine import fit
+    import warnings
+
+    from esdlib.engine import DivergenceWarning, fit
 
     cfg = RunConfig.from_overrides(args.profile, args.set or [])
-    record = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)  # reported below, in one line
+        record = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if record["status"] == "diverged":
+        d = record["divergence"]
+        print(f"esd: training diverged at epoch {d['epoch']}, step {d['step']} ({d['reason']}); "
+              f"run {record['run_id']} recorded as 'diverged' — lower the learning rate",
+              file=sys.stderr)
+        return 1
     m = record["metrics"]
     print(json.dumps({"run_id": record["run_id"], "status": record["status"],
                       "final_test_acc": m["final_test_acc"], "best_test_acc": m["best_test_acc"],
@@ -173,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetNotFoundError as err:
         print(f"esd: data set not found\n{err}", file=sys.stderr)
         return 2
+    except CheckpointError as err:
+        print(f"esd: unusable checkpoint: {err}", file=sys.stderr)
+        return 2
+    except DiskFullError as err:
+        print(f"esd: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

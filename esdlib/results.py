@@ -309,6 +309,7 @@ def make_record(
     git_rev: str | None = _AUTO,
     created: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    divergence: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a complete run record (not yet validated or written).
 
@@ -321,13 +322,17 @@ def make_record(
         timing: ``wall_s``, ``train_s`` (s) and ``peak_memory_bytes`` (or None).
         firing_rates: ``{"per_timestep": [T floats], "per_layer": {name: rate},
             "definition": str}`` or None when not measured.
-        status: ``"complete"``, ``"running"`` or ``"failed"``.
+        status: ``"complete"``, ``"running"``, ``"failed"`` or ``"diverged"`` (training
+            stopped on a non-finite loss or weights; needs ``divergence``; such a record is
+            not a result: its headline metrics are null).
         experiment: Defaults to ``cfg.experiment``.
         seeds: All seeds, for a record that aggregates several.
         environment: Defaults to :func:`environment_info` for ``cfg.device``.
         git_rev: Defaults to :func:`git_revision` of the current directory.
         created: ISO-8601 UTC time; defaults to now.
         extra: Free-form additional data, stored under ``extra``.
+        divergence: Where a diverged run stopped: ``{"epoch", "step", "global_step",
+            "reason"}`` (1-based epoch and step within the epoch).
 
     Returns:
         The record as a plain-JSON dict (see :func:`to_jsonable`).
@@ -353,6 +358,8 @@ def make_record(
     }
     if extra is not None:
         record["extra"] = dict(extra)
+    if divergence is not None:
+        record["divergence"] = dict(divergence)
     return to_jsonable(record)
 
 
