@@ -769,9 +769,10 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             bar.set_postfix(loss=f"{running.loss / max(running.samples, 1):.3f}",
                             acc=f"{running.correct / max(running.samples, 1):.3f}",
                             sps=f"{running.samples / max(elapsed, 1e-9):.0f}")
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                stopped = True
-                break
+            if (stop_after_steps is not None and steps_this_call >= stop_after_steps
+                    and state["step_in_epoch"] < steps_per_epoch):
+                stopped = True  # at the epoch's last step: end the epoch as usual (the loader
+                break  # may fetch one more batch, which draws augmentation RNG), then stop
             if state["global_step"] % cfg.checkpoint_every == 0:
                 state["train_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
