@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from esdlib.io import commit_temp, temp_path_for
+from esdlib.io import commit_temp, remove_stale_temps, temp_path_for
 
 __all__ = [
     "BookBuildError",
@@ -329,6 +329,7 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
     src, target = Path(src), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
+    remove_stale_temps(target.with_name(target.stem), ".ipynb")  # older ".<stem>.*.ipynb" ones
     try:
         papermill.execute_notebook(
             str(src), str(tmp), parameters=dict(parameters), kernel_name=kernel,

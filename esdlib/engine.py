@@ -12,6 +12,20 @@
   inside the epoch and the running sums of the epoch; data order is a function of
   ``(seed, epoch)``. A run killed mid-epoch and resumed ends with the same metrics as an
   uninterrupted one (CPU, ``num_workers=0``; with workers, augmentation draws differ).
+- **Safe, checksummed checkpoints**: a checkpoint file is a one-line header (SHA-256 and length
+  of the payload, position of the run) followed by the ``torch.save`` payload, which holds only
+  tensors and plain data and is loaded with ``torch.load(weights_only=True)``; a damaged,
+  truncated, empty or foreign file is a :class:`CheckpointError` naming the file. Automatic
+  resume from a damaged ``last.pt`` stops with that error and the advice to delete the file
+  (the run then starts again) — it never silently falls back to other weights.
+- **Runs always finish their record**: a finished run with a valid ``complete`` record is
+  returned without loading anything; a finished checkpoint whose record is ``running``,
+  damaged or missing re-creates the record from the checkpoint (a damaged record is moved aside
+  to ``<name>.corrupt-<time>``). ``best.pt`` is written before ``last.pt`` and re-derived on
+  resume when it is missing but recoverable.
+- **Divergence**: a non-finite loss, or non-finite weights after an optimiser step, stops
+  training; the record gets ``status="diverged"`` with the epoch and step (no checkpoint of the
+  non-finite state is written) and a :class:`DivergenceWarning` is issued.
 - **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
   gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
   reduced; rank 0 writes checkpoints and records.
@@ -626,8 +640,10 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
     Args:
         cfg: the validated run configuration.
         progress: show tqdm progress bars (rank 0 only).
-        resume: continue from ``<checkpoint_dir>/<run_id>/last.pt`` when it exists (a finished
-            run is not retrained: its record is returned).
+        resume: continue from ``<checkpoint_dir>/<run_id>/last.pt`` when it exists. A finished
+            run is not retrained: its ``complete`` (or ``diverged``) record is returned, or
+            re-created from a finished ``last.pt`` when it is ``running``, damaged or missing.
+            A damaged ``last.pt`` raises :class:`CheckpointError` (delete it to start over).
         stop_after_steps: stop (after saving a checkpoint) once this many optimiser steps have
             run in this call — for tests of resumption and for time-boxed sessions.
         on_epoch_end: ``f(model, epochs_done)`` called before training (0) and after each
@@ -637,7 +653,13 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
 
     Returns:
         The run record (a dict following ``esdlib/schema/run_record.schema.json``); its
-        ``status`` is ``"running"`` if the run was stopped early.
+        ``status`` is ``"running"`` if the run was stopped early and ``"diverged"`` if the loss
+        or the weights became non-finite (with a :class:`DivergenceWarning`; the record's
+        ``divergence`` says where, its headline metrics are null).
+
+    Raises:
+        CheckpointError: ``last.pt`` is damaged, unsafe or of another configuration.
+        esdlib.io.DiskFullError: the disk filled while writing a checkpoint or the record.
     """
     wall0 = time.perf_counter()
     device = resolve_device(cfg.device)
