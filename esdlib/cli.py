@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from esdlib.config import PROFILES, ConfigError, RunConfig
 from esdlib.data import DatasetNotFoundError
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line: one line each (no source file and code line)."""
+    print(f"esd: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``esd`` command.
 
@@ -177,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():  # restored on return (main may run inside a program)
+        warnings.showwarning = _show_warning
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the sub-command; known errors become one-line messages and an exit status."""
     try:
         return args.func(args)
     except ConfigError as err:

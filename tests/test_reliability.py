@@ -285,7 +285,8 @@ def test_damaged_or_missing_record_is_recreated_from_the_checkpoint(finished, tm
         assert aside == []
     else:
         assert len(aside) == 1 and aside[0].read_bytes() == damaged
-        assert "moved to" in proc.stderr
+        assert "esd: warning: damaged run record" in proc.stderr and "moved to" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert list(load_records(root / "out")["run_id"]) == [good["run_id"]]
 
 
