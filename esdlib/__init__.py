@@ -72,7 +72,14 @@ from esdlib.norm import SpikeBatchNorm1d, SpikeBatchNorm2d
 # Run-level API (after the core: config takes its choices from the modules above).
 from esdlib.config import ConfigError, RunConfig  # noqa: E402  isort: skip
 from esdlib.data import DatasetInfo, DatasetNotFoundError, build_datasets  # noqa: E402  isort: skip
-from esdlib.engine import evaluate, fit, load_trained_model  # noqa: E402  isort: skip
+from esdlib.engine import (  # noqa: E402  isort: skip
+    CheckpointError,
+    DivergenceWarning,
+    evaluate,
+    fit,
+    load_checkpoint,
+    load_trained_model,
+)
 from esdlib.gradients import gradient_errors, gradient_study  # noqa: E402  isort: skip
 from esdlib.metrics import estimate_energy  # noqa: E402  isort: skip
 from esdlib.results import (  # noqa: E402  isort: skip
@@ -95,7 +102,8 @@ __all__ = [
     "rate_pass", "reliable_teacher", "reset", "reset_state", "sd_loss", "self_distillation_loss",
     "set_mode", "spike_pass", "spike_pass_lif", "spiking_resnet18", "spiking_resnet19",
     "surrogate_derivative", "time_average",
-    "ConfigError", "DatasetInfo", "DatasetNotFoundError", "RunConfig", "build_datasets",
-    "estimate_energy", "evaluate", "fit", "gradient_errors", "gradient_study", "load_paper_table",
-    "load_record", "load_records", "load_trained_model", "make_run_id",
+    "CheckpointError", "ConfigError", "DatasetInfo", "DatasetNotFoundError", "DivergenceWarning",
+    "RunConfig", "build_datasets", "estimate_energy", "evaluate", "fit", "gradient_errors",
+    "gradient_study", "load_checkpoint", "load_paper_table", "load_record", "load_records",
+    "load_trained_model", "make_run_id",
 ]

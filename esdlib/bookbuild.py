@@ -31,11 +31,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from esdlib.io import commit_temp, remove_stale_temps, temp_path_for
 
 __all__ = [
     "BookBuildError",
@@ -413,10 +414,8 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
     src, target = Path(src), Path(target)
     check_parameter_names(parameters, papermill.inspect_notebook(str(src)), src.name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".ipynb",
-                                    dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
+    remove_stale_temps(target.with_name(target.stem), ".ipynb")  # older ".<stem>.*.ipynb" ones
     try:
         papermill.execute_notebook(
             str(src), str(tmp), parameters=dict(parameters), kernel_name=kernel,
@@ -426,7 +425,7 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         nb = nbformat.read(tmp, as_version=4)
         nb.metadata.setdefault("papermill", {})["output_path"] = str(target)
         nbformat.write(nb, tmp)
-        os.replace(tmp, target)
+        commit_temp(tmp, target)  # mode from the umask (mkstemp alone gives 0600)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

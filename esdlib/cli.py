@@ -20,10 +20,13 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from esdlib.config import MAX_T, PROFILES, ConfigError, RunConfig, check_device
 from esdlib.data import DataError, DatasetNotFoundError
+from esdlib.engine import CheckpointError
+from esdlib.io import DiskFullError
 
 
 class CommandError(Exception):
@@ -31,12 +34,22 @@ class CommandError(Exception):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from esdlib.engine import fit
+    import warnings
+
+    from esdlib.engine import DivergenceWarning, fit
 
     cfg = RunConfig.from_overrides(args.profile, args.set or [])
-    record = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)  # reported below, in one line
+        record = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if record["status"] == "diverged":
+        d = record["divergence"]
+        print(f"esd: training diverged at epoch {d['epoch']}, step {d['step']} ({d['reason']}); "
+              f"run {record['run_id']} recorded as 'diverged' — lower the learning rate",
+              file=sys.stderr)
+        return 1
     m = record["metrics"]
     print(json.dumps({"run_id": record["run_id"], "status": record["status"],
                       "final_test_acc": m["final_test_acc"], "best_test_acc": m["best_test_acc"],
@@ -189,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line: one line each (no source file and code line)."""
+    print(f"esd: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``esd`` command.
 
@@ -200,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():  # restored on return (main may run inside a program)
+        warnings.showwarning = _show_warning
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the sub-command; known errors become one-line messages and an exit status."""
     from esdlib.results import RecordError
 
     try:
@@ -210,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetNotFoundError as err:
         print(f"esd {args.command}: data set not found: {_one_line(err)}", file=sys.stderr)
         return 2
+    except CheckpointError as err:
+        print(f"esd: unusable checkpoint: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except DiskFullError as err:
+        print(f"esd: {err.strerror}", file=sys.stderr)
+        return 1
     except (CommandError, DataError, RecordError) as err:
         print(f"esd {args.command}: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -12,6 +12,20 @@
   inside the epoch and the running sums of the epoch; data order is a function of
   ``(seed, epoch)``. A run killed mid-epoch and resumed ends with the same metrics as an
   uninterrupted one (CPU, ``num_workers=0``; with workers, augmentation draws differ).
+- **Safe, checksummed checkpoints**: a checkpoint file is a one-line header (SHA-256 and length
+  of the payload, position of the run) followed by the ``torch.save`` payload, which holds only
+  tensors and plain data and is loaded with ``torch.load(weights_only=True)``; a damaged,
+  truncated, empty or foreign file is a :class:`CheckpointError` naming the file. Automatic
+  resume from a damaged ``last.pt`` stops with that error and the advice to delete the file
+  (the run then starts again) — it never silently falls back to other weights.
+- **Runs always finish their record**: a finished run with a valid ``complete`` record is
+  returned without loading anything; a finished checkpoint whose record is ``running``,
+  damaged or missing re-creates the record from the checkpoint (a damaged record is moved aside
+  to ``<name>.corrupt-<time>``). ``best.pt`` is written before ``last.pt`` and re-derived on
+  resume when it is missing but recoverable.
+- **Divergence**: a non-finite loss, or non-finite weights after an optimiser step, stops
+  training; the record gets ``status="diverged"`` with the epoch and step (no checkpoint of the
+  non-finite state is written) and a :class:`DivergenceWarning` is issued.
 - **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
   gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
   reduced; rank 0 writes checkpoints and records.
@@ -23,6 +37,7 @@ import math
 import os
 import resource
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,12 +50,12 @@ from tqdm.auto import tqdm
 
 from esdlib.config import RunConfig, check_runtime, resolve_path
 from esdlib.data import DatasetInfo, build_datasets
+from esdlib.io import atomic_open, remove_stale_temps
 from esdlib.losses import LossConfig
 from esdlib.methods import evaluate_batch, get_method
 from esdlib.metrics import FiringRateMeter, OpCounter
 from esdlib.models import SpikingNet, build_model, check_branch_pool
 from esdlib.results import (
-    atomic_open,
     load_record,
     make_record,
     make_run_id,
@@ -48,7 +63,9 @@ from esdlib.results import (
     write_record,
 )
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""Format of checkpoints written now (2: checksummed header + RNG states as tensors; 1: the
+format before checksums, still readable)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,11 +303,16 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
 
 
 def _rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain Python values (loadable with ``weights_only=True``)."""
     import random
 
     import numpy as np
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached)},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -303,27 +325,169 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     import numpy as np
 
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    if isinstance(npst, dict):
+        key = np.asarray(npst["key"].cpu().numpy() if isinstance(npst["key"], Tensor)
+                         else npst["key"], dtype=np.uint32)
+        np.random.set_state((npst["kind"], key, npst["pos"], npst["has_gauss"],
+                             npst["cached_gaussian"]))
+    else:  # format-1 checkpoints stored NumPy's own tuple
+        np.random.set_state(tuple(npst))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, damaged (checksum, truncation), not written by
+    esdlib, of another configuration, or holding objects other than tensors and plain data.
+    The message names the file and says what to do."""
+
+
+CHECKPOINT_MAGIC = b"ESDLIB-CHECKPOINT "
+"""First bytes of a checkpoint file: this magic, a one-line JSON header, ``\n``, then the
+``torch.save`` payload. The header holds the payload's SHA-256 and length (and the position of
+the run, so consistency checks need not read the payload)."""
+
+_MAX_HEADER = 4096
+
+
+def _legacy_safe_globals() -> list[Any]:
+    """The NumPy globals a format-1 checkpoint's RNG state needs (a plain ``uint32`` array)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def save_checkpoint(path: Path, **payload: Any) -> None:
-    """``torch.save`` ``payload`` to ``path`` atomically (temp file + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``payload`` to ``path`` atomically, with a SHA-256 checksum of the serialised
+    payload in the file's header (format :data:`CHECKPOINT_MAGIC`).
+
+    ``payload`` must hold only tensors and plain Python data (it is loaded back with
+    ``torch.load(weights_only=True)``). The bytes are serialised in memory first, so a full
+    disk raises :class:`esdlib.io.DiskFullError` ("no space left on device while writing
+    <path>") and leaves the previous file intact.
+    """
+    import hashlib
+    import io
+    import json
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getbuffer()
+    state = payload.get("state") or {}
+    header = {"format": CHECKPOINT_VERSION, "sha256": hashlib.sha256(data).hexdigest(),
+              "bytes": len(data), "config_hash": payload.get("config_hash"),
+              **{k: state.get(k) for k in ("epoch", "step_in_epoch", "global_step",
+                                            "best_epoch")}}
+    line = CHECKPOINT_MAGIC + json.dumps(header, sort_keys=True).encode("ascii") + b"\n"
     with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
+        f.write(line)
+        f.write(data)
+
+
+def read_checkpoint_header(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The header of a checkpoint file (without reading the payload), or None for a file of
+    format 1 (no header). The file's size is checked against the header.
+
+    Raises:
+        CheckpointError: missing, empty, truncated, not an esdlib checkpoint.
+    """
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file (expected a last.pt or best.pt)")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(_MAX_HEADER)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it is damaged")
+    if head.startswith(b"PK\x03\x04"):
+        return None
+    if not head.startswith(CHECKPOINT_MAGIC):
+        raise CheckpointError(f"{path} is not an esdlib checkpoint (unknown file format)")
+    end = head.find(b"\n")
+    try:
+        if end < 0:
+            raise ValueError("no end of header")
+        header = json.loads(head[len(CHECKPOINT_MAGIC):end].decode("ascii"))
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
+        expected = end + 1 + int(header["bytes"])
+        str(header["sha256"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise CheckpointError(f"checkpoint {path} is damaged (unreadable header)") from None
+    if size != expected:
+        what = "truncated" if size < expected else "extra data"
+        raise CheckpointError(f"checkpoint {path} is damaged: {size} bytes on disk, its header "
+                              f"says {expected} ({what})")
+    header["_offset"] = end + 1
+    return header
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`fit` (its ``config`` rebuilds the run)."""
+    """Load a checkpoint written by :func:`fit` (its ``config`` rebuilds the run), safely.
+
+    The payload's SHA-256 is checked against the file's header, and it is unpickled with
+    ``torch.load(weights_only=True)``: only tensors and plain data are accepted, so a crafted
+    file cannot run code. Checkpoints written before checksums were added (format 1)
+    are still loaded with the same safe loader, with a warning that they cannot be verified.
+
+    Raises:
+        CheckpointError: missing, empty, truncated, damaged (checksum mismatch), not an esdlib
+            checkpoint, or holding anything but tensors and plain data. The message names
+            the file.
+    """
+    import hashlib
+    import io
+    import pickle
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path} is not an esdlib checkpoint (version {ckpt.get('version')})")
+    header = read_checkpoint_header(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    if header is not None:
+        data = memoryview(raw)[header["_offset"]:]
+        if hashlib.sha256(data).hexdigest() != header["sha256"]:
+            raise CheckpointError(f"checkpoint {path} is damaged: its SHA-256 does not match the "
+                                  "checksum written with it")
+        safe: list[Any] = []
+    else:
+        data = memoryview(raw)
+        safe = _legacy_safe_globals()
+    try:
+        with torch.serialization.safe_globals(safe):
+            ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [w.strip() for w in str(err).splitlines()]
+        detail = next((w for w in lines if "nsupported" in w), "not plain data")[:200]
+        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and "
+                              f"plain data ({detail}); it was not written by esdlib and may be "
+                              "malicious") from None
+    except Exception as err:  # noqa: BLE001 - any failure of the reader means a damaged file
+        raise CheckpointError(f"checkpoint {path} is damaged and cannot be read "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") not in (1, CHECKPOINT_VERSION):
+        version = ckpt.get("version") if isinstance(ckpt, dict) else None
+        raise CheckpointError(f"{path} is not an esdlib checkpoint (version {version})")
+    missing = [k for k in ("config", "config_hash", "model", "state") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete esdlib checkpoint "
+                              f"(missing {', '.join(missing)})")
+    if header is None:
+        warnings.warn(f"{path} predates checkpoint checksums (format 1): it was loaded safely "
+                      "but cannot be verified", UserWarning, stacklevel=2)
     return ckpt
 
 
@@ -363,6 +527,106 @@ class _Running:
         return out
 
 
+class DivergenceWarning(RuntimeWarning):
+    """Training stopped because the loss or the weights became non-finite (NaN/inf)."""
+
+
+def _params_finite(model: nn.Module) -> bool:
+    """Whether every parameter and floating-point buffer is finite (one device sync)."""
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers())
+               if t.is_floating_point() and t.numel()]
+    if not tensors:
+        return True
+    if hasattr(torch, "_foreach_norm"):
+        norms = torch._foreach_norm(tensors, float("inf"))  # max |x|; NaN propagates
+        return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _divergence(loss: float, model: nn.Module, world: int) -> str | None:
+    """Why training must stop (non-finite loss, or non-finite weights after the optimiser
+    step), or None. Under DDP the verdict is agreed by all ranks."""
+    reason = None
+    if not math.isfinite(loss):
+        reason = f"non-finite training loss ({loss})"
+    elif not _params_finite(model):
+        reason = "non-finite weights after the optimiser step"
+    if world > 1:
+        flag = torch.tensor([0.0 if reason is None else 1.0])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag)
+        if reason is None and float(flag) > 0:
+            reason = "non-finite loss or weights on another rank"
+    return reason
+
+
+def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | None:
+    """The valid record of this run at ``path``, or None when there is none.
+
+    A damaged record (not JSON, not a valid record) or the record of another configuration is
+    moved aside to ``<name>.corrupt-<UTC time>`` (never deleted) with a warning, so the run can
+    re-create it from its checkpoint (or by training).
+    """
+    if not path.is_file():
+        return None
+    try:
+        record = load_record(path)
+        if record.get("config_hash") == cfg.config_hash():
+            return record
+        problem = f"it belongs to another configuration (config_hash {record.get('config_hash')})"
+    except ValueError as err:  # RecordError, UnicodeDecodeError
+        problem = str(err).splitlines()[0]
+    if rank != 0:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # a concurrent run moved it already
+        return None
+    warnings.warn(f"damaged run record {path} moved to {aside.name} ({problem}); it is re-created "
+                  "from the checkpoint or by training", UserWarning, stacklevel=4)
+    return None
+
+
+def _ensure_best_checkpoint(paths: dict[str, Path], state: dict[str, Any]) -> None:
+    """Make ``best.pt`` hold the best epoch that ``state`` (just resumed) names.
+
+    ``best.pt`` is written before ``last.pt`` at each epoch end, so a kill between the two
+    writes redoes the epoch and rewrites both. A ``best.pt`` lost otherwise (older versions
+    wrote it second; deleted; damaged) is re-derived when the best epoch is the epoch that
+    ``last.pt`` ended: the two files then hold the same state. Otherwise it cannot be rebuilt
+    and a warning says so.
+    """
+    best_epoch = state.get("best_epoch", -1)
+    if best_epoch is None or best_epoch < 1:
+        return
+    try:
+        header = read_checkpoint_header(paths["best"])
+        if header is None or (header.get("epoch") == best_epoch
+                              and header.get("step_in_epoch") == 0):
+            return  # format 1 (position unknown) or consistent
+        problem = f"holds epoch {header.get('epoch')}, not the best epoch {best_epoch}"
+    except CheckpointError as err:
+        problem = str(err)
+    if state["epoch"] == best_epoch and state["step_in_epoch"] == 0:
+        header = read_checkpoint_header(paths["last"])
+        if header is not None:
+            with atomic_open(paths["best"], "wb") as f:
+                f.write(paths["last"].read_bytes())
+            warnings.warn(f"{paths['best']} re-derived from {paths['last']} ({problem})",
+                          UserWarning, stacklevel=4)
+            return
+    warnings.warn(f"{paths['best']} cannot be re-derived: {problem}; the weights of the best "
+                  f"epoch ({best_epoch}) are not available (the record still reports its "
+                  "accuracy from the history)", UserWarning, stacklevel=4)
+
+
 def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
         stop_after_steps: int | None = None,
         on_epoch_end: Callable[[SpikingNet, int], None] | None = None,
@@ -372,8 +636,10 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
     Args:
         cfg: the validated run configuration.
         progress: show tqdm progress bars (rank 0 only).
-        resume: continue from ``<checkpoint_dir>/<run_id>/last.pt`` when it exists (a finished
-            run is not retrained: its record is returned).
+        resume: continue from ``<checkpoint_dir>/<run_id>/last.pt`` when it exists. A finished
+            run is not retrained: its ``complete`` (or ``diverged``) record is returned, or
+            re-created from a finished ``last.pt`` when it is ``running``, damaged or missing.
+            A damaged ``last.pt`` raises :class:`CheckpointError` (delete it to start over).
         stop_after_steps: stop (after saving a checkpoint) once this many optimiser steps have
             run in this call — for tests of resumption and for time-boxed sessions.
         on_epoch_end: ``f(model, epochs_done)`` called before training (0) and after each
@@ -383,7 +649,13 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
 
     Returns:
         The run record (a dict following ``esdlib/schema/run_record.schema.json``); its
-        ``status`` is ``"running"`` if the run was stopped early.
+        ``status`` is ``"running"`` if the run was stopped early and ``"diverged"`` if the loss
+        or the weights became non-finite (with a :class:`DivergenceWarning`; the record's
+        ``divergence`` says where, its headline metrics are null).
+
+    Raises:
+        CheckpointError: ``last.pt`` is damaged, unsafe or of another configuration.
+        esdlib.io.DiskFullError: the disk filled while writing a checkpoint or the record.
     """
     wall0 = time.perf_counter()
     check_runtime(cfg)  # device, amp, writable folders: fail before any work
@@ -400,6 +672,19 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
 
 def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on_epoch_end,
          extra):
+    paths = checkpoint_paths(cfg)
+    out_dir = resolve_out_dir(cfg.out_dir)
+    rec_path = record_path(out_dir, cfg.experiment, make_run_id(cfg))
+    if rank == 0:  # temporary files of writers killed in an earlier run
+        for target in (paths["last"], paths["best"], rec_path):
+            remove_stale_temps(target)
+    existing = _existing_record(rec_path, cfg, rank)
+    if resume and existing is not None:
+        if existing["status"] == "diverged":
+            return existing
+        if existing["status"] == "complete" and len(existing["history"]) == cfg.epochs:
+            return existing
+
     seed_everything(cfg.seed)
     train_set, test_set, info, model = build_run(cfg)
     model.to(device)
@@ -409,8 +694,6 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
     sched = make_scheduler(opt, cfg)
     step_fn = get_method(cfg.method)
     lcfg = loss_config(cfg)
-    paths = checkpoint_paths(cfg)
-    out_dir = resolve_out_dir(cfg.out_dir)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -423,10 +706,15 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
              "best_acc": -1.0, "best_epoch": -1, "train_s": 0.0, "last_eval": None}
     running = _Running()
     if resume and paths["last"].is_file():
-        ckpt = load_checkpoint(paths["last"], device)
+        try:
+            ckpt = load_checkpoint(paths["last"], device)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}. Cannot resume this run: delete {paths['last']} to "
+                                  "train it from the start (or run with --no-resume / "
+                                  "resume=False)") from None
         if ckpt["config_hash"] != cfg.config_hash():
-            raise RuntimeError(f"checkpoint {paths['last']} belongs to a different config; "
-                               "delete it or choose another checkpoint_dir")
+            raise CheckpointError(f"checkpoint {paths['last']} belongs to a different config; "
+                                  "delete it or choose another checkpoint_dir")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -434,10 +722,9 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         state = ckpt["state"]
         running.__dict__.update(ckpt["running"])
         _set_rng_state(ckpt["rng"])
-        if state["epoch"] >= cfg.epochs:
-            rec = record_path(out_dir, cfg.experiment, make_run_id(cfg))
-            if rec.is_file():
-                return load_record(rec)
+        del ckpt
+        if rank == 0:
+            _ensure_best_checkpoint(paths, state)
 
     def checkpoint(kind: str = "last") -> None:
         if rank != 0:
@@ -482,11 +769,18 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             with torch.autocast(device.type, enabled=use_amp):
                 res = step_fn(model, x, y, cfg.T, lcfg, rate_grad_scale=cfg.rate_grad_scale,
                               backward=backward)
+            loss_value = float(res.loss)
             allreduce_gradients(model)
             scaler.step(opt)
             scaler.update()
+            reason = _divergence(loss_value, model, world)
+            if reason is not None:
+                state["divergence"] = {"epoch": epoch + 1, "step": state["step_in_epoch"] + 1,
+                                       "global_step": state["global_step"] + 1,
+                                       "reason": reason}
+                break
             correct = (res.logits.argmax(1) == y).sum().item()
-            running.add(float(res.loss), correct, y.numel(), res.diagnostics)
+            running.add(loss_value, correct, y.numel(), res.diagnostics)
             state["step_in_epoch"] += 1
             state["global_step"] += 1
             steps_this_call += 1
@@ -495,15 +789,18 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             bar.set_postfix(loss=f"{running.loss / max(running.samples, 1):.3f}",
                             acc=f"{running.correct / max(running.samples, 1):.3f}",
                             sps=f"{running.samples / max(elapsed, 1e-9):.0f}")
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                stopped = True
-                break
+            if (stop_after_steps is not None and steps_this_call >= stop_after_steps
+                    and state["step_in_epoch"] < steps_per_epoch):
+                stopped = True  # at the epoch's last step: end the epoch as usual (the loader
+                break  # may fetch one more batch, which draws augmentation RNG), then stop
             if state["global_step"] % cfg.checkpoint_every == 0:
                 state["train_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 checkpoint()
         bar.close()
         state["train_s"] += time.perf_counter() - t0
+        if "divergence" in state:
+            break
         if stopped and state["step_in_epoch"] < steps_per_epoch:
             checkpoint()
             break
@@ -528,9 +825,9 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         is_best = ev["test_acc"] > state["best_acc"]
         if is_best:
             state["best_acc"], state["best_epoch"] = ev["test_acc"], epoch + 1
-        checkpoint()
-        if is_best:
+        if is_best:  # best first: a kill between the two writes redoes this epoch
             checkpoint("best")
+        checkpoint()
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']:.4f} "
                        f"acc {entry['train_acc']:.4f} | test acc {ev['test_acc']:.4f} "
@@ -540,7 +837,20 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         if stop_after_steps is not None and steps_this_call >= stop_after_steps:
             stopped = True
 
+    if "divergence" in state:
+        final = record("diverged")
+        if rank == 0:
+            write_record(final, out_dir)
+        d = state["divergence"]
+        warnings.warn(DivergenceWarning(
+            f"training diverged at epoch {d['epoch']}, step {d['step']}: {d['reason']}; "
+            f"the record {rec_path} has status 'diverged' (last good checkpoint kept: "
+            f"{paths['last']})"), stacklevel=3)
+        return final
     status = "complete" if state["epoch"] >= cfg.epochs else "running"
+    if status == "complete" and state["last_eval"] is None:  # cannot happen after an epoch end
+        state["last_eval"] = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size,
+                                      device=device, channels_last=cfg.channels_last)
     final = record(status)
     if rank == 0 and state["history"]:
         write_record(final, out_dir)
@@ -550,14 +860,15 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
 def _record(cfg: RunConfig, state: dict, device: torch.device, world: int, wall0: float,
             status: str, info: DatasetInfo, more: dict[str, Any]) -> dict[str, Any]:
     hist = state["history"]
-    ev = state["last_eval"] or {}
-    metrics: dict[str, Any] = {
-        "final_test_acc": hist[-1]["test_acc"] if hist else None,
-        "best_test_acc": state["best_acc"] if hist else None,
-        "best_epoch": state["best_epoch"] if hist else None,
+    diverged = status == "diverged"
+    ev = {} if diverged else state["last_eval"] or {}
+    metrics: dict[str, Any] = {  # a diverged run has no result (its history is kept)
+        "final_test_acc": hist[-1]["test_acc"] if hist and not diverged else None,
+        "best_test_acc": state["best_acc"] if hist and not diverged else None,
+        "best_epoch": state["best_epoch"] if hist and not diverged else None,
         "epochs_completed": len(hist),
     }
-    if hist:
+    if hist and not diverged:
         metrics.update({k: v for k, v in hist[-1].items()
                         if k.startswith("train_") and isinstance(v, float)})
         metrics["test_loss"] = hist[-1]["test_loss"]
@@ -575,7 +886,7 @@ def _record(cfg: RunConfig, state: dict, device: torch.device, world: int, wall0
              "headline": "final-epoch test accuracy (best epoch selected on the test set is "
                          "secondary, as in the official code)", **more}
     return make_record(cfg, metrics=metrics, history=hist, timing=timing, firing_rates=firing,
-                       status=status, extra=extra)
+                       status=status, extra=extra, divergence=state.get("divergence"))
 
 
 def load_trained_model(checkpoint: str | os.PathLike,

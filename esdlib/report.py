@@ -126,15 +126,18 @@ def damaged_note(df: pd.DataFrame) -> str:
 
 def profile_note(df: pd.DataFrame, profile: str) -> str:
     """Prose: how many complete runs of ``profile`` ``df`` holds, and what was left out
-    (records of other profiles, unfinished or failed runs, and -- named one by one -- damaged
-    record files, see :func:`damaged_note`)."""
+    (records of other profiles, diverged runs, unfinished or failed runs, and -- named one by
+    one -- damaged record files, see :func:`damaged_note`)."""
     runs = runs_of(df, profile)
     other = len(complete(df)) - len(runs)
-    unfinished = len(df) - len(complete(df)) - len(damaged(df)) if len(df) else 0
+    diverged = int((df["status"] == "diverged").sum()) if len(df) else 0
+    unfinished = len(df) - len(complete(df)) - diverged - len(damaged(df)) if len(df) else 0
     text = f"{len(runs)} complete run{'s' if len(runs) != 1 else ''} of the {profile} profile"
     left = []
     if other:
         left.append(f"{other} complete run{'s' if other != 1 else ''} of other profiles")
+    if diverged:  # training stopped on NaN/inf: no result, but said so on the page
+        left.append(f"{diverged} diverged run{'s' if diverged != 1 else ''}")
     if unfinished:
         left.append(f"{unfinished} unfinished or failed run{'s' if unfinished != 1 else ''}")
     note = damaged_note(df)

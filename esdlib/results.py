@@ -28,14 +28,14 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
+from .io import atomic_open
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,67 +87,6 @@ class RecordError(ValueError):
 # ---------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_open(
-    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"
-) -> Iterator[IO]:
-    """Open a temporary file that atomically replaces ``path`` when the block exits.
-
-    The data goes to a uniquely named temporary file in the same directory
-    (``.<name>.<random>.tmp``), which is flushed, fsync-ed and then moved over
-    ``path`` with :func:`os.replace`. If the block raises, the temporary file is
-    deleted and ``path`` is untouched; if the process is killed, ``path`` is
-    untouched and at most a hidden ``.tmp`` file is left behind. Concurrent
-    writers to the same path each replace it with a complete file (last one wins).
-    Parent directories are created. Works for any payload, e.g.
-    ``with atomic_open(p, "wb") as f: torch.save(state, f)``.
-
-    Args:
-        path: Destination file.
-        mode: ``"w"`` (text) or ``"wb"`` (binary).
-        encoding: Text encoding (ignored in binary mode).
-
-    Yields:
-        The open temporary file.
-    """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with open(fd, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; keep an existing file's mode, else use 0644.
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
@@ -370,6 +309,7 @@ def make_record(
     git_rev: str | None = _AUTO,
     created: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    divergence: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a complete run record (not yet validated or written).
 
@@ -382,13 +322,17 @@ def make_record(
         timing: ``wall_s``, ``train_s`` (s) and ``peak_memory_bytes`` (or None).
         firing_rates: ``{"per_timestep": [T floats], "per_layer": {name: rate},
             "definition": str}`` or None when not measured.
-        status: ``"complete"``, ``"running"`` or ``"failed"``.
+        status: ``"complete"``, ``"running"``, ``"failed"`` or ``"diverged"`` (training
+            stopped on a non-finite loss or weights; needs ``divergence``; such a record is
+            not a result: its headline metrics are null).
         experiment: Defaults to ``cfg.experiment``.
         seeds: All seeds, for a record that aggregates several.
         environment: Defaults to :func:`environment_info` for ``cfg.device``.
         git_rev: Defaults to :func:`git_revision` of the current directory.
         created: ISO-8601 UTC time; defaults to now.
         extra: Free-form additional data, stored under ``extra``.
+        divergence: Where a diverged run stopped: ``{"epoch", "step", "global_step",
+            "reason"}`` (1-based epoch and step within the epoch).
 
     Returns:
         The record as a plain-JSON dict (see :func:`to_jsonable`).
@@ -414,6 +358,8 @@ def make_record(
     }
     if extra is not None:
         record["extra"] = dict(extra)
+    if divergence is not None:
+        record["divergence"] = dict(divergence)
     return to_jsonable(record)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+
+from esdlib.io import atomic_open
 
 DATASET_NAMES = ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
 
@@ -113,26 +114,15 @@ def default_root(name: str) -> Path:
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """Write a file atomically: ``write(fileobj)`` into a temp file, then ``os.replace``.
 
-    A killed process leaves either the old file, the new file, or a stray ``*.tmp``,
-    never a torn ``path``.
+    A killed process leaves either the old file or the new file, never a torn ``path``; its
+    stray temporary file is removed by the next write (see :func:`esdlib.io.atomic_open`).
 
     Args:
         path: Final file path; its folder is created if needed.
         write: Callable receiving a binary file object open for writing.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 def read_json_file(path: str | os.PathLike, what: str) -> Any:
