@@ -227,23 +227,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     """Run the sub-command; known errors become one-line messages and an exit status."""
     from esdlib.results import RecordError
 
+    known = (((ConfigError,), "esd {}: invalid configuration: ", 2),
+             ((DatasetNotFoundError,), "esd {}: data set not found: ", 2),
+             ((CheckpointError,), "esd: unusable checkpoint: ", 2),
+             ((DiskFullError,), "esd: ", 1),
+             ((CommandError, DataError, RecordError), "esd {}: ", 2))
     try:
         return args.func(args)
-    except ConfigError as err:
-        print(f"esd {args.command}: invalid configuration: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except DatasetNotFoundError as err:
-        print(f"esd {args.command}: data set not found: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except CheckpointError as err:
-        print(f"esd: unusable checkpoint: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except DiskFullError as err:
-        print(f"esd: {err.strerror}", file=sys.stderr)
-        return 1
-    except (CommandError, DataError, RecordError) as err:
-        print(f"esd {args.command}: {_one_line(err)}", file=sys.stderr)
-        return 2
+    except tuple(k for kinds, _, _ in known for k in kinds) as err:
+        prefix, status = next((p, s) for kind, p, s in known if isinstance(err, kind))
+        text = err.strerror if isinstance(err, DiskFullError) else _one_line(err)
+        print(prefix.format(args.command) + text, file=sys.stderr)
+        return status
 
 
 def _one_line(err: BaseException) -> str:
