@@ -213,14 +213,16 @@ def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Pa
         ``results_dir`` as an absolute path.
 
     Raises:
-        ValueError: unknown profile (the message lists the valid ones) or a results directory
-            without ``paper/``.
+        ValueError: unknown profile (the message lists the valid ones), a ``results_dir`` that
+            is not a path, or a results directory without ``paper/``.
     """
     from esdlib.config import PROFILES
 
     check_notebook_parameters(CHAPTER_PARAMETERS)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
+    if not isinstance(results_dir, (str, os.PathLike)) or not str(results_dir):
+        raise ValueError(f"results_dir must be a folder path (a string); got {results_dir!r}")
     path = Path(results_dir).resolve()
     if not (path / "paper").is_dir():
         raise ValueError(

@@ -23,9 +23,10 @@
   damaged or missing re-creates the record from the checkpoint (a damaged record is moved aside
   to ``<name>.corrupt-<time>``). ``best.pt`` is written before ``last.pt`` and re-derived on
   resume when it is missing but recoverable.
-- **Divergence**: a non-finite loss, or non-finite weights after an optimiser step, stops
-  training; the record gets ``status="diverged"`` with the epoch and step (no checkpoint of the
-  non-finite state is written) and a :class:`DivergenceWarning` is issued.
+- **Divergence**: a non-finite loss, a loss above :data:`DIVERGED_LOSS`, or non-finite
+  weights after an optimiser step, stops training; the record gets ``status="diverged"`` with
+  the epoch and step (no checkpoint of the diverged state is written) and a
+  :class:`DivergenceWarning` is issued.
 - **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
   gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
   reduced; rank 0 writes checkpoints and records.
@@ -528,7 +529,13 @@ class _Running:
 
 
 class DivergenceWarning(RuntimeWarning):
-    """Training stopped because the loss or the weights became non-finite (NaN/inf)."""
+    """Training stopped: the loss or the weights became non-finite, or the loss exploded."""
+
+
+DIVERGED_LOSS = 1e4
+"""A finite training loss above this counts as divergence: a cross-entropy of 10⁴ nats gives
+the true class a probability of e^-10000, far beyond anything a converging run passes through
+(an untrained network starts near ``log K`` per output, ~2.3 for 10 classes)."""
 
 
 def _params_finite(model: nn.Module) -> bool:
@@ -544,11 +551,13 @@ def _params_finite(model: nn.Module) -> bool:
 
 
 def _divergence(loss: float, model: nn.Module, world: int) -> str | None:
-    """Why training must stop (non-finite loss, or non-finite weights after the optimiser
-    step), or None. Under DDP the verdict is agreed by all ranks."""
+    """Why training must stop (non-finite or exploding loss, or non-finite weights after the
+    optimiser step), or None. Under DDP the verdict is agreed by all ranks."""
     reason = None
     if not math.isfinite(loss):
         reason = f"non-finite training loss ({loss})"
+    elif loss > DIVERGED_LOSS:
+        reason = f"exploding training loss ({loss:.3g} > {DIVERGED_LOSS:g})"
     elif not _params_finite(model):
         reason = "non-finite weights after the optimiser step"
     if world > 1:

@@ -383,7 +383,9 @@ def _validator() -> Any:
 
 
 def validate_record(record: Any) -> None:
-    """Check ``record`` against the run-record schema.
+    """Check ``record`` against the run-record schema, then its headline metrics against its
+    own history (final/best test accuracy, best epoch, epochs completed), so a hand-edited
+    number is caught.
 
     Raises:
         RecordError: Listing every violation as ``<json path>: <message>``.
@@ -396,6 +398,34 @@ def validate_record(record: Any) -> None:
         ]
         # dict.fromkeys: the schema's if/then repeats some checks; report each once.
         raise RecordError("invalid run record:\n  " + "\n  ".join(dict.fromkeys(lines)))
+    problems = _inconsistencies(record)
+    if problems:
+        raise RecordError("inconsistent run record (edited or damaged?):\n  "
+                          + "\n  ".join(problems))
+
+
+def _inconsistencies(record: Mapping[str, Any]) -> list[str]:
+    """Headline metrics that disagree with the record's own per-epoch history."""
+    history, metrics = record.get("history") or [], record.get("metrics") or {}
+    if record.get("status") == "diverged" or not history:
+        return []
+    accs = [entry.get("test_acc") for entry in history]
+    if any(not isinstance(a, (int, float)) for a in accs):
+        return []
+    problems = []
+    done, final = metrics.get("epochs_completed"), metrics.get("final_test_acc")
+    if done is not None and done != len(history):
+        problems.append(f"metrics/epochs_completed={done} but the history has {len(history)} "
+                        "epochs")
+    if final is not None and final != accs[-1]:
+        problems.append(f"metrics/final_test_acc={final} but the last epoch's test_acc is "
+                        f"{accs[-1]}")
+    best, epoch = metrics.get("best_test_acc"), metrics.get("best_epoch")
+    at_best = [e.get("test_acc") for e in history if e.get("epoch") == epoch]
+    if best is not None and (best != max(accs) or at_best != [best]):
+        problems.append(f"metrics/best_test_acc={best} at epoch {epoch} but the history's best "
+                        f"is {max(accs)}")
+    return problems
 
 
 def record_path(out_dir: str | os.PathLike, experiment: str, run_id: str) -> Path:

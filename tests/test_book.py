@@ -106,6 +106,9 @@ def test_check_chapter_parameters_lists_valid_profiles(tmp_path):
     with pytest.raises(ValueError, match="no 'paper/' folder"):
         bookbuild.check_chapter_parameters("smoke", tmp_path)
     assert bookbuild.check_chapter_parameters("smoke", "results").is_absolute()
+    for bad in (5, None, ""):  # e.g. `papermill … -p results_dir 5` injects an int
+        with pytest.raises(ValueError, match="results_dir must be a folder path"):
+            bookbuild.check_chapter_parameters("smoke", bad)
 
 
 def test_kernel_environment_drops_mplbackend_and_restores(monkeypatch):

@@ -109,13 +109,14 @@ def address(x_raw, y_raw, p_raw):
     return (y_raw << 8) | (x_raw << 1) | p_raw
 
 
-def random_file(seed: int, n: int, p_raw=None, high_bits: bool = False):
+def random_file(seed: int, n: int, p_raw=None, flag_bit: bool = False):
     """``n`` events at random pixels and polarities (or the fixed ``p_raw``), sorted times."""
     rng = np.random.default_rng(seed)
     p = rng.integers(0, 2, n) if p_raw is None else np.full(n, p_raw)
     addr = address(rng.integers(0, 128, n), rng.integers(0, 128, n), p)
-    if high_bits:  # bits 15..22 are outside the x/y/p fields: both readers must mask them
-        addr |= rng.integers(0, 256, n).astype(np.uint32) << 15
+    if flag_bit:  # bit 15, the camera's special-event flag, is outside x/y/p: both readers mask
+        # it (higher bits never occur in DVS128 data; esdlib refuses them as a corrupt stream)
+        addr |= rng.integers(0, 2, n).astype(np.uint32) << 15
     return addr, np.sort(rng.integers(0, 2**32, n, dtype=np.uint64))
 
 
@@ -139,7 +140,7 @@ DVS_CASES = {
     "frame_borders": border_file,
     "only_polarity_raw0": lambda: random_file(5, 300, p_raw=0),
     "only_polarity_raw1": lambda: random_file(6, 300, p_raw=1),
-    "address_bits_outside_fields": lambda: random_file(7, 500, high_bits=True),
+    "special_event_flag_bit": lambda: random_file(7, 500, flag_bit=True),
 }
 FRAME_COUNTS = (1, 4, 10, 16)
 

@@ -260,16 +260,16 @@ def test_running_record_with_a_complete_checkpoint_is_finished(finished, tmp_pat
     assert paths["last"].read_bytes() == last_bytes, "the finished run was retrained"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "invalid", "missing"])
+@pytest.mark.parametrize("damage", ["truncated", "invalid", "edited", "missing"])
 def test_damaged_or_missing_record_is_recreated_from_the_checkpoint(finished, tmp_path, damage):
     root, cfg, paths, rec = _copy(finished, tmp_path, 2)
     good = load_record(rec)
     text = rec.read_text()
     if damage == "truncated":
         rec.write_text(text[: len(text) // 2])
-    elif damage == "invalid":
+    elif damage in ("invalid", "edited"):  # 1.5 breaks the schema; 0.99 only the history
         bad = json.loads(text)
-        bad["metrics"]["final_test_acc"] = 1.5
+        bad["metrics"]["final_test_acc"] = 1.5 if damage == "invalid" else 0.99
         rec.write_text(json.dumps(bad))
     else:
         rec.unlink()
@@ -394,6 +394,8 @@ def test_non_finite_loss_is_divergence():
     net = torch.nn.Linear(2, 2)
     assert "loss" in engine._divergence(float("nan"), net, 1)
     assert engine._divergence(1.0, net, 1) is None
+    assert "exploding" in engine._divergence(1.65e15, net, 1)  # finite, but blown up
+    assert engine._divergence(engine.DIVERGED_LOSS, net, 1) is None
     with torch.no_grad():
         net.weight[0, 0] = float("inf")
     assert "weights" in engine._divergence(1.0, net, 1)

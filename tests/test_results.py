@@ -62,7 +62,9 @@ def _record(cfg=None, status="complete", final=0.91, **kw):
                 "epoch_time_s": 2.5,
                 "train_acc": 0.5,
             },
-        ],  # fmt: skip
+        ] + ([] if final is None else [{
+                "epoch": 1, "train_loss": 1.1, "test_acc": final, "lr": 0.05,
+                "epoch_time_s": 2.5, "train_acc": 0.6}]),  # fmt: skip
         firing_rates={
             "per_timestep": [0.15, 0.17],
             "per_layer": {"stem": 0.2, "layer1.0": 0.1},
@@ -87,6 +89,20 @@ def _no_temp_files(folder):
 
 
 # -- schema ---------------------------------------------------------------------
+
+
+def test_headline_metrics_must_agree_with_the_history():
+    """A hand-edited headline number is caught (the review's edited-record case)."""
+    good = to_jsonable(_record())
+    validate_record(good)
+    for key, value, needle in [("final_test_acc", 0.99, "final_test_acc=0.99"),
+                               ("best_test_acc", 0.99, "best_test_acc=0.99"),
+                               ("best_epoch", 1, "at epoch 1"),
+                               ("epochs_completed", 5, "epochs_completed=5")]:
+        edited = json.loads(json.dumps(good))
+        edited["metrics"][key] = value
+        with pytest.raises(RecordError, match=needle):
+            validate_record(edited)
 
 
 def test_valid_record_passes(record):
