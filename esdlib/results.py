@@ -400,8 +400,8 @@ def validate_record(record: Any) -> None:
         raise RecordError("invalid run record:\n  " + "\n  ".join(dict.fromkeys(lines)))
     problems = _inconsistencies(record)
     if problems:
-        raise RecordError("inconsistent run record (edited or damaged?):\n  "
-                          + "\n  ".join(problems))
+        raise RecordError("inconsistent run record (edited or damaged?): "
+                          + "; ".join(problems))
 
 
 def _inconsistencies(record: Mapping[str, Any]) -> list[str]:
