@@ -376,7 +376,8 @@ def test_huge_learning_rate_is_recorded_as_diverged(tmp_path):
     validate_record(rec)
     assert rec["status"] == "diverged"
     d = rec["divergence"]
-    assert d["epoch"] == 1 and d["step"] >= 1 and "non-finite" in d["reason"]
+    assert d["epoch"] == 1 and d["step"] >= 1
+    assert "non-finite" in d["reason"] or "exploding" in d["reason"]
     assert rec["metrics"]["final_test_acc"] is None
     last = checkpoint_paths(cfg)["last"]
     if last.exists():  # any checkpoint kept is from before the divergence
