@@ -790,7 +790,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
         revision, grid, published reference and one row per (arch, batch, method, T) with
         times in seconds and memory in bytes.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     started = time.perf_counter()
     created = utc_now_iso()

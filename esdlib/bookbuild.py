@@ -359,7 +359,7 @@ def execute_chapters(
         ChapterExecutionError: a notebook failed; names it and gives the papermill error.
     """
     import papermill
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     notebooks = chapter_notebooks(src_dir)

@@ -47,7 +47,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from esdlib.config import RunConfig, check_runtime, resolve_path
 from esdlib.data import DatasetInfo, build_datasets
@@ -566,7 +566,7 @@ def _divergence(loss: float, model: nn.Module, world: int) -> str | None:
             flag = flag.cuda()
         dist.all_reduce(flag)
         if reason is None and float(flag) > 0:
-            reason = "non-finite loss or weights on another rank"
+            reason = "divergence on another rank"
     return reason
 
 

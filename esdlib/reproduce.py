@@ -195,7 +195,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     Returns:
         Path of the built ``index.html`` (``None`` when ``build`` is False).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from esdlib.bookbuild import build_book, execute_chapters, kernel_environment
 
