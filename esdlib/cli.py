@@ -34,8 +34,6 @@ class CommandError(Exception):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import warnings
-
     from esdlib.engine import DivergenceWarning, fit
 
     cfg = RunConfig.from_overrides(args.profile, args.set or [])

@@ -875,11 +875,6 @@ def check_runtime(cfg: RunConfig) -> None:
     if cfg.amp and device_type != "cuda":
         raise ConfigError(f"amp=true needs a CUDA device, but this run would use {device_type} "
                           "(mixed precision would be silently off); set amp=false")
-    from esdlib.results import make_run_id
-
-    run_id = make_run_id(cfg)
-    if len(run_id) + len(".json") > 255:  # pragma: no cover - bounded by MAX_EXPERIMENT_LEN
-        raise ConfigError(f"run id {run_id!r} is too long for a file name")
     for what in ("out_dir", "checkpoint_dir", "cache_dir"):
         value = getattr(cfg, what)
         if value is not None and (what != "cache_dir" or cfg.dataset == "cifar10_dvs"):

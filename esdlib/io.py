@@ -102,9 +102,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
         return True
     return True
 

@@ -116,12 +116,13 @@ def damaged(df: pd.DataFrame) -> pd.DataFrame:
 def damaged_note(df: pd.DataFrame) -> str:
     """Prose naming every damaged record file: ``"damaged record: <path> (<problem>)"``, one
     per file joined by ``"; "``; empty when there is none."""
-    d = damaged(df)
-    if not len(d):
-        return ""
-    errors = d["error"] if "error" in d else [""] * len(d)
-    return "; ".join(f"{DAMAGED_MARKER} {p} ({e})" for p, e in zip(d["path"], errors,
-                                                                    strict=True))
+    return "; ".join(damaged_labels(damaged(df)))
+
+
+def damaged_labels(df: pd.DataFrame) -> list[str]:
+    """``"damaged record: <path> (<problem>)"`` for each row of ``df`` (damaged rows)."""
+    errors = df["error"] if "error" in df else [""] * len(df)
+    return [f"{DAMAGED_MARKER} {p} ({e})" for p, e in zip(df["path"], errors, strict=True)]
 
 
 def profile_note(df: pd.DataFrame, profile: str) -> str:
@@ -1557,9 +1558,7 @@ def record_status(df: pd.DataFrame) -> pd.DataFrame:
     out = out.reindex(columns=cols)
     bad = (df["status"] == "damaged").to_numpy()
     if bad.any():  # the table says which file and why instead of a blank row
-        errors = df["error"] if "error" in df else pd.Series([""] * len(df), index=df.index)
-        out.loc[bad, "scale_label"] = [f"{DAMAGED_MARKER} {p} ({e})" for p, e in
-                                       zip(df["path"][bad], errors[bad], strict=True)]
+        out.loc[bad, "scale_label"] = damaged_labels(df[bad])
     out["wall_s"] = out["wall_s"].astype(float).round(1)
     return out.reset_index(drop=True)
 
