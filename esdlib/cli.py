@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from esdlib.config import MAX_T, PROFILES, ConfigError, RunConfig, check_device
-from esdlib.data import DataError, DatasetNotFoundError
+from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
 from esdlib.engine import CheckpointError
 from esdlib.io import DiskFullError
 
@@ -90,7 +90,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                            f"({type(err).__name__}: {reason[:300]})") from err
     T = cfg.T if args.T is None else args.T
     _, test, info = build_datasets(cfg.dataset, args.data_root or cfg.data_root,
-                                   T=T if cfg.dataset in ("dvs_digits", "cifar10_dvs") else cfg.T,
+                                   T=T if cfg.dataset in TIME_VARYING_DATASETS else cfg.T,
                                    image_size=cfg.image_size, augment=False, split=cfg.split,
                                    seed=cfg.seed, cache_dir=cfg.cache_dir)
     ev = evaluate(model, test, T, batch_size=args.batch_size, device=device,
@@ -138,6 +138,21 @@ def _reproduce(args: argparse.Namespace) -> int:
         raise CommandError(f"--jobs must be >= 1 (leave it out for one per CPU), got {args.jobs}")
     if args.threads < 1:
         raise CommandError(f"--threads must be >= 1, got {args.threads}")
+    if args.fresh is not None:
+        from esdlib.reproduce import reproduce_fresh
+
+        try:
+            found = reproduce_fresh(args.profile, args.fresh, progress=not args.quiet,
+                                    only=args.only, jobs=args.jobs, threads=args.threads)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+        v = found.verdicts
+        for row in v.itertuples():
+            mark = "holds" if row.holds else "DIFFERS"
+            print(f"{mark:8} {row.key:22} committed: {row.verdict_committed:14} "
+                  f"fresh: {row.verdict_fresh}")
+        print(f"{int(v['holds'].sum())} of {len(v)} verdicts hold; report: {found.report}")
+        return 0 if found.all_hold else 1
     index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
                       only=args.only, jobs=args.jobs, threads=args.threads)
     if index is not None:
@@ -159,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one configuration and write its run record")
     p.add_argument("--profile", choices=PROFILES, default="default",
-                   help="smoke (seconds), default (embedded digits, minutes), paper (GPU)")
+                   help="smoke (seconds), quick (a preview of every page), default (the "
+                        "book's hard digits), paper (GPU)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a RunConfig field, e.g. --set method=bptt --set T=6 "
                         "(repeatable). Keys: " + ", ".join(_config_keys()))
@@ -195,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None,
                    help="grid points run at once, each in its own kernel (default: one per CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per kernel (default 1)")
+    p.add_argument("--fresh", metavar="DIR", default=None,
+                   help="re-run the grid into DIR (never touching the committed records), then "
+                        "compare every cell and verdict with the committed runs; writes "
+                        "DIR/comparison.md and exits 1 when a verdict does not hold")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_reproduce)
     return parser

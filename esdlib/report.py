@@ -45,7 +45,8 @@ PAPER_DVS_ROWS = {"ratebp": ("RateBP", "one-step"), "esd": ("ESD (ours in paper)
 FIRING_LABELS = {"bptt": "BPTT", "esd": "ESD"}
 """Our method → its name in the paper's ``firing_rates`` table."""
 
-DATASET_SHAPES = {"digits": (1, 10), "dvs_digits": (2, 10), "cifar10": (3, 10),
+DATASET_SHAPES = {"digits": (1, 10), "dvs_digits": (2, 10), "digits_hard": (1, 10),
+                  "dvs_digits_hard": (2, 10), "cifar10": (3, 10),
                   "cifar100": (3, 100), "imagenet": (3, 1000), "cifar10_dvs": (2, 10)}
 """``(input channels, classes)`` per data set, to rebuild a model without loading its data."""
 
@@ -58,11 +59,12 @@ FACTOR_LABELS = {"method": "distillation", "branch_kind": "branch kind", "beta":
 
 CHAPTER_EXPERIMENTS = {
     "04_table1_static": ("table1",),
-    "05_dvs": ("dvs",),
+    "05_dvs": ("dvs", "dvs_scaling"),
     "06_scalability": ("bench", "table1"),
     "07_firing_rates": ("table1",),
     "08_gradient_error": ("gradient_error",),
     "09_ablations": ("table1", "ablation"),
+    "11_verdicts": ("table1", "dvs", "dvs_scaling", "ablation", "gradient_error"),
 }
 """Which experiments (folders of ``results/``; ``bench`` = ``results/bench/*.json``) each
 reproduction chapter reads (chapter 10, provenance, reads all of them)."""
@@ -1634,3 +1636,127 @@ def provenance_facts(notebooks: pd.DataFrame, records: pd.DataFrame,
             "n_same_rev": str(sum(same_commit(r, current) for r in records["git_revision"])
                               if len(records) else 0),
             "current": str(current)}
+
+
+# ---------------------------------------------------------------------------
+# Verdicts (esdlib.evidence), learning curves and convergence, for every chapter
+# ---------------------------------------------------------------------------
+
+INDICATIVE_PROFILES = ("smoke", "quick")
+"""Profiles whose pages are previews: unconverged runs of one seed, no verdicts."""
+
+
+def indicative_banner(profile: str) -> Any:
+    """An HTML banner for pages built from a preview profile (``None`` for the others).
+
+    Displayed at the top of each reproduction chapter: the runs of ``smoke``/``quick`` are
+    unconverged and have one seed, so nothing on the page is evidence.
+    """
+    from IPython.display import HTML
+
+    if profile not in INDICATIVE_PROFILES:
+        return None
+    return HTML(
+        '<div class="admonition warning"><p class="admonition-title">Indicative only</p>'
+        f"<p>This page was built from the <code>{profile}</code> profile: short, unconverged "
+        "runs of one seed. Its numbers preview the layout of the page; they are not evidence "
+        "and no claim gets a verdict. The <code>default</code> profile gives the verdicts."
+        "</p></div>")
+
+
+def _fmt_signed(x: float, digits: int = 2) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def verdict_table(df: pd.DataFrame, chapter: str | None = None) -> Any:
+    """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts.
+
+    Columns: the claim, the paper's number, the paired seeds ``n``, the mean paired difference
+    (signed so that the paper's direction is positive) with its 95 % interval, the verdict and
+    the per-seed differences. Returned as HTML without an index, ready to display.
+    """
+    from IPython.display import HTML
+
+    from esdlib.evidence import claims_table
+
+    t = claims_table(df, chapter=chapter)
+    shown = pd.DataFrame({
+        "claim": t["claim"], "paper": t["paper"], "n": t["n"],
+        "mean difference": [f"{_fmt_signed(m)} {u}".strip() for m, u in zip(t["mean"], t["unit"],
+                                                                               strict=True)],
+        "95 % interval": [f"[{_fmt_signed(a)}, {_fmt_signed(b)}]" if np.isfinite(a) else "—"
+                          for a, b in zip(t["ci_low"], t["ci_high"], strict=True)],
+        "verdict": t["verdict"], "per seed": t["differences"].replace("", "—")})
+    return HTML(shown.style.hide(axis="index").to_html())
+
+
+def learning_curves(records: Sequence[Mapping[str, Any]],
+                    by: Sequence[str] = ("method", "T")) -> pd.DataFrame:
+    """Test accuracy per epoch of every run, long format.
+
+    Args:
+        records: Full run records (:func:`esdlib.load_record`).
+        by: Config fields that name a curve's group.
+
+    Returns:
+        Columns ``group`` (e.g. ``"esd, T=4"``), ``seed``, ``epoch``, ``test_acc_%``.
+    """
+    rows = []
+    for r in records:
+        cfg = r["config"]
+        group = ", ".join(str(cfg[k]) if k == "method" else f"{k}={cfg[k]}" for k in by)
+        for h in r["history"]:
+            rows.append({"group": group, "seed": cfg["seed"], "epoch": h["epoch"],
+                         "test_acc_%": 100.0 * h["test_acc"]})
+    return pd.DataFrame(rows, columns=["group", "seed", "epoch", "test_acc_%"])
+
+
+def learning_curve_figure(curves: pd.DataFrame, title: str = "") -> Figure:
+    """Figure: mean test accuracy per epoch of each group, with the band of min-max over seeds."""
+    fig = new_figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for group, g in curves.groupby("group", sort=False):
+        s = g.groupby("epoch")["test_acc_%"].agg(["mean", "min", "max"])
+        line, = ax.plot(s.index, s["mean"], marker="o", markersize=3, label=group)
+        ax.fill_between(s.index, s["min"], s["max"], alpha=0.2, color=line.get_color())
+    if not len(curves):
+        ax.text(0.5, 0.5, "no complete runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    if len(curves):
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def convergence_summary(df: pd.DataFrame) -> Any:
+    """Per experiment and method: runs, how many settled, the largest change at the end.
+
+    Uses :func:`esdlib.evidence.convergence_table` (a run has settled when its test accuracy
+    moved by at most ``CONVERGENCE_THRESHOLD`` points over its last ``CONVERGENCE_WINDOW``
+    epochs). Returned as HTML without an index.
+    """
+    from IPython.display import HTML
+
+    from esdlib.evidence import convergence_table
+
+    t = convergence_table(df)
+    if not len(t):
+        return HTML("<p>No complete runs.</p>")
+    s = (t.groupby(["experiment", "method", "T"], sort=True)
+         .agg(runs=("run_id", "size"), settled=("converged", "sum"),
+              epochs=("epochs", "max"), largest_final_change=("last_change", "max"))
+         .reset_index())
+    s["largest_final_change"] = s["largest_final_change"].map("{:.2f} pts".format)
+    s["settled"] = s["settled"].astype(int)
+    return HTML(s.style.hide(axis="index").to_html())
+
+
+def unsettled_runs(df: pd.DataFrame) -> str:
+    """``"none"`` or the run ids whose accuracy still moved at the end (for the page's text)."""
+    from esdlib.evidence import convergence_table
+
+    t = convergence_table(df)
+    ids = list(t.loc[~t["converged"].astype(bool), "run_id"]) if len(t) else []
+    return "none" if not ids else ", ".join(ids)

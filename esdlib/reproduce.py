@@ -11,6 +11,13 @@ The grid of every profile lives in one manifest, ``experiments/manifest.yaml``::
           grid: {method: [bptt, esd], seed: [0, 1, 2]}   # cartesian product
           extra: [{arch: spiking_resnet19, method: esd}]  # single points added to the product
 
+``grid`` may also be a list of such mappings: the union of their products (e.g. every method
+at T = 4 plus two methods at other T).
+
+``esd reproduce --fresh DIR`` (:func:`reproduce_fresh`) re-runs a profile's grid into ``DIR``
+without touching the committed records and reports, per cell and per claim of
+:mod:`esdlib.evidence`, the committed and the fresh numbers and whether every verdict holds.
+
 Each grid point is one validated :class:`~esdlib.config.RunConfig` (``experiment`` = the
 experiment name) whose run id names both outputs: ``papermill_runs/<experiment>/<run_id>.ipynb``
 (the executed notebook) and ``results/<experiment>/<run_id>.json`` (the run record). A point
@@ -93,7 +100,8 @@ def expand_grid(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Overrides of every point of one experiment spec (``base`` × product(``grid``) + ``extra``).
 
     Args:
-        spec: ``{"base": {...}, "grid": {key: [values]}, "extra": [{...}]}`` (all optional).
+        spec: ``{"base": {...}, "grid": {key: [values]}, "extra": [{...}]}`` (all optional);
+            ``grid`` may be a list of such mappings (the union of their products).
 
     Returns:
         A list of override dicts, in a deterministic order, without duplicates.
@@ -102,10 +110,14 @@ def expand_grid(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     if unknown:
         raise ValueError(f"unknown experiment keys {sorted(unknown)}; use base, grid, extra")
     base = dict(spec.get("base") or {})
-    grid = spec.get("grid") or {}
-    keys = list(grid)
-    points = [base | dict(zip(keys, values, strict=True))
-              for values in itertools.product(*(grid[k] for k in keys))]
+    grids = spec.get("grid") or {}
+    points = []
+    for grid in grids if isinstance(grids, list) else [grids]:
+        if not isinstance(grid, Mapping) or not all(isinstance(v, list) for v in grid.values()):
+            raise ValueError(f"a grid maps each key to a list of values, got {grid!r}")
+        keys = list(grid)
+        points += [base | dict(zip(keys, values, strict=True))
+                   for values in itertools.product(*(grid[k] for k in keys))]
     points += [base | dict(p) for p in spec.get("extra") or []]
     unique, seen = [], set()
     for p in points:
@@ -224,3 +236,101 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
                      {"profile": profile, "results_dir": str(results)}, progress=progress,
                      cwd=root, threads=threads)
     return build_book(book, build_dir)
+
+
+@dataclass(frozen=True)
+class FreshComparison:
+    """What :func:`reproduce_fresh` found.
+
+    Attributes:
+        cells: Per cell, committed vs fresh mean (:func:`esdlib.evidence.compare_cells`).
+        verdicts: Per claim, committed vs fresh verdict
+            (:func:`esdlib.evidence.compare_verdicts`).
+        report: The written Markdown report (``<DIR>/comparison.md``).
+    """
+
+    cells: Any
+    verdicts: Any
+    report: Path
+
+    @property
+    def all_hold(self) -> bool:
+        """Whether every committed verdict is also the fresh one."""
+        return bool(self.verdicts["holds"].all())
+
+
+def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) -> dict[str, Path]:
+    fresh = Path(fresh_dir).resolve()
+    folders = {name: fresh / name for name in ("results", "papermill_runs", "checkpoints")}
+    protected = [committed, root / "papermill_runs", root / "checkpoints"]
+    for path in (fresh, *folders.values()):
+        for kept in protected:
+            if path == kept or kept in path.parents or path in kept.parents:
+                raise ValueError(f"--fresh {fresh_dir}: the fresh re-run must not write into or "
+                                 f"above {kept} (the committed runs); choose a separate folder, "
+                                 "e.g. /tmp/esd-fresh")
+    return folders
+
+
+def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
+                    committed_dir: str | os.PathLike | None = None, progress: bool = True,
+                    only: Iterable[str] | None = None, jobs: int | None = None,
+                    threads: int = 1) -> FreshComparison:
+    """Re-run a profile's grid into a separate folder and compare it with the committed runs.
+
+    The grid runs into ``<fresh_dir>/results``, ``<fresh_dir>/papermill_runs`` and
+    ``<fresh_dir>/checkpoints`` (finished points there are skipped, so an interrupted check
+    resumes); the committed records are only read. The report ``<fresh_dir>/comparison.md``
+    (and ``comparison.json``) lists, per cell of :data:`esdlib.evidence.CLAIMS`, the committed
+    and the fresh mean, and per claim both verdicts and whether the verdict holds. Digits are
+    not expected to match across machines (other CPUs pick other kernels; spiking thresholds
+    amplify last-bit differences); the verdicts are.
+
+    Args:
+        profile: The profile to re-run (usually ``default``).
+        fresh_dir: Folder of the fresh re-run; must not be, contain or lie inside the
+            committed results, papermill runs or checkpoints.
+        committed_dir: The committed results (default ``<root>/results``).
+        progress: Progress bars.
+        only: Re-run only these experiments (the comparison still lists every claim).
+        jobs: Grid points run at once (default: one per CPU).
+        threads: CPU threads per kernel.
+
+    Returns:
+        The :class:`FreshComparison`.
+
+    Raises:
+        ValueError: ``fresh_dir`` overlaps the committed folders.
+        ConfigError: An invalid grid point (before any run).
+    """
+    from esdlib import evidence
+    from esdlib.report import runs_of
+    from esdlib.results import atomic_write_json, atomic_write_text, load_records
+
+    root = project_root()
+    committed = Path(committed_dir or root / "results").resolve()
+    folders = _fresh_folders(fresh_dir, committed, root)
+    grid_points(profile, only=only)  # validate before creating anything
+    reproduce(profile, build=False, progress=progress, only=only,
+              results_dir=folders["results"], runs_dir=folders["papermill_runs"],
+              checkpoint_dir=folders["checkpoints"], jobs=jobs, threads=threads)
+    old = runs_of(load_records(committed, strict=False), profile)
+    new = runs_of(load_records(folders["results"], strict=False), profile)
+    cells = evidence.compare_cells(old, new)
+    verdicts = evidence.compare_verdicts(old, new)
+    out = Path(fresh_dir).resolve()
+    atomic_write_json(out / "comparison.json", {
+        "profile": profile, "committed": str(committed), "fresh": str(folders["results"]),
+        "cells": json.loads(cells.to_json(orient="records")),
+        "verdicts": json.loads(verdicts.to_json(orient="records"))})
+    held = int(verdicts["holds"].sum())
+    text = "\n".join([
+        f"# Fresh re-run of the {profile} profile", "",
+        f"- committed records: {committed}", f"- fresh records: {folders['results']}",
+        f"- verdicts that hold: {held} of {len(verdicts)}", "",
+        "## Verdicts", "", "```",
+        verdicts.drop(columns=["claim"]).to_string(index=False, float_format="{:+.2f}".format),
+        "```", "", "## Cells (mean over seeds)", "", "```",
+        cells.to_string(index=False, float_format="{:.2f}".format), "```", ""])
+    report = atomic_write_text(out / "comparison.md", text)
+    return FreshComparison(cells, verdicts, report)

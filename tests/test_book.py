@@ -17,6 +17,7 @@ import pathlib
 import shutil
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -29,6 +30,7 @@ from esdlib.bookbuild import (
     check_pages,
     execute_chapters,
 )
+from esdlib.evidence import NO_VERDICT
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -101,7 +103,7 @@ def test_unknown_parameter_fails_before_any_kernel(tmp_path):
 
 
 def test_check_chapter_parameters_lists_valid_profiles(tmp_path):
-    with pytest.raises(ValueError, match="smoke, default, paper"):
+    with pytest.raises(ValueError, match="smoke, quick, default, paper"):
         bookbuild.check_chapter_parameters("fast", ROOT / "results")
     with pytest.raises(ValueError, match="no 'paper/' folder"):
         bookbuild.check_chapter_parameters("smoke", tmp_path)
@@ -178,6 +180,28 @@ def test_pipeline_smoke(smoke_book):
         pytest.skip(NO_CHROMIUM)
     problems = check_pages(html, CHROMIUM)
     assert problems == [], "browser check:\n" + "\n".join(problems)
+
+
+@pytest.mark.pipeline
+def test_fresh_rerun_compares_without_touching_the_committed_records(smoke_book):
+    from esdlib.reproduce import reproduce_fresh
+
+    tmp = smoke_book["tmp"]
+    committed = tmp / "results"
+    before = {p: p.stat().st_mtime_ns for p in committed.rglob("*.json")}
+    fresh = tmp / "fresh"
+    found = reproduce_fresh("smoke", fresh, committed_dir=committed, progress=False,
+                            only=["gradient_error"])
+    assert {p: p.stat().st_mtime_ns for p in committed.rglob("*.json")} == before
+    assert list((fresh / "results" / "gradient_error").glob("*.json"))
+    cells = found.cells.set_index("cell")
+    row = cells.loc["gradient_error: method=esd"]
+    assert row["n_committed"] == row["n_fresh"] == 1 and np.isfinite(row["mean_fresh"])
+    assert found.report.read_text().startswith("# Fresh re-run of the smoke profile")
+    assert set(found.verdicts["verdict_fresh"]) == {NO_VERDICT}  # one seed: no verdict
+    assert found.all_hold
+    data = json.loads((fresh / "comparison.json").read_text())
+    assert data["profile"] == "smoke" and len(data["verdicts"]) == len(found.verdicts)
 
 
 @pytest.mark.pipeline

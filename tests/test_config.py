@@ -41,7 +41,7 @@ def test_every_profile_builds(name):
 
 
 def test_profile_names():
-    assert PROFILES == ("smoke", "default", "paper")
+    assert PROFILES == ("smoke", "quick", "default", "paper")
 
 
 def test_profile_is_both_factory_and_field():
@@ -64,11 +64,17 @@ def test_smoke_profile_values():
 def test_default_profile_values():
     cfg = RunConfig.profile("default")
     expected = dict(
-        dataset="digits", image_size=16, arch="spiking_resnet18", width=0.25, T=4,
-        epochs=10, batch_size=16, lr=0.1, weight_decay=5e-4,
+        dataset="digits_hard", image_size=16, arch="spiking_resnet18", width=0.25, T=4,
+        epochs=12, batch_size=16, lr=0.1, weight_decay=5e-4,
     )  # fmt: skip
     assert {k: getattr(cfg, k) for k in expected} == expected
     assert all(getattr(cfg, k) == v for k, v in DEFAULT_PROFILE.items())
+
+
+def test_quick_profile_is_the_default_cut_short():
+    quick, default = RunConfig.profile("quick"), RunConfig.profile("default")
+    assert quick.epochs == 3
+    assert quick.replace(epochs=default.epochs, profile="default") == default
 
 
 def test_profile_overrides_apply():
@@ -122,7 +128,7 @@ def test_unknown_profile_lists_profiles():
     with pytest.raises(ConfigError) as err:
         RunConfig.profile("smok")
     msg = str(err.value)
-    assert "'smoke'" in msg and "smoke, default, paper" in msg
+    assert "'smoke'" in msg and "smoke, quick, default, paper" in msg
 
 
 def test_profile_key_cannot_be_overridden():
@@ -290,7 +296,8 @@ def test_uses_branches(method):
 
 
 def test_datasets_list():
-    assert DATASETS == ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
+    assert DATASETS == ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "cifar10",
+                        "cifar100", "imagenet", "cifar10_dvs")
 
 
 # -- scale label ----------------------------------------------------------------
@@ -299,7 +306,7 @@ def test_datasets_list():
 def test_scale_labels():
     assert (
         RunConfig.profile("default").scale_label()
-        == "digits 16×16, spiking_resnet18 ×0.25, T=4, 10 epochs"
+        == "digits_hard 16×16, spiking_resnet18 ×0.25, T=4, 12 epochs"
     )
     assert (
         RunConfig.profile("paper").scale_label()

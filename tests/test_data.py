@@ -49,8 +49,9 @@ def test_public_names_have_docstrings():
         obj = getattr(data, name)
         if callable(obj):
             assert obj.__doc__ and obj.__doc__.strip(), name
-    assert DATASET_NAMES == ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet",
-                             "cifar10_dvs")
+    assert DATASET_NAMES == ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "cifar10",
+                             "cifar100", "imagenet", "cifar10_dvs")
+    assert data.TIME_VARYING_DATASETS == {"dvs_digits", "dvs_digits_hard", "cifar10_dvs"}
     assert issubclass(DatasetNotFoundError, FileNotFoundError)
 
 
@@ -113,6 +114,57 @@ def test_digits_augmentation_shifts_with_background_fill():
     for o in outs:  # a shift only moves pixels and pads with the (normalised) black value
         vals = set(o.flatten().tolist()) - set(base.flatten().tolist())
         assert all(abs(v - background) < 1e-6 for v in vals)
+
+
+# --------------------------------------------------------------------------- hard digits
+
+
+def test_hard_digits_split_sizes_and_pairing_by_seed():
+    train, test, info = build_datasets("digits_hard", augment=False)
+    assert (len(train), len(test)) == (898, 899)
+    assert info.split == "digits-hard-stratified-seed0 (898/899)"
+    assert (info.in_channels, info.image_size, info.time_varying) == (1, (16, 16), False)
+    tr, te = dg._split_for(True, 0)
+    labels = dg.digits_images(8)[1].numpy()
+    n_all, n_test = Counter(labels.tolist()), Counter(labels[te].tolist())
+    for c in range(10):  # stratified: half of each class (+-1) is a test image
+        assert abs(n_test[c] - 0.5 * n_all[c]) <= 1, (c, n_test[c], n_all[c])
+    again, _, _ = build_datasets("digits_hard", augment=False)  # same seed: same split
+    assert torch.equal(train.x, again.x) and torch.equal(train.y, again.y)
+    other, _, _ = build_datasets("digits_hard", seed=1, augment=False)
+    assert not torch.equal(other.y, train.y)
+
+
+def test_hard_digits_are_distorted_versions_of_the_same_digits():
+    plain, labels = dg.digits_images(16)
+    hard, hard_labels = dg.hard_digits_images(16)
+    assert hard.shape == plain.shape and torch.equal(labels, hard_labels)
+    assert hard.min() >= 0 and hard.max() <= 1
+    # fixed per image: the cache returns the same tensor, a rebuild the same values
+    dg.hard_digits_images.cache_clear()
+    assert torch.equal(dg.hard_digits_images(16)[0], hard)
+    # every image is changed; the noise is what separates the static and the DVS source
+    assert ((hard - plain).abs().flatten(1).amax(1) > 0.1).all()
+    quiet = dg.hard_digits_images(16, noise=False)[0]
+    assert (quiet - hard).abs().mean() > 0.03
+    occluded = (hard == 0.5).flatten(1).sum(1) >= round(dg.HARD_OCCLUSION_SIDE * 16) ** 2
+    assert 0.2 < occluded.float().mean() < 0.4  # HARD_OCCLUSION_P = 0.3 of the images
+
+
+def test_hard_digits_geometry_by_hand():
+    # scale 1, no rotation, centre 0: grid_sample must give back the plain image exactly
+    images = dg.digits_images(16)[0][:3]
+    theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, [3, 1, 16, 16], align_corners=False)
+    out = torch.nn.functional.grid_sample(images[:, None], grid, align_corners=False)[:, 0]
+    assert torch.allclose(out, images, atol=1e-6)
+
+
+def test_dvs_hard_digits_events():
+    train, test, info = build_datasets("dvs_digits_hard", T=3, augment=False)
+    assert (len(train), len(test)) == (898, 899) and info.time_varying and info.T == 3
+    x, _ = train[0]
+    assert x.shape == (3, 2, 16, 16) and set(x.unique().tolist()) <= {0.0, 1.0}
 
 
 # --------------------------------------------------------------------------- dvs_digits

@@ -15,6 +15,7 @@ import pytest
 
 from esdlib.config import RunConfig
 from esdlib.results import (
+    GENERATED_PATHS,
     RESULTS_DIR_ENV,
     RecordError,
     atomic_open,
@@ -430,7 +431,7 @@ def test_load_records_dataframe(tmp_path):
         assert row["scale_label"] == r["scale"]["label"]
         assert Path(row["path"]).is_file()
     assert by_id.loc[recs[2]["run_id"], "config.T"] == 6
-    assert "digits 16×16" in by_id.loc[recs[2]["run_id"], "scale_label"]
+    assert "digits_hard 16×16" in by_id.loc[recs[2]["run_id"], "scale_label"]
 
     only_b = load_records(tmp_path, experiment="b")
     assert list(only_b["run_id"]) == [recs[2]["run_id"]]
@@ -489,6 +490,31 @@ def test_git_revision_clean_and_dirty(tmp_path):
     (tmp_path / "untracked.json").write_text("{}")
     assert git_revision(tmp_path) == rev
     (tmp_path / "f.txt").write_text("b")
+    assert git_revision(tmp_path) == rev + "+dirty"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_revision_ignores_generated_outputs_only(tmp_path):
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path), *args],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    generated = [tmp_path / p / "x.json" for p in GENERATED_PATHS]
+    code = tmp_path / "esdlib" / "m.py"
+    for f in [*generated, code]:
+        f.parent.mkdir(parents=True)
+        f.write_text("a")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    rev = git_revision(tmp_path)
+    for f in generated:  # an executed chapter or a record rewritten: still the same code
+        f.write_text("b")
+    assert git_revision(tmp_path) == rev
+    assert git_revision(tmp_path / "esdlib") == rev  # from a sub-folder too
+    code.write_text("b")
     assert git_revision(tmp_path) == rev + "+dirty"
 
 

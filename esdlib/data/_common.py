@@ -14,12 +14,18 @@ from torch.utils.data import Dataset
 
 from esdlib.io import atomic_open
 
-DATASET_NAMES = ("digits", "dvs_digits", "cifar10", "cifar100", "imagenet", "cifar10_dvs")
+DATASET_NAMES = ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "cifar10", "cifar100",
+                 "imagenet", "cifar10_dvs")
+
+#: Data sets whose samples are event frames ``[T, C, H, W]`` (the others are static images).
+TIME_VARYING_DATASETS = frozenset({"dvs_digits", "dvs_digits_hard", "cifar10_dvs"})
 
 #: Valid ``split`` values per data set (the first one is the default, ``"official"``).
 SPLITS: dict[str, tuple[str, ...]] = {
     "digits": ("official",),
     "dvs_digits": ("official",),
+    "digits_hard": ("official",),
+    "dvs_digits_hard": ("official",),
     "cifar10": ("official",),
     "cifar100": ("official",),
     "imagenet": ("official",),

@@ -1,0 +1,209 @@
+"""The book's verdict rule, the claims' paired statistics, convergence flags and the fresh-run
+comparison (esdlib.evidence), checked against hand computations on small tables."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from esdlib import evidence
+from esdlib.evidence import (
+    CLAIMS,
+    NO_VERDICT,
+    Cell,
+    Claim,
+    cell_runs,
+    claim_differences,
+    claims_table,
+    compare_cells,
+    compare_verdicts,
+    convergence_table,
+    paired_verdict,
+)
+
+T_0975_DF4 = 2.7764451051977987  # Student-t 97.5 % quantile with 4 degrees of freedom
+
+
+def test_interval_is_the_student_t_interval_by_hand():
+    v = paired_verdict({0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0, 4: 5.0})
+    half = T_0975_DF4 * math.sqrt(2.5) / math.sqrt(5)  # sd = sqrt(2.5)
+    assert v.n == 5 and v.mean == pytest.approx(3.0)
+    assert v.ci_low == pytest.approx(3.0 - half) and v.ci_high == pytest.approx(3.0 + half)
+    assert v.verdict == "supported"
+    assert v.differences == ((0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0))
+
+
+@pytest.mark.parametrize("diffs, verdict", [
+    ([-1.0, -2.0, -3.0, -4.0, -5.0], "contradicted"),
+    ([1.0, -1.0, 0.5, -0.5, 0.2], "not separable"),
+    ([0.3, 0.4, 0.35, 0.45, 0.3], "supported"),
+    ([1.0, 1.0, 1.0, 1.0], NO_VERDICT),  # four seeds: indicative only, however clear
+    ([2.0], NO_VERDICT),
+    ([], NO_VERDICT),
+])
+def test_three_valued_rule(diffs, verdict):
+    assert paired_verdict(dict(enumerate(diffs))).verdict == verdict
+
+
+def test_a_mean_far_from_zero_with_spread_is_not_separable():
+    # mean +2 but one seed at -6: the interval covers 0, so no verdict for the paper
+    v = paired_verdict({0: 4.0, 1: 4.0, 2: 4.0, 3: 4.0, 4: -6.0})
+    assert v.mean == pytest.approx(2.0) and v.ci_low < 0 < v.ci_high
+    assert v.verdict == "not separable"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"confidence": 1.0}, "confidence"), ({"confidence": 0.0}, "confidence"),
+    ({"min_pairs": 1}, "min_pairs"),
+])
+def test_bad_rule_parameters_are_refused(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        paired_verdict({0: 1.0, 1: 2.0}, **kwargs)
+
+
+def test_non_finite_difference_is_refused():
+    with pytest.raises(ValueError, match="seed"):
+        paired_verdict({0: 1.0, 1: math.nan, 2: 1.0})
+
+
+def _runs(rows):
+    """A load_records-like table from (experiment, method, T, seed, acc, firing) tuples."""
+    return pd.DataFrame([
+        {"run_id": f"{e}-{m}-T{t}-s{s}", "experiment": e, "status": "complete",
+         "config.method": m, "config.T": t, "config.seed": s, "config.beta": 0.3,
+         "metrics.final_test_acc": acc, "metrics.firing_rate_mean": fr, "path": ""}
+        for e, m, t, s, acc, fr in rows])
+
+
+def test_claim_statistic_is_paired_by_seed_and_signed_in_the_paper_direction():
+    df = _runs([("table1", "esd", 4, s, 0.80 + 0.01 * s, 0.10) for s in range(5)]
+               + [("table1", "ratebp", 4, s, 0.79, 0.20) for s in range(6)]
+               + [("table1", "bptt", 4, s, 0.70, 0.30) for s in range(5)])
+    claim = next(c for c in CLAIMS if c.key == "esd>ratebp")
+    d = claim_differences(df, claim)
+    assert sorted(d) == [0, 1, 2, 3, 4]  # seed 5 has no ESD run: not paired, left out
+    assert d[0] == pytest.approx(1.0) and d[4] == pytest.approx(5.0)  # points
+    firing = next(c for c in CLAIMS if c.key == "firing:esd<bptt")
+    assert claim_differences(df, firing)[2] == pytest.approx(20.0)  # BPTT − ESD, in %
+    table = claims_table(df, chapter="04_table1_static").set_index("key")
+    assert table.loc["esd>ratebp", "verdict"] == "supported"
+    assert table.loc["esd>ratebp@T2", "n"] == 0
+    assert table.loc["esd>ratebp@T2", "verdict"] == NO_VERDICT
+
+
+def test_difference_of_differences_by_hand():
+    gains = {2: (0.9, 0.8), 6: (0.95, 0.93)}  # (esd, ratebp) per T: gains 10 and 2 points
+    df = _runs([("table1", m, t, s, acc + 0.001 * s, 0.1)
+                for s in range(5) for t, (e, r) in gains.items()
+                for m, acc in (("esd", e), ("ratebp", r))])
+    claim = next(c for c in CLAIMS if c.key == "gain@T2>gain@T6")
+    assert claim_differences(df, claim) == pytest.approx({s: 8.0 for s in range(5)})
+
+
+def test_a_cell_with_two_runs_of_one_seed_is_an_error():
+    df = _runs([("table1", "esd", 4, 0, 0.8, 0.1), ("table1", "esd", 4, 0, 0.7, 0.1)])
+    with pytest.raises(ValueError, match="seed"):
+        cell_runs(df, Cell("table1", {"method": "esd", "T": 4}))
+
+
+def test_incomplete_runs_do_not_count():
+    df = _runs([("table1", "esd", 4, s, 0.9, 0.1) for s in range(5)])
+    df.loc[0, "status"] = "running"
+    assert sorted(cell_runs(df, Cell("table1", {"method": "esd"})).index) == [1, 2, 3, 4]
+
+
+def _record_file(tmp_path, name, accs):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"history": [{"epoch": i + 1, "test_acc": a}
+                                            for i, a in enumerate(accs)]}))
+    return str(path)
+
+
+def test_convergence_flags_a_run_still_moving(tmp_path):
+    df = _runs([("table1", "esd", 4, 0, 0.9, 0.1), ("table1", "esd", 4, 1, 0.9, 0.1)])
+    df["path"] = [_record_file(tmp_path, "a", [0.5, 0.80, 0.805, 0.80]),
+                  _record_file(tmp_path, "b", [0.5, 0.70, 0.80, 0.90])]
+    table = convergence_table(df, window=3, threshold=1.5).set_index("seed")
+    assert table.loc[0, "converged"] and table.loc[0, "last_change"] == pytest.approx(0.5)
+    assert not table.loc[1, "converged"] and table.loc[1, "last_change"] == pytest.approx(20.0)
+
+
+def test_gradient_gap_is_the_mean_of_k_rate_minus_k_esd(tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"extra": {"gradient_error": [
+        {"K_rate": 0.9, "K_esd": 0.7}, {"K_rate": 0.8, "K_esd": 0.8}]}}))
+    df = _runs([("gradient_error", "esd", 4, 0, 0.9, 0.1)])
+    df["path"] = [str(path)]
+    claim = next(c for c in CLAIMS if c.key == "K_esd<=K_rate")
+    assert claim_differences(df, claim) == pytest.approx({0: 0.1})
+
+
+def test_every_claim_is_checked_once():
+    keys = [c.key for c in CLAIMS]
+    assert len(keys) == len(set(keys))
+    compared = [frozenset((coef, c.label) for coef, c in claim.terms) for claim in CLAIMS]
+    assert len(compared) == len(set(compared)), "a comparison is counted twice"
+
+
+def test_fresh_comparison_says_which_verdicts_hold():
+    rows = [("table1", m, 4, s, acc + 0.002 * s, 0.1)
+            for s in range(5) for m, acc in (("esd", 0.85), ("ratebp", 0.80))]
+    committed = _runs(rows)
+    same = compare_verdicts(committed, committed).set_index("key")
+    assert same["holds"].all() and same.loc["esd>ratebp", "verdict_fresh"] == "supported"
+    flipped = _runs([(e, {"esd": "ratebp", "ratebp": "esd"}[m], t, s, a, f)
+                     for e, m, t, s, a, f in rows])
+    diff = compare_verdicts(committed, flipped).set_index("key")
+    assert not diff.loc["esd>ratebp", "holds"]
+    assert diff.loc["esd>ratebp", "verdict_fresh"] == "contradicted"
+    cells = compare_cells(committed, flipped).set_index(["cell", "metric"])
+    assert cells.loc[("table1: method=esd, T=4", "final test accuracy"), "difference"] == \
+        pytest.approx(-5.0)
+
+
+def test_custom_claim_with_one_term():
+    claim = Claim("x", "ch", "x", "final_test_acc", ((1.0, Cell("e", {"method": "esd"})),))
+    df = _runs([("e", "esd", 4, s, 0.5, 0.1) for s in range(5)])
+    assert evidence.claims_table(df, [claim]).loc[0, "mean"] == pytest.approx(50.0)
+
+
+def test_grid_may_be_a_list_of_grids():
+    from esdlib.reproduce import expand_grid
+
+    points = expand_grid({"base": {"epochs": 2},
+                          "grid": [{"method": ["a", "b"], "seed": [0, 1]},
+                                   {"method": ["a"], "T": [1, 6], "seed": [0]}]})
+    assert len(points) == 6 and all(p["epochs"] == 2 for p in points)
+    assert {"epochs": 2, "method": "a", "T": 6, "seed": 0} in points
+    with pytest.raises(ValueError, match="list of values"):
+        expand_grid({"grid": [{"method": "a"}]})
+
+
+def test_default_grid_pairs_every_claim_cell_over_five_seeds():
+    from esdlib.reproduce import grid_points
+
+    points = grid_points("default")
+    rows = pd.DataFrame([{"experiment": p.experiment, "status": "complete",
+                          **{f"config.{k}": v for k, v in p.config.to_dict().items()},
+                          "metrics.final_test_acc": 0.5, "metrics.firing_rate_mean": 0.1}
+                         for p in points])
+    for claim in CLAIMS:
+        for _, cell in claim.terms:
+            assert sorted(cell_runs(rows, cell).index) == [0, 1, 2, 3, 4], (claim.key, cell)
+    # the compared cells differ only in the fields the claim names (and the experiment)
+    hashed = [c for c in rows.columns if c.startswith("config.") and c not in (
+        "config.experiment", "config.seed", "config.method", "config.T", "config.branch_kind",
+        "config.beta", "config.teacher_space", "config.rate_grad_scale")]
+    for claim in CLAIMS:
+        runs = pd.concat([cell_runs(rows, cell) for _, cell in claim.terms])
+        assert all(runs[c].nunique(dropna=False) == 1 for c in hashed), claim.key
+
+
+def test_fresh_run_refuses_the_committed_folders(tmp_path):
+    from esdlib.reproduce import project_root, reproduce_fresh
+
+    root = project_root()
+    for bad in (root, root / "results", root / "results" / "fresh", root / "checkpoints"):
+        with pytest.raises(ValueError, match="separate folder"):
+            reproduce_fresh("smoke", bad, progress=False)
