@@ -195,7 +195,7 @@ def test_fresh_rerun_compares_without_touching_the_committed_records(smoke_book)
     assert {p: p.stat().st_mtime_ns for p in committed.rglob("*.json")} == before
     assert list((fresh / "results" / "gradient_error").glob("*.json"))
     cells = found.cells.set_index("cell")
-    row = cells.loc["gradient_error: method=esd"]
+    row = cells.loc["gradient_error: method=esd, arch=spiking_resnet18"]
     assert row["n_committed"] == row["n_fresh"] == 1 and np.isfinite(row["mean_fresh"])
     assert found.report.read_text().startswith("# Fresh re-run of the smoke profile")
     assert set(found.verdicts["verdict_fresh"]) == {NO_VERDICT}  # one seed: no verdict

@@ -72,6 +72,7 @@ def _runs(rows):
     return pd.DataFrame([
         {"run_id": f"{e}-{m}-T{t}-s{s}", "experiment": e, "status": "complete",
          "config.method": m, "config.T": t, "config.seed": s, "config.beta": 0.3,
+         "config.arch": "spiking_resnet18",
          "metrics.final_test_acc": acc, "metrics.firing_rate_mean": fr, "path": ""}
         for e, m, t, s, acc, fr in rows])
 
@@ -105,6 +106,16 @@ def test_a_cell_with_two_runs_of_one_seed_is_an_error():
     df = _runs([("table1", "esd", 4, 0, 0.8, 0.1), ("table1", "esd", 4, 0, 0.7, 0.1)])
     with pytest.raises(ValueError, match="seed"):
         cell_runs(df, Cell("table1", {"method": "esd", "T": 4}))
+    row = claims_table(df, chapter="04_table1_static").set_index("key").loc["esd>ratebp"]
+    assert row["verdict"].startswith("cannot decide:") and row["n"] == 0
+
+
+def test_runs_of_another_network_are_not_mixed_into_a_cell():
+    df = _runs([("table1", "esd", 4, s, 0.8, 0.1) for s in range(5)])
+    other = df.assign(**{"config.arch": "spiking_resnet19", "metrics.final_test_acc": 0.1})
+    claim = next(c for c in CLAIMS if c.key == "esd>ratebp")
+    cell = claim.terms[0][1]
+    assert cell_runs(pd.concat([df, other]), cell)["metrics.final_test_acc"].eq(0.8).all()
 
 
 def test_incomplete_runs_do_not_count():
@@ -158,7 +169,8 @@ def test_fresh_comparison_says_which_verdicts_hold():
     assert not diff.loc["esd>ratebp", "holds"]
     assert diff.loc["esd>ratebp", "verdict_fresh"] == "contradicted"
     cells = compare_cells(committed, flipped).set_index(["cell", "metric"])
-    assert cells.loc[("table1: method=esd, T=4", "final test accuracy"), "difference"] == \
+    key = ("table1: method=esd, T=4, arch=spiking_resnet18", "final test accuracy")
+    assert cells.loc[key, "difference"] == \
         pytest.approx(-5.0)
 
 
