@@ -221,7 +221,7 @@ def paired_verdict(differences: Mapping[int, float], *, confidence: float = CONF
 # ---------------------------------------------------------------------------
 
 _T1 = "table1"
-_R18 = {"arch": "spiking_resnet18"}  # the book's network; records of other networks may share a folder
+_R18 = {"arch": "spiking_resnet18"}  # the book's network (a folder may hold other networks)
 
 
 def _cell(experiment: str, **where: Any) -> Cell:
