@@ -49,7 +49,7 @@ TRAIN_CASES = [
     (["experiment=" + "x" * 170], ["experiment", "170 characters"]),
 ]
 if not torch.cuda.is_available():
-    TRAIN_CASES.append((["amp=true"], ["amp=true", "CUDA"]))
+    TRAIN_CASES.append((["precision=fp16"], ["precision='fp16'", "CUDA", "cpu"]))
 
 
 @pytest.mark.parametrize(("overrides", "needles"), TRAIN_CASES, ids=lambda v: str(v)[:40])
