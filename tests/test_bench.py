@@ -284,3 +284,25 @@ def test_peak_memory_worker_runs_in_a_subprocess():
         assert isinstance(out[k], int) and out[k] >= 0
     assert out["peak_growth_bytes"] == max(0, out["peak_bytes"] - out["peak_baseline_bytes"])
     assert out["peak_baseline_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_rehearsal_runs_every_call_on_the_cpu(tmp_path):
+    """``GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh`` (about a minute): the same calls as on a
+    GPU at toy sizes — channels-last on/off × fp32/bf16 (fp16 needs CUDA) × two arch groups."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    df = bench.load_bench(tmp_path)
+    assert df["bench_id"].nunique() == 8
+    assert set(df["precision"]) == {"fp32", "bf16"} and set(df["channels_last"]) == {True, False}
+    assert set(df["arch"]) == {"spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34"}
+    assert (tmp_path / "host.txt").is_file() and (tmp_path / "tests.txt").is_file()
