@@ -137,6 +137,12 @@ def _info(args: argparse.Namespace) -> int:
     for k, v in environment_info().items():
         print(f"  {k}: {v}")
     print(f"  cuda available: {torch.cuda.is_available()}")
+    from esdlib.runtime import cpu_bf16_units, resolve_precision
+
+    units = [name for name, has in cpu_bf16_units().items() if has]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"  cpu bf16 units: {', '.join(units) or 'none'}")
+    print(f"  precision=auto resolves to: {resolve_precision('auto', device)} on {device}")
     print("data sets:")
     for name in DATASET_NAMES:
         try:
