@@ -49,6 +49,10 @@ step):
 Shared machines are noisy: configurations are run *interleaved* (one step of every
 configuration per repetition, in a freshly shuffled order), medians and min–max are reported,
 and methods are compared as ratios of numbers measured in the same run (:func:`bench_table`).
+Precisions (``BenchConfig.precisions``, e.g. fp32 and bf16) are one more axis of the grid, so
+they too are timed side by side in one run; each precision trains its own copy of the model.
+Times of different hosts are never divided by each other here: a cross-host ratio mixes host
+speed and implementation speed.
 The first warm-up step of every configuration carries the saved-tensor hooks (it is not timed).
 
 One JSON record per run is written atomically to ``results/bench/<bench_id>.json``
@@ -98,8 +102,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "BENCH_COLUMNS", "BENCH_SCHEMA", "PHASES", "PUBLISHED_ESD_REFERENCE", "RATIO_PAIRS",
-    "BenchConfig", "PublishedReference", "SavedTensorMeter", "add_bench_arguments",
+    "BENCH_COLUMNS", "BENCH_SCHEMA", "PHASES", "RATIO_PAIRS",
+    "BenchConfig", "SavedTensorMeter", "add_bench_arguments",
     "bench_command", "bench_frame", "bench_table", "default_bench_dir", "held_tensors",
     "live_tensor_bytes", "load_bench", "measure_peak", "phase_table", "plot_bench", "run_bench",
     "validate_bench_record", "write_bench_record",
@@ -115,63 +119,6 @@ RATIO_PAIRS = (("esd", "ratebp"), ("bptt", "esd"), ("bptt", "ratebp"))
 """Method pairs ``(a, b)`` compared by :func:`bench_table` as ``a/b`` ratios within one run."""
 
 _PKG_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class PublishedReference:
-    """Step times of the published ESD implementation for one configuration.
-
-    Attributes:
-        source: where the numbers come from.
-        method: our method the times correspond to.
-        arch: architecture name (``ARCHITECTURES``).
-        width: channel multiplier.
-        in_channels: input channels.
-        image_size: input height = width (pixels).
-        batch: batch size (samples).
-        num_classes: classes.
-        threads: CPU threads (``torch.set_num_threads``).
-        device: device type.
-        step_s: ``((T, median seconds per training step incl. the SGD step), ...)``.
-        target_ratio: our step time should be at most this fraction of the published one.
-    """
-
-    source: str
-    method: str
-    arch: str
-    width: float
-    in_channels: int
-    image_size: int
-    batch: int
-    num_classes: int
-    threads: int
-    device: str
-    step_s: tuple[tuple[int, float], ...]
-    target_ratio: float
-
-    def time_at(self, T: int) -> float | None:
-        """The published median step time (s) at ``T`` steps, ``None`` when not measured."""
-        return dict(self.step_s).get(int(T))
-
-    def matches(self, row: Mapping[str, Any]) -> bool:
-        """Whether a benchmark row (or ``load_bench`` row) has this reference configuration."""
-        want = {"arch": self.arch, "width": self.width, "in_channels": self.in_channels,
-                "image_size": self.image_size, "batch": self.batch,
-                "num_classes": self.num_classes, "threads": self.threads,
-                "device_type": self.device}
-        return all(row.get(k) == v for k, v in want.items())
-
-
-PUBLISHED_ESD_REFERENCE = PublishedReference(
-    source=("official ESD code (published implementation), median training-step time incl. the "
-            "SGD step, measured on this machine class (2-thread CPU, AMD EPYC) and given in the "
-            "`esd bench` issue; spiking ResNet-18, width 1, CIFAR 3x32x32, batch 16, 10 classes"),
-    method="esd", arch="spiking_resnet18", width=1.0, in_channels=3, image_size=32, batch=16,
-    num_classes=10, threads=2, device="cpu",
-    step_s=((1, 0.62), (2, 0.75), (4, 1.06), (6, 1.36), (8, 1.82)),
-    target_ratio=0.8,
-)
-"""The one place holding the published implementation's reference step times."""
 
 
 # ---------------------------------------------------------------------------
@@ -203,7 +150,10 @@ class BenchConfig:
         steps: timed steps per configuration.
         threads: CPU threads (``torch.set_num_threads``) in this process and in the workers.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
-        amp: float16 autocast with a gradient scaler (CUDA only).
+        precisions: precisions to compare (:data:`esdlib.runtime.PRECISIONS`): ``"fp32"``,
+            ``"bf16"`` (autocast, CPU or CUDA), ``"fp16"`` (autocast + gradient scaler, CUDA
+            only), ``"auto"`` (resolved by :func:`esdlib.runtime.resolve_precision`); one more
+            axis of the interleaved grid. Duplicates after resolving are measured once.
         channels_last: channels-last (NHWC) model and input (default). On this project's
             2-core AVX2 CPU oneDNN's 3×3 convolutions run 1.1–1.8× faster in NHWC than in NCHW
             (the first stage most); tensor cores on CUDA want it too.
@@ -235,7 +185,7 @@ class BenchConfig:
     steps: int = 5
     threads: int = 2
     device: str = "auto"
-    amp: bool = False
+    precisions: tuple[str, ...] = ("fp32",)
     channels_last: bool = True
     keep_freed_memory: bool = True
     saved_memory: bool = True
@@ -275,8 +225,29 @@ class BenchConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but CUDA is not available")
-        if self.amp and self.device_type != "cuda":
-            raise ValueError("amp (float16 autocast) needs a CUDA device")
+        from esdlib.runtime import precision_problem
+
+        precisions = (self.precisions,) if isinstance(self.precisions, str) \
+            else tuple(self.precisions)
+        if not precisions:
+            raise ValueError("precisions must name at least one precision")
+        for p in precisions:
+            problem = precision_problem(p, self.device_type)
+            if problem:
+                raise ValueError(problem)
+        put("precisions", precisions)
+
+    @property
+    def resolved_precisions(self) -> tuple[str, ...]:
+        """``precisions`` resolved for this device (``"auto"`` → fp32/bf16), duplicates dropped."""
+        from esdlib.runtime import resolve_precision
+
+        out: list[str] = []
+        for p in self.precisions:
+            r = resolve_precision(p, self.device_type)
+            if r not in out:
+                out.append(r)
+        return tuple(out)
 
     @property
     def device_type(self) -> str:
@@ -291,7 +262,14 @@ class BenchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise with the valid ones."""
+        """Build from :meth:`to_dict` output; unknown keys raise with the valid ones.
+
+        A grid written before ``precisions`` existed has ``amp`` (float16 autocast): ``true``
+        reads as ``precisions=("fp16",)``.
+        """
+        data = dict(data)
+        if "amp" in data and "precisions" not in data:
+            data["precisions"] = ("fp16",) if data.pop("amp") else ("fp32",)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
@@ -570,10 +548,10 @@ def _wait_quiet(max_wait_s: float, threshold: float, window_s: float = 0.2) -> N
 
 
 class _Trainer:
-    """A model, its optimiser and (optionally) AMP scaler for one (arch, method)."""
+    """A model, its optimiser and (for fp16) gradient scaler for one (arch, method, precision)."""
 
-    def __init__(self, cfg: BenchConfig, arch: str, method: str) -> None:
-        self.cfg, self.method = cfg, method
+    def __init__(self, cfg: BenchConfig, arch: str, method: str, precision: str = "fp32") -> None:
+        self.cfg, self.method, self.precision = cfg, method, precision
         self.device = torch.device(cfg.device_type)
         torch.manual_seed(cfg.seed)
         aux = "dsconv" if method in BRANCH_METHODS else None
@@ -584,7 +562,7 @@ class _Trainer:
         self.model = model.train()
         self.step_fn = get_method(method)
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.loss_cfg = LossConfig()
 
     def sync(self) -> None:
@@ -592,9 +570,9 @@ class _Trainer:
             torch.cuda.synchronize()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        from esdlib.runtime import autocast
+
+        return autocast(self.precision, self.device.type)
 
     def train_step(self, x: Tensor, y: Tensor, T: int,
                    on_backward: Callable[[], None] | None = None) -> tuple[float, dict, float]:
@@ -694,7 +672,7 @@ def _peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     arch, batch, method, T = spec["arch"], int(spec["batch"]), spec["method"], int(spec["T"])
     dev = cfg.device_type
-    trainer = _Trainer(cfg, arch, method)
+    trainer = _Trainer(cfg, arch, method, spec.get("precision", "fp32"))
     x, y = _batch(cfg, batch)
     trainer.infer_step(x, T)  # warm-up: first-call allocations, code paged in, optimiser state
     trainer.train_step(x, y, T)
@@ -711,7 +689,7 @@ def _peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def measure_peak(cfg: BenchConfig, arch: str, batch: int, method: str, T: int, *,
-                 timeout_s: float = 1800.0) -> dict[str, Any]:
+                 precision: str = "fp32", timeout_s: float = 1800.0) -> dict[str, Any]:
     """Peak-memory growth of training over inference, in a fresh subprocess.
 
     The worker (``python -m esdlib.bench --worker SPEC``) builds the model, runs one inference
@@ -727,6 +705,7 @@ def measure_peak(cfg: BenchConfig, arch: str, batch: int, method: str, T: int, *
         batch: batch size (samples).
         method: training method.
         T: timesteps.
+        precision: a resolved precision (``"fp32"``, ``"bf16"``, ``"fp16"``).
         timeout_s: seconds before the worker is killed.
 
     Returns:
@@ -737,7 +716,7 @@ def measure_peak(cfg: BenchConfig, arch: str, batch: int, method: str, T: int, *
         RuntimeError: the worker failed (its stderr tail is in the message).
     """
     spec = {"config": cfg.to_dict(), "arch": arch, "batch": int(batch), "method": method,
-            "T": int(T)}
+            "T": int(T), "precision": precision}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = str(cfg.threads)
@@ -764,9 +743,14 @@ def _stats(values: Sequence[float]) -> tuple[float | None, float | None, float |
 
 
 def _device_info(cfg: BenchConfig, env: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": cfg.device_type, "name": env.get("device_name"), "threads": cfg.threads,
-            "amp": cfg.amp, "channels_last": cfg.channels_last,
+    from esdlib.runtime import cpu_bf16_units
+
+    info = {"type": cfg.device_type, "name": env.get("device_name"), "threads": cfg.threads,
+            "precisions": list(cfg.resolved_precisions), "channels_last": cfg.channels_last,
             "keep_freed_memory": cfg.keep_freed_memory and cfg.device_type == "cpu"}
+    if cfg.device_type == "cpu":
+        info["cpu_bf16_units"] = cpu_bf16_units()
+    return info
 
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True,
@@ -776,9 +760,10 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
     Sets ``torch.set_num_threads(cfg.threads)`` for the duration (restored afterwards) and, with
     ``cfg.keep_freed_memory`` on the CPU, tunes this process's ``malloc`` for good. Steps of
     all configurations are interleaved: repetition ``r`` runs one step of every
-    (arch, batch, method, T) configuration and one inference batch per (arch, batch, T), in an
-    order shuffled anew for every repetition. Peak memory is measured afterwards, one subprocess
-    per configuration, so the workers never overlap the timed steps.
+    (arch, batch, precision, method, T) configuration and one inference batch per
+    (arch, batch, precision, T), in an order shuffled anew for every repetition. Peak memory is
+    measured afterwards, one subprocess per configuration, so the workers never overlap the
+    timed steps.
 
     Args:
         cfg: the grid and measurement settings.
@@ -786,9 +771,9 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
         worker_timeout_s: seconds allowed to each peak-memory subprocess.
 
     Returns:
-        The record (see :func:`validate_bench_record`): device, threads, torch version, git
-        revision, grid, published reference and one row per (arch, batch, method, T) with
-        times in seconds and memory in bytes.
+        The record (see :func:`validate_bench_record`): device (with the resolved precisions),
+        threads, torch version, git revision, grid and one row per
+        (arch, batch, precision, method, T) with times in seconds and memory in bytes.
     """
     from tqdm import tqdm
 
@@ -802,23 +787,24 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
     torch.set_num_threads(cfg.threads)
     try:
         env = environment_info(cfg.device_type)
-        cases = [(a, b, m, T) for a in cfg.archs for b in cfg.batches for m in cfg.methods
-                 for T in cfg.Ts]
+        precisions = cfg.resolved_precisions
+        cases = [(a, b, p, m, T) for a in cfg.archs for b in cfg.batches for p in precisions
+                 for m in cfg.methods for T in cfg.Ts]
         units: list[tuple[str, tuple]] = [("train", c) for c in cases]
         if cfg.inference:
-            units += [("infer", (a, b, T)) for a in cfg.archs for b in cfg.batches
-                      for T in cfg.Ts]
+            units += [("infer", (a, b, p, T)) for a in cfg.archs for b in cfg.batches
+                      for p in precisions for T in cfg.Ts]
         extra = 1 if cfg.saved_memory and cfg.warmup == 0 else 0
         reps = extra + cfg.warmup + cfg.steps
         first_timed = extra + cfg.warmup
         total = reps * len(units) + (len(cases) if cfg.peak_memory else 0)
-        trainers: dict[tuple[str, str], _Trainer] = {}
+        trainers: dict[tuple[str, str, str], _Trainer] = {}
         data: dict[int, tuple[Tensor, Tensor]] = {}
 
-        def trainer(arch: str, method: str) -> _Trainer:
-            if (arch, method) not in trainers:
-                trainers[(arch, method)] = _Trainer(cfg, arch, method)
-            return trainers[(arch, method)]
+        def trainer(arch: str, method: str, precision: str) -> _Trainer:
+            if (arch, method, precision) not in trainers:
+                trainers[(arch, method, precision)] = _Trainer(cfg, arch, method, precision)
+            return trainers[(arch, method, precision)]
 
         def batch_of(b: int) -> tuple[Tensor, Tensor]:
             if b not in data:
@@ -842,16 +828,16 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                     if rep >= first_timed:
                         _wait_quiet(cfg.quiet_wait_s, cfg.quiet_load)
                     if kind == "infer":
-                        a, b, T = case
+                        a, b, p, T = case
                         x, _ = batch_of(b)
                         with _no_gc():
-                            dt = _infer_trainer(trainers, cfg, a).infer_step(x, T)
+                            dt = _infer_trainer(trainers, cfg, a, p).infer_step(x, T)
                         if rep >= first_timed:
                             infer.setdefault(case, []).append(dt)
                     else:
-                        a, b, m, T = case
+                        a, b, p, m, T = case
                         x, y = batch_of(b)
-                        tr = trainer(a, m)
+                        tr = trainer(a, m, p)
                         if rep == 0 and cfg.saved_memory:
                             memory[case] = tr.memory_step(x, y, T)
                         else:
@@ -877,13 +863,15 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                 gc.collect()
                 for case in cases:
                     bar.set_postfix_str(f"peak memory {case}", refresh=False)
-                    peaks[case] = measure_peak(cfg, *case, timeout_s=worker_timeout_s)
+                    a, b, p, m, T = case
+                    peaks[case] = measure_peak(cfg, a, b, m, T, precision=p,
+                                               timeout_s=worker_timeout_s)
                     bar.update()
         rows = []
         for case in cases:
-            a, b, m, T = case
+            a, b, prec, m, T = case
             med, lo, hi = _stats(times[case])
-            row: dict[str, Any] = {"arch": a, "batch": b, "method": m, "T": T,
+            row: dict[str, Any] = {"arch": a, "batch": b, "precision": prec, "method": m, "T": T,
                                    "n_steps": len(times[case]),
                                    "step_s": med, "step_s_min": lo, "step_s_max": hi}
             for p in PHASES:
@@ -902,7 +890,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
             row.update({"peak_baseline_bytes": None, "peak_bytes": None,
                         "peak_growth_bytes": None, "peak_source": None})
             row.update(peaks.get(case, {}))
-            imed, ilo, ihi = _stats(infer.get((a, b, T), []))
+            imed, ilo, ihi = _stats(infer.get((a, b, prec, T), []))
             row.update({"infer_s": imed, "infer_s_min": ilo, "infer_s_max": ihi})
             row["final_loss"] = losses.get(case)
             row["samples"] = {"step_s": times[case],
@@ -910,7 +898,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                               "step_cpu_s": load[case]["cpu_s"],
                               "load_other": load[case]["load_other"],
                               "page_faults": load[case]["page_faults"],
-                              "infer_s": infer.get((a, b, T), [])}
+                              "infer_s": infer.get((a, b, prec, T), [])}
             rows.append(row)
         grid = cfg.to_dict()
         digest = hashlib.sha1(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:8]
@@ -926,7 +914,6 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
             "git_revision": git_revision(_PKG_ROOT),
             "environment": env,
             "grid": grid,
-            "reference": to_jsonable(dataclasses.asdict(PUBLISHED_ESD_REFERENCE)),
             "wall_s": time.perf_counter() - started,
             "rows": rows,
         }
@@ -935,11 +922,11 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
         torch.set_num_threads(prev_threads)
 
 
-def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str) -> _Trainer:
+def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str, precision: str) -> _Trainer:
     """The never-trained, branch-free model used for the inference timings of ``arch``."""
-    key = (arch, "_infer")
+    key = (arch, "_infer", precision)
     if key not in trainers:
-        trainers[key] = _Trainer(cfg, arch, "bptt")
+        trainers[key] = _Trainer(cfg, arch, "bptt", precision)
     return trainers[key]
 
 
@@ -953,18 +940,23 @@ _ROW_NUMBERS = ("step_s", "step_s_min", "step_s_max", *(f"{p}_s" for p in PHASES
                 "optimizer_state_bytes", "peak_baseline_bytes",
                 "peak_bytes", "peak_growth_bytes", "infer_s", "infer_s_min", "infer_s_max",
                 "final_loss")
-_ROW_KEYS = ("arch", "batch", "method", "T", "n_steps", *_ROW_NUMBERS, "peak_source")
+_ROW_KEYS = ("arch", "batch", "precision", "method", "T", "n_steps", *_ROW_NUMBERS,
+             "peak_source")
 _ROW_REQUIRED = ("arch", "batch", "method", "T", "n_steps", "step_s", "step_s_min", "step_s_max",
                  *(f"{p}_s" for p in PHASES), "saved_bytes", "state_bytes", "peak_bytes",
                  "peak_growth_bytes", "infer_s", "final_loss")
-"""Row keys every record has; the other ``_ROW_KEYS`` (added later) read as ``None`` if absent."""
+"""Row keys every record has; the other ``_ROW_KEYS`` (added later) read as ``None`` if absent
+(``precision``: from the record's former ``device.amp``, fp16 or fp32)."""
 _RECORD_KEYS = ("bench_schema", "kind", "bench_id", "created", "device", "threads", "torch",
-                "git_revision", "environment", "grid", "reference", "wall_s", "rows")
+                "git_revision", "environment", "grid", "wall_s", "rows")
+"""Keys every record has (records before 2026-11-26 also hold ``reference``: the published
+implementation's step times on another host, no longer written or read)."""
 
 BENCH_COLUMNS = (
     "bench_id", "created", "device_type", "device_name", "threads", "torch", "git_revision",
-    "amp", "channels_last", "keep_freed_memory", "arch", "width", "image_size", "in_channels",
-    "num_classes", "batch", "method", "T", "n_steps", *_ROW_NUMBERS, "peak_source", "path",
+    "channels_last", "keep_freed_memory", "arch", "width", "image_size", "in_channels",
+    "num_classes", "batch", "precision", "method", "T", "n_steps", *_ROW_NUMBERS, "peak_source",
+    "path",
 )
 """Columns of :func:`load_bench` (times in seconds, memory in bytes)."""
 
@@ -1036,7 +1028,7 @@ def write_bench_record(record: Mapping[str, Any], out_dir: str | os.PathLike | N
 
 
 def bench_frame(record: Mapping[str, Any], path: str | None = None) -> pd.DataFrame:
-    """One benchmark record as a table, one row per (arch, batch, method, T).
+    """One benchmark record as a table, one row per (arch, batch, precision, method, T).
 
     Args:
         record: a validated record.
@@ -1051,12 +1043,15 @@ def bench_frame(record: Mapping[str, Any], path: str | None = None) -> pd.DataFr
     common = {"bench_id": record["bench_id"], "created": record["created"],
               "device_type": device["type"], "device_name": device["name"],
               "threads": record["threads"], "torch": record["torch"],
-              "git_revision": record["git_revision"], "amp": device.get("amp", False),
+              "git_revision": record["git_revision"],
               "channels_last": device.get("channels_last", False),
               "keep_freed_memory": device.get("keep_freed_memory", False), "width": grid["width"],
               "image_size": grid["image_size"], "in_channels": grid["in_channels"],
               "num_classes": grid["num_classes"], "path": path}
+    legacy = "fp16" if device.get("amp") else "fp32"  # records before the precision axis
     rows = [{**common, **{k: row.get(k) for k in _ROW_KEYS}} for row in record["rows"]]
+    for row in rows:
+        row["precision"] = row["precision"] or legacy
     df = pd.DataFrame(rows, columns=list(BENCH_COLUMNS))
     for col in _ROW_NUMBERS:
         df[col] = df[col].astype(float)
@@ -1070,8 +1065,8 @@ def load_bench(root: str | os.PathLike | None = None) -> pd.DataFrame:
         root: folder of records; ``None`` = :func:`default_bench_dir`.
 
     Returns:
-        One row per (record, arch, batch, method, T) with :data:`BENCH_COLUMNS`, sorted by
-        creation time; empty with those columns when there is no record.
+        One row per (record, arch, batch, precision, method, T) with :data:`BENCH_COLUMNS`,
+        sorted by creation time; empty with those columns when there is no record.
 
     Raises:
         ValueError: a file is not a valid benchmark record (its path is in the message).
@@ -1095,7 +1090,7 @@ def load_bench(root: str | os.PathLike | None = None) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=list(BENCH_COLUMNS))
     df = pd.concat(frames, ignore_index=True)
-    return df.sort_values(["created", "bench_id", "arch", "batch", "method", "T"],
+    return df.sort_values(["created", "bench_id", "arch", "batch", "precision", "method", "T"],
                           ignore_index=True)
 
 
@@ -1103,7 +1098,8 @@ def load_bench(root: str | os.PathLike | None = None) -> pd.DataFrame:
 # Tables and figure
 # ---------------------------------------------------------------------------
 
-_GROUP = ["bench_id", "device_name", "threads", "arch", "width", "image_size", "batch", "T"]
+_GROUP = ["bench_id", "device_name", "threads", "arch", "width", "image_size", "batch",
+          "precision", "T"]
 _MIB = 2.0**20
 
 
@@ -1112,25 +1108,32 @@ def _method_order(methods: Sequence[str]) -> list[str]:
     return known + sorted(set(methods) - set(known))
 
 
-def bench_table(df: pd.DataFrame,
-                reference: PublishedReference = PUBLISHED_ESD_REFERENCE) -> pd.DataFrame:
-    """Medians per method side by side, and ratios between methods of the same run.
+def _with_precision(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``precision`` column (tables built by hand may lack it: fp32)."""
+    if "precision" in df:
+        return df.assign(precision=df["precision"].fillna("fp32"))
+    return df.assign(precision="fp32")
+
+
+def bench_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Medians per method side by side, ratios between methods and to fp32, of the same run.
 
     Args:
         df: from :func:`load_bench` or :func:`bench_frame`.
-        reference: published step times; ``"<method>/ref step"`` is filled for rows of its
-            configuration.
 
     Returns:
-        One row per (bench_id, device, threads, arch, width, image size, batch, T) with, per
-        method ``m``: ``"m step s"`` (median seconds per training step), ``"m saved MiB"``
-        (saved for backward), ``"m peak MiB"`` (peak growth over inference); ``"infer s"``
-        (seconds per inference batch); for each pair ``(a, b)`` of :data:`RATIO_PAIRS` present:
-        ``"a/b step"`` and ``"a/b saved"``; and ``"ref step s"`` / ``"<ref method>/ref step"``
-        (our median over the published median; the target is ``reference.target_ratio``).
+        One row per (bench_id, device, threads, arch, width, image size, batch, precision, T)
+        with, per method ``m``: ``"m step s"`` (median seconds per training step),
+        ``"m saved MiB"`` (saved for backward), ``"m peak MiB"`` (peak growth over inference);
+        ``"infer s"`` (seconds per inference batch); for each pair ``(a, b)`` of
+        :data:`RATIO_PAIRS` present: ``"a/b step"`` and ``"a/b saved"``; and, for a precision
+        other than fp32 in a run that also measured fp32, ``"m step /fp32"`` and
+        ``"m saved /fp32"`` (the same method and configuration). Every ratio divides numbers of
+        one run on one host.
     """
     import pandas as pd
 
+    df = _with_precision(df)
     out = []
     for key, g in df.groupby(_GROUP, sort=False, dropna=False):
         row = dict(zip(_GROUP, key, strict=True))
@@ -1147,11 +1150,16 @@ def bench_table(df: pd.DataFrame,
                 ra, rb = by[a].iloc[0], by[b].iloc[0]
                 row[f"{a}/{b} step"] = ra["step_s"] / rb["step_s"]
                 row[f"{a}/{b} saved"] = _ratio(ra["saved_bytes"], rb["saved_bytes"])
-        ref_t = reference.time_at(int(row["T"]))
-        first = g.iloc[0].to_dict()
-        if ref_t is not None and reference.method in by and reference.matches(first):
-            row["ref step s"] = ref_t
-            row[f"{reference.method}/ref step"] = by[reference.method].iloc[0]["step_s"] / ref_t
+        if row["precision"] != "fp32":
+            base = df
+            for k in _GROUP:
+                base = base[base[k] == (row[k] if k != "precision" else "fp32")]
+            for m in methods:
+                b = base[base["method"] == m]
+                if len(b):
+                    r = by[m].iloc[0]
+                    row[f"{m} step /fp32"] = r["step_s"] / b["step_s"].iloc[0]
+                    row[f"{m} saved /fp32"] = _ratio(r["saved_bytes"], b["saved_bytes"].iloc[0])
         out.append(row)
     return pd.DataFrame(out)
 
@@ -1169,13 +1177,14 @@ def phase_table(df: pd.DataFrame) -> pd.DataFrame:
         df: from :func:`load_bench` or :func:`bench_frame`.
 
     Returns:
-        One row per (bench_id, arch, batch, method, T): ``step_s``, each phase of
+        One row per (bench_id, arch, batch, precision, method, T): ``step_s``, each phase of
         :data:`PHASES` (seconds, NaN where the method has no such phase), ``infer_s``, the
         contention columns ``step_s_quiet``, ``n_quiet``, ``load_other``, ``page_faults`` and
         ``spike/infer``
         (spike-pass median over the inference median at the same ``T``).
     """
-    cols = ["bench_id", "arch", "batch", "method", "T", "step_s",
+    df = _with_precision(df)
+    cols = ["bench_id", "arch", "batch", "precision", "method", "T", "step_s",
             *(f"{p}_s" for p in PHASES), "infer_s", "step_s_quiet", "n_quiet", "load_other",
             "page_faults"]
     out = df[cols].copy()
@@ -1184,15 +1193,14 @@ def phase_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_bench(df: pd.DataFrame, ax: Sequence[Any] | None = None, *,
-               bench_id: str | None = None,
-               reference: PublishedReference = PUBLISHED_ESD_REFERENCE) -> Figure:
+               bench_id: str | None = None) -> Figure:
     """Step time and saved-for-backward memory versus ``T``, one line per method (two panels).
 
     Args:
         df: from :func:`load_bench`.
         ax: two matplotlib Axes (time, memory); ``None`` creates a new Figure (no pyplot).
-        bench_id: the run to draw; ``None`` = the most recent one in ``df``.
-        reference: published step times, drawn when the run has their configuration.
+        bench_id: the run to draw; ``None`` = the most recent one in ``df``; a run with several
+            precisions or configurations gets one line per (configuration, precision, method).
 
     Returns:
         The matplotlib Figure.
@@ -1201,7 +1209,7 @@ def plot_bench(df: pd.DataFrame, ax: Sequence[Any] | None = None, *,
         raise ValueError("no benchmark rows to plot")
     if bench_id is None:
         bench_id = df.sort_values("created")["bench_id"].iloc[-1]
-    run = df[df["bench_id"] == bench_id]
+    run = _with_precision(df[df["bench_id"] == bench_id])
     if run.empty:
         raise ValueError(f"no rows with bench_id {bench_id!r}; have {sorted(set(df.bench_id))}")
     if ax is None:
@@ -1213,18 +1221,15 @@ def plot_bench(df: pd.DataFrame, ax: Sequence[Any] | None = None, *,
         ax_t, ax_m = ax
         fig = ax_t.figure
     several = run.groupby(["arch", "batch"]).ngroups > 1
-    for (arch, batch, method), g in run.groupby(["arch", "batch", "method"], sort=False):
+    mixed = run["precision"].nunique() > 1
+    for (arch, batch, prec, method), g in run.groupby(["arch", "batch", "precision", "method"],
+                                                      sort=False):
         g = g.sort_values("T")
-        label = f"{method} ({arch}, B={batch})" if several else method
+        label = method + (f" {prec}" if mixed else "")
+        label = f"{label} ({arch}, B={batch})" if several else label
         err = [g["step_s"] - g["step_s_min"], g["step_s_max"] - g["step_s"]]
         ax_t.errorbar(g["T"], g["step_s"], yerr=err, marker="o", capsize=3, label=label)
         ax_m.plot(g["T"], g["saved_bytes"] / _MIB, marker="o", label=label)
-    ref_rows = [r for _, r in run.iterrows() if r["method"] == reference.method
-                and reference.matches(r.to_dict())]
-    if ref_rows:
-        Ts = sorted({int(r["T"]) for r in ref_rows if reference.time_at(int(r["T"]))})
-        ax_t.plot(Ts, [reference.time_at(T) for T in Ts], "k--x",
-                  label=f"published {reference.method}")
     first = run.iloc[0]
     ax_t.set(xlabel="timesteps T", ylabel="training step (s, median; bars min–max)",
              title=f"{first['device_name']}, {int(first['threads'])} threads")
@@ -1274,7 +1279,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=d.threads,
                         help="torch.set_num_threads (default: %(default)s)")
     parser.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--amp", action="store_true", help="float16 autocast (CUDA)")
+    parser.add_argument("--precision", nargs="+", default=list(d.precisions), dest="precisions",
+                        help=f"precisions to compare side by side, {lists}, of "
+                             "fp32 bf16 fp16 auto (bf16: autocast on CPU/CUDA; fp16: autocast "
+                             "+ gradient scaler, CUDA only; default: %(default)s)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                         default=d.channels_last,
                         help="channels-last (NHWC) model and input (default: %(default)s)")
@@ -1319,7 +1327,8 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
         archs=_split(args.arch), methods=_split(args.methods), Ts=_split(args.Ts, int),
         batches=_split(args.batch, int), width=args.width, image_size=args.image_size,
         in_channels=args.in_channels, num_classes=args.num_classes, warmup=args.warmup,
-        steps=args.steps, threads=args.threads, device=args.device, amp=args.amp,
+        steps=args.steps, threads=args.threads, device=args.device,
+        precisions=_split(args.precisions),
         channels_last=args.channels_last, keep_freed_memory=args.keep_freed_memory,
         saved_memory=not args.no_saved_memory,
         peak_memory=not args.no_peak, peak_steps=args.peak_steps, inference=not args.no_infer,

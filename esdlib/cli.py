@@ -3,6 +3,7 @@
 Examples::
 
     esd train --profile default --set method=esd --set T=4
+    esd train --profile default --precision bf16 --no-channels-last
     esd train --profile paper --set dataset=cifar100 --set data_root=/data/cifar
     torchrun --nproc_per_node 8 -m esdlib.cli train --profile paper --set dataset=imagenet
     esd evaluate checkpoints/<run_id>/last.pt --T 6
@@ -23,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from esdlib.config import MAX_T, PROFILES, ConfigError, RunConfig, check_device
+from esdlib.config import MAX_T, PRECISIONS, PROFILES, ConfigError, RunConfig, check_device
 from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
 from esdlib.engine import CheckpointError
 from esdlib.io import DiskFullError
@@ -33,10 +34,33 @@ class CommandError(Exception):
     """A bad command-line argument or input file; printed as one line, exit status 2."""
 
 
+_TRAIN_FLAGS = ("precision", "channels_last", "keep_freed_memory")
+"""``esd train`` options that are shortcuts for ``--set KEY=VALUE``."""
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``KEY=VALUE`` overrides of ``esd train``: ``--set`` ones, then the shortcut flags.
+
+    Raises:
+        CommandError: a shortcut flag and a ``--set`` of the same key.
+    """
+    overrides = list(args.set or [])
+    given = {s.split("=", 1)[0].strip() for s in overrides if "=" in s}
+    for key in _TRAIN_FLAGS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key in given:
+            raise CommandError(f"{key} is set twice: by {flag} and by --set {key}=...")
+        overrides.append(f"{key}={str(value).lower()}")
+    return overrides
+
+
 def _train(args: argparse.Namespace) -> int:
     from esdlib.engine import DivergenceWarning, fit
 
-    cfg = RunConfig.from_overrides(args.profile, args.set or [])
+    cfg = RunConfig.from_overrides(args.profile, train_overrides(args))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DivergenceWarning)  # reported below, in one line
         record = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
@@ -52,6 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     print(json.dumps({"run_id": record["run_id"], "status": record["status"],
                       "final_test_acc": m["final_test_acc"], "best_test_acc": m["best_test_acc"],
                       "best_epoch": m["best_epoch"], "scale": record["scale"]["label"],
+                      "runtime": record.get("extra", {}).get("runtime"),
                       "wall_s": round(record["timing"]["wall_s"], 1)}, indent=2))
     return 0
 
@@ -112,6 +137,12 @@ def _info(args: argparse.Namespace) -> int:
     for k, v in environment_info().items():
         print(f"  {k}: {v}")
     print(f"  cuda available: {torch.cuda.is_available()}")
+    from esdlib.runtime import cpu_bf16_units, resolve_precision
+
+    units = [name for name, has in cpu_bf16_units().items() if has]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"  cpu bf16 units: {', '.join(units) or 'none'}")
+    print(f"  precision=auto resolves to: {resolve_precision('auto', device)} on {device}")
     print("data sets:")
     for name in DATASET_NAMES:
         try:
@@ -179,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a RunConfig field, e.g. --set method=bptt --set T=6 "
                         "(repeatable). Keys: " + ", ".join(_config_keys()))
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="training arithmetic (= --set precision=...; default: the profile's, "
+                        "fp32): bf16 autocast (CPU/CUDA), fp16 autocast + gradient scaler "
+                        "(CUDA), auto = bf16 where the hardware has it natively, else fp32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (= --set channels_last=...; default on)")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU: glibc keeps freed memory for reuse (= --set keep_freed_memory=...; "
+                        "default on)")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore an existing checkpoint of the same configuration")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -64,12 +64,17 @@ class _RecordedConv(torch.autograd.Function):
     """Forward: the recorded output; backward: the convolution backward at input ``x``.
 
     ``bias`` only takes part in autograd: its value is already inside the recorded output.
+
+    Mixed precision: the backward runs in the recorded output's dtype, i.e. in the dtype the
+    spike pass convolved in (bf16/fp16 under autocast, as an autocast ``conv2d`` would), and
+    the input is saved in that dtype (half the bytes of the float32 rates); the weight
+    gradient is returned in the weight's dtype (float32 master weights).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, stride,
                 padding, dilation, groups: int) -> Tensor:
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x.to(out.dtype), weight)
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.conf = (stride, padding, dilation, groups)
         # A view: the value is shared with the module's record, not copied.
@@ -80,11 +85,11 @@ class _RecordedConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gb = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if need_b else None
+        gb = grad.sum((0, 2, 3), dtype=ctx.bias_dtype) if need_b else None
         if not (need_x or need_w):
             return None, None, gb, None, None, None, None, None
-        dtype = grad.dtype  # under autocast the recorded output may be half precision
-        x, w = x.to(dtype), weight.to(dtype)
+        dtype = x.dtype  # the recorded output's dtype (half precision under autocast)
+        grad, w = grad.to(dtype), weight.to(dtype)
         gemm_w = need_w and _use_gemm_weight_grad(grad, dilation, groups)
         gx, gw, _ = torch.ops.aten.convolution_backward(
             grad, x, w, None, stride, padding, dilation, False, [0] * len(stride), groups,

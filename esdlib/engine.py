@@ -27,6 +27,11 @@
   weights after an optimiser step, stops training; the record gets ``status="diverged"`` with
   the epoch and step (no checkpoint of the diverged state is written) and a
   :class:`DivergenceWarning` is issued.
+- **Fast path by default**: channels-last model and batches (``cfg.channels_last``), glibc
+  keeping freed memory on the CPU (``cfg.keep_freed_memory``), and the training step under
+  ``cfg.precision``'s autocast (fp32 by default; bf16/fp16/auto, fp16 with a gradient scaler);
+  evaluation runs in float32. What was resolved at run time is stored in the record's
+  ``extra.runtime`` (:func:`runtime_settings`), next to the config.
 - **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
   gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
   reduced; rank 0 writes checkpoints and records.
@@ -49,7 +54,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esdlib.config import RunConfig, check_runtime, resolve_path
+from esdlib.config import ConfigError, RunConfig, check_runtime, resolve_path
 from esdlib.data import DatasetInfo, build_datasets
 from esdlib.io import atomic_open, remove_stale_temps
 from esdlib.losses import LossConfig
@@ -63,6 +68,7 @@ from esdlib.results import (
     record_path,
     write_record,
 )
+from esdlib.runtime import autocast
 
 CHECKPOINT_VERSION = 2
 """Format of checkpoints written now (2: checksummed header + RNG states as tensors; 1: the
@@ -636,6 +642,40 @@ def _ensure_best_checkpoint(paths: dict[str, Path], state: dict[str, Any]) -> No
                   "accuracy from the history)", UserWarning, stacklevel=4)
 
 
+def runtime_settings(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    """Resolve and apply the run's speed settings; what it returns goes into the record.
+
+    - ``precision``: ``cfg.precision`` resolved for ``device``
+      (:func:`esdlib.runtime.resolve_precision`; ``"auto"`` becomes ``"fp32"`` or ``"bf16"``);
+    - ``channels_last``: ``cfg.channels_last`` (the model and the batches are converted by
+      :func:`fit`);
+    - ``keep_freed_memory``: whether glibc now keeps freed memory for reuse — applied here
+      (:func:`esdlib.runtime.keep_freed_memory`, process-wide and permanent) when
+      ``cfg.keep_freed_memory`` is on and the run uses the CPU; ``False`` when off, on other
+      devices or where glibc is not the C library.
+
+    Args:
+        cfg: the run's config (already checked by :func:`esdlib.config.check_runtime`).
+        device: the resolved device.
+
+    Returns:
+        ``{"precision", "channels_last", "keep_freed_memory"}``, stored as the record's
+        ``extra.runtime``.
+
+    Raises:
+        ConfigError: the precision cannot run on ``device``.
+    """
+    from esdlib.runtime import keep_freed_memory, resolve_precision
+
+    try:
+        precision = resolve_precision(cfg.precision, device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    kept = bool(cfg.keep_freed_memory and device.type == "cpu" and keep_freed_memory())
+    return {"precision": precision, "channels_last": cfg.channels_last,
+            "keep_freed_memory": kept}
+
+
 def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
         stop_after_steps: int | None = None,
         on_epoch_end: Callable[[SpikingNet, int], None] | None = None,
@@ -667,20 +707,21 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
         esdlib.io.DiskFullError: the disk filled while writing a checkpoint or the record.
     """
     wall0 = time.perf_counter()
-    check_runtime(cfg)  # device, amp, writable folders: fail before any work
+    check_runtime(cfg)  # device, precision, writable folders: fail before any work
     device = resolve_device(cfg.device)
+    runtime = runtime_settings(cfg, device)
     owns_pg = init_distributed(device)
     rank, world = _dist_info()
     try:
         return _fit(cfg, device, rank, world, progress and rank == 0, resume, stop_after_steps,
-                    wall0, on_epoch_end, extra)
+                    wall0, on_epoch_end, extra, runtime)
     finally:
         if owns_pg:
             dist.destroy_process_group()
 
 
 def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on_epoch_end,
-         extra):
+         extra, runtime):
     paths = checkpoint_paths(cfg)
     out_dir = resolve_out_dir(cfg.out_dir)
     rec_path = record_path(out_dir, cfg.experiment, make_run_id(cfg))
@@ -703,8 +744,9 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
     sched = make_scheduler(opt, cfg)
     step_fn = get_method(cfg.method)
     lcfg = loss_config(cfg)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    precision = runtime["precision"]
+    # fp16 needs loss scaling; the disabled scaler is a pass-through that still checkpoints
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
 
     sampler = EpochSampler(len(train_set), cfg.seed, rank, world)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
@@ -749,7 +791,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         scaler.scale(loss).backward()
 
     def record(status: str) -> dict[str, Any]:
-        more = {"parameter_counts": model.parameter_counts()}
+        more = {"parameter_counts": model.parameter_counts(), "runtime": dict(runtime)}
         return _record(cfg, state, device, world, wall0, status, info,
                        more | (extra() if extra is not None else {}))
 
@@ -775,7 +817,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_amp):
+            with autocast(precision, device.type):
                 res = step_fn(model, x, y, cfg.T, lcfg, rate_grad_scale=cfg.rate_grad_scale,
                               backward=backward)
             loss_value = float(res.loss)

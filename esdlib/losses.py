@@ -111,6 +111,13 @@ class LossOutput(NamedTuple):
     diagnostics: dict[str, float]
 
 
+def _at_least_fp32(outputs: Sequence[Tensor]) -> list[Tensor]:
+    """The logits in at least float32: losses are computed in float32 under mixed precision
+    (autocast leaves some of their ops, e.g. ``log_softmax`` on the CPU, in half precision);
+    float32 and float64 logits are returned unchanged."""
+    return [z.to(torch.promote_types(z.dtype, torch.float32)) for z in outputs]
+
+
 def hard_loss(outputs: Sequence[Tensor], y: Tensor, alpha: float = 1.0) -> Tensor:
     """``CE(main, y) + α Σ_branches CE(branch, y)`` (mean over the batch).
 
@@ -207,6 +214,7 @@ def self_distillation_loss(outputs: Sequence[Tensor], y: Tensor, cfg: LossConfig
     Returns:
         :class:`LossOutput`.
     """
+    outputs = _at_least_fp32(outputs)
     teacher = reliable_teacher(outputs, y, cfg.tau, cfg.teacher_space, filter_reliable)
     hard = hard_loss(outputs, y, cfg.alpha)
     soft = distillation_loss(outputs, teacher, cfg.tau)
@@ -259,7 +267,7 @@ def ce_loss(outputs: Sequence[Tensor], y: Tensor, cfg: LossConfig | None = None)
     Returns:
         :class:`LossOutput` with zero soft/unreliable parts.
     """
-    z = outputs[-1]
+    z = _at_least_fp32(outputs[-1:])[0]
     total = F.cross_entropy(z, y)
     zero = z.new_zeros(())
     acc = (z.detach().argmax(1) == y).float().mean().item()

@@ -27,6 +27,11 @@ from torch import Tensor, nn
 from esdlib.neurons import ModeAware
 
 
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    """Statistics of a half-precision (autocast) input are computed in float32."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class _RateBatchNorm(torch.autograd.Function):
     """Rate-pass BN with spike statistics forward and rate-batch statistics gradient, fused.
 
@@ -37,13 +42,15 @@ class _RateBatchNorm(torch.autograd.Function):
     ``∂L/∂x = w r_s (g − mean(g) − (x − μ_r) r_s² mean(g (x − μ_s)))``,
     ``∂L/∂w = Σ g (x − μ_s) r_s``, ``∂L/∂b = Σ g``.
 
-    Only ``x`` and three per-channel vectors are saved for backward.
+    Only ``x`` and three per-channel vectors are saved for backward. Under mixed precision
+    ``x`` (and the output) are half precision while the statistics and parameters are float32;
+    the reductions and the backward are computed in float32 (:func:`_stat_dtype`).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, mean_s, var_s, eps):
         dims = [0] + list(range(2, x.dim()))
-        mean_r = x.mean(dims)
+        mean_r = x.mean(dims, dtype=_stat_dtype(x))
         rstd = torch.rsqrt(var_s + eps)
         ctx.save_for_backward(x, weight, mean_s, rstd, mean_r)
         return torch.nn.functional.batch_norm(x, mean_s, var_s, weight, bias, False, 0.0, eps)
@@ -51,6 +58,7 @@ class _RateBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight, mean_s, rstd, mean_r = ctx.saved_tensors
+        x, g = x.to(_stat_dtype(x)), g.to(_stat_dtype(x))
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         n = x.numel() // x.shape[1]
@@ -135,7 +143,8 @@ class _SpikeBatchNorm(ModeAware, nn.modules.batchnorm._BatchNorm):
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 True, self._count_batch(), self.eps)
         with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=self._reduce_dims(x), correction=0)
+            var, mean = torch.var_mean(x.to(_stat_dtype(x)), dim=self._reduce_dims(x),
+                                       correction=0)
             self._update_running(mean, var, n)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 

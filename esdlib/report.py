@@ -762,23 +762,26 @@ def scalability_table(bench: pd.DataFrame) -> pd.DataFrame:
         bench: :func:`esdlib.bench.load_bench` table (may be empty).
 
     Returns:
-        :func:`esdlib.bench.bench_table` with its columns reordered (identification, step
-        times, time ratios, the published reference, memory) and rounded to 3 significant
-        digits; an empty table when there are no benchmark records.
+        :func:`esdlib.bench.bench_table` with its columns reordered (identification incl. the
+        precision, step times, time ratios between methods and to fp32, memory) and rounded to
+        3 significant digits; an empty table when there are no benchmark records. Every ratio
+        divides two numbers of one run on one machine.
     """
     from esdlib.bench import bench_table
 
-    ident = ["bench_id", "device_name", "threads", "arch", "width", "image_size", "batch", "T"]
+    ident = ["bench_id", "device_name", "threads", "arch", "width", "image_size", "batch",
+             "precision", "T"]
     if bench is None or not len(bench):
         return pd.DataFrame(columns=ident)
     t = bench_table(bench)
     cols = list(t.columns)
-    steps = [c for c in cols if c.endswith(" step s") and c != "ref step s"]
-    ratios = [c for c in cols if c.endswith("/ratebp step") or c.endswith("/esd step")]
-    ref = [c for c in cols if c == "ref step s" or c.endswith("/ref step")]
-    mem = [c for c in cols if c.endswith(" MiB") or c.endswith(" saved")]
-    rest = [c for c in cols if c not in {*ident, *steps, *ratios, *ref, *mem}]
-    out = t[[c for c in ident if c in cols] + steps + ratios + ref + mem + rest]
+    steps = [c for c in cols if c.endswith(" step s")]
+    ratios = [c for c in cols if c.endswith("/ratebp step") or c.endswith("/esd step")
+              or c.endswith(" step /fp32")]
+    mem = [c for c in cols if c.endswith(" MiB") or c.endswith(" saved")
+           or c.endswith(" saved /fp32")]
+    rest = [c for c in cols if c not in {*ident, *steps, *ratios, *mem}]
+    out = t[[c for c in ident if c in cols] + steps + ratios + mem + rest]
     out = out.copy()
     for c in out.select_dtypes("float").columns.difference(ident):
         out[c] = out[c].map(lambda v: float(f"{v:.3g}") if v == v else v)
@@ -800,33 +803,64 @@ def scalability_figure(bench: pd.DataFrame, bench_id: str | None = None) -> Figu
     return fig
 
 
-def reference_comparison(bench: pd.DataFrame) -> pd.DataFrame:
-    """Our ESD step time next to the published implementation's, where a benchmark run has
-    the reference configuration (:data:`esdlib.bench.PUBLISHED_ESD_REFERENCE`).
+SAME_HOST_FILE = "same_host_2026-11.csv"
+"""The published implementation and esdlib timed on one host (``results/bench/``; its README
+says who measured what, where)."""
+
+SAME_HOST = {"host": "a 2-vCPU Intel Xeon with AVX-512 and AMX", "torch": "2.14.1",
+             "threads": 2, "date": "November 2026", "esdlib": "92811e5",
+             "config": "spiking ResNet-18 ×1, 3×32×32 input, batch 16, 10 classes, SGD step "
+                       "included",
+             "how": "the two implementations alternated process by process over two rounds, "
+                    "8 clean steps per cell, medians"}
+"""How :data:`SAME_HOST_FILE` was measured (from the issue that reported it)."""
+
+_SAME_HOST_COLUMNS = ("T", "implementation", "setup", "step_s")
+
+
+def same_host_comparison(path: str | Path) -> pd.DataFrame:
+    """The published implementation next to esdlib, timed on one host (:data:`SAME_HOST`).
+
+    Args:
+        path: the data file (``<results>/bench/`` + :data:`SAME_HOST_FILE`).
 
     Returns:
-        Rows (bench_id, T): ``ours s``, ``published s``, ``ours/published`` and whether it meets
-        the target ratio; empty when no run has the reference configuration.
-    """
-    from esdlib.bench import PUBLISHED_ESD_REFERENCE as ref
-    from esdlib.bench import bench_table
+        One row per T: ``published s``, then for each esdlib setup ``<setup> s`` and
+        ``<setup>/published`` (ratios of numbers measured on the same host; no number of
+        another host enters). Empty (with a ``T`` column) when the file is missing.
 
-    cols = ["bench_id", "device_name", "threads", "T", "ours s", "published s",
-            "ours/published", "target", "meets target"]
-    if bench is None or not len(bench):
-        return pd.DataFrame(columns=cols)
-    t = bench_table(bench)
-    ratio = f"{ref.method}/ref step"
-    if ratio not in t:
-        return pd.DataFrame(columns=cols)
-    t = t[t[ratio].notna()]
-    out = pd.DataFrame({"bench_id": t["bench_id"], "device_name": t["device_name"],
-                        "threads": t["threads"], "T": t["T"],
-                        "ours s": t[f"{ref.method} step s"].round(3),
-                        "published s": t["ref step s"], "ours/published": t[ratio].round(3),
-                        "target": ref.target_ratio,
-                        "meets target": t[ratio] <= ref.target_ratio})
+    Raises:
+        ValueError: the file lacks a column or has no ``published`` row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=["T"])
+    raw = pd.read_csv(path)
+    missing = [c for c in _SAME_HOST_COLUMNS if c not in raw]
+    if missing or "published" not in set(raw["implementation"]):
+        raise ValueError(f"{path}: expected columns {list(_SAME_HOST_COLUMNS)} and rows of "
+                         f"implementation 'published' (missing: {missing or 'published rows'})")
+    wide = raw.pivot_table(index="T", columns="implementation", values="step_s",
+                           aggfunc="first")
+    out = pd.DataFrame({"T": wide.index.astype(int), "published s": wide["published"].values})
+    for impl in [c for c in dict.fromkeys(raw["implementation"]) if c != "published"]:
+        out[f"{impl} s"] = wide[impl].values
+        out[f"{impl}/published"] = (wide[impl] / wide["published"]).round(2).values
     return out.reset_index(drop=True)
+
+
+def same_host_facts(table: pd.DataFrame) -> dict[str, str]:
+    """Display values of :func:`same_host_comparison` for the prose: the host, and the ratio
+    ranges of each esdlib setup (``train_ratio``, ``bench_ratio``; ``n/a`` when missing)."""
+    facts = {"same_host": SAME_HOST["host"], "same_host_torch": SAME_HOST["torch"],
+             "same_host_threads": str(SAME_HOST["threads"]), "same_host_date": SAME_HOST["date"],
+             "same_host_esdlib": SAME_HOST["esdlib"], "same_host_config": SAME_HOST["config"],
+             "same_host_how": SAME_HOST["how"], "train_ratio": "n/a", "bench_ratio": "n/a"}
+    for key, impl in (("train_ratio", "esdlib (esd train)"), ("bench_ratio", "esdlib (esd bench)")):
+        col = f"{impl}/published"
+        if col in table:
+            facts[key] = _range(table[col])
+    return facts
 
 
 def _range(values: pd.Series, unit: str = "×") -> str:
@@ -846,18 +880,20 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
 
     Keys: ``n_runs``, ``bench_id``, ``device``, ``threads``, ``config``, ``T_range``,
     ``esd_ratebp_step``, ``bptt_esd_step_Tmax``, ``<method>_saved_growth`` (saved memory at the
-    largest T over the smallest, for bptt, ratebp, esd), ``ref_ratio`` (ours/published, latest
-    run), ``esd_spike_infer`` (ESD spike pass over inference at the same T), ``infer_per_T``
-    (inference seconds per timestep), and three sentences:
-    ``bench_intro`` (which run), ``bench_summary`` (the ratios) and ``memory_verdict``
-    (whether the two-pass methods' saved memory stays within :data:`FLAT_MEMORY` while
-    BPTT's grows).
+    largest T over the smallest, for bptt, ratebp, esd), ``esd_spike_infer`` (ESD spike pass
+    over inference at the same T), ``infer_per_T`` (inference seconds per timestep) — all from
+    the run's fp32 rows (its first precision if it has no fp32) —, ``esd_bf16_step`` and
+    ``esd_bf16_saved`` (ESD in bf16 over fp32, same run), and four sentences: ``bench_intro``
+    (which run), ``bench_summary`` (the ratios), ``memory_verdict`` (whether the two-pass
+    methods' saved memory stays within :data:`FLAT_MEMORY` while BPTT's grows) and
+    ``precision_summary`` (bf16 against fp32, or how to measure it).
     """
     from esdlib.bench import bench_table
 
     keys = ("bench_id", "device", "threads", "config", "T_range", "esd_ratebp_step",
             "bptt_esd_step_Tmax", "bptt_saved_growth", "ratebp_saved_growth",
-            "esd_saved_growth", "ref_ratio", "esd_spike_infer", "infer_per_T")
+            "esd_saved_growth", "esd_spike_infer", "infer_per_T", "esd_bf16_step",
+            "esd_bf16_saved")
     facts = {k: "n/a" for k in keys}
     n = 0 if bench is None or not len(bench) else bench["bench_id"].nunique()
     facts.update(n_runs=str(n),
@@ -865,14 +901,32 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
                  "build, so the tables and the figure below are empty; the commands at the end "
                  "of this page produce them.",
                  bench_summary="Without benchmark records no ratio can be computed.",
-                 memory_verdict="there are no benchmark records to check it with")
+                 memory_verdict="there are no benchmark records to check it with",
+                 precision_summary="There is no benchmark record, so bf16 is not measured here.")
     if not n:
         return facts
     latest = bench.sort_values("created")["bench_id"].iloc[-1]
     run = bench[bench["bench_id"] == latest]
+    run = run.assign(precision=run["precision"].fillna("fp32")) if "precision" in run \
+        else run.assign(precision="fp32")
     first = run.iloc[0]
     run = run[(run["arch"] == first["arch"]) & (run["batch"] == first["batch"])]
-    t = bench_table(run)
+    t_all = bench_table(run)
+    main = "fp32" if (run["precision"] == "fp32").any() else str(first["precision"])
+    t = t_all[t_all["precision"] == main]
+    bf16 = t_all[t_all["precision"] == "bf16"]
+    if len(bf16) and "esd step /fp32" in bf16:
+        facts["esd_bf16_step"] = _range(bf16["esd step /fp32"])
+        facts["esd_bf16_saved"] = _range(bf16["esd saved /fp32"])
+        facts["precision_summary"] = (
+            f"The run also measured bf16 autocast side by side: over the same T the ESD step "
+            f"takes {facts['esd_bf16_step']} its fp32 time and saves {facts['esd_bf16_saved']} "
+            "the fp32 bytes for backward (eligibilities stay float32).")
+    else:
+        facts["precision_summary"] = (
+            f"This run measured {main} only; `esd bench --precision fp32,bf16` times both side "
+            "by side and adds bf16 rows to the table.")
+    run = run[run["precision"] == main]
     Ts = sorted(int(x) for x in t["T"].unique())
     facts.update(bench_id=str(latest), device=str(first["device_name"]),
                  threads=str(int(first["threads"])),
@@ -892,10 +946,6 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
             hi = float(t.loc[t["T"] == Ts[-1], col].iloc[0])
             growth[m] = hi / lo if lo else np.nan
             facts[f"{m}_saved_growth"] = fmt_num(growth[m], unit="×")
-    ref = reference_comparison(bench)
-    ref = ref[ref["bench_id"] == latest]
-    if len(ref):
-        facts["ref_ratio"] = _range(ref["ours/published"])
     esd_rows = run[run["method"] == "esd"]
     if len(esd_rows) and {"spike_pass_s", "infer_s"} <= set(esd_rows.columns):
         facts["esd_spike_infer"] = _range(esd_rows["spike_pass_s"] / esd_rows["infer_s"])

@@ -15,7 +15,6 @@ import esdlib as esd
 from esdlib import bench
 from esdlib.bench import (
     BENCH_COLUMNS,
-    PUBLISHED_ESD_REFERENCE,
     BenchConfig,
     SavedTensorMeter,
     held_tensors,
@@ -126,7 +125,7 @@ def test_record_round_trip_table_and_figure(record, tmp_path):
     assert list(df.columns) == list(BENCH_COLUMNS) and len(df) == 6
     assert set(df["method"]) == {"bptt", "ratebp", "esd"}
     table = bench.bench_table(df)
-    assert len(table) == 2 and "ref step s" not in table  # tiny size is not the reference
+    assert len(table) == 2 and not any("ref" in c for c in table)  # no cross-host reference
     for _, t in table.iterrows():
         esd_row = df[(df.method == "esd") & (df["T"] == t["T"])].iloc[0]
         rbp_row = df[(df.method == "ratebp") & (df["T"] == t["T"])].iloc[0]
@@ -139,17 +138,37 @@ def test_record_round_trip_table_and_figure(record, tmp_path):
     assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
 
 
-def test_table_compares_with_published_reference_in_its_configuration(record):
-    ref = copy.deepcopy(record)
-    ref["grid"].update(width=1.0, image_size=32, in_channels=3, num_classes=10)
-    for r in ref["rows"]:
-        r["batch"] = 16
-    ref["device"]["type"], ref["threads"] = "cpu", 2
-    table = bench.bench_table(bench.bench_frame(ref))
-    for _, t in table.iterrows():
-        published = PUBLISHED_ESD_REFERENCE.time_at(t["T"])
-        assert t["ref step s"] == published
-        assert t["esd/ref step"] == pytest.approx(t["esd step s"] / published)
+def test_records_before_the_precision_axis_still_load(record):
+    """Older records: ``device.amp`` instead of row precisions, a ``reference`` block."""
+    old = copy.deepcopy(record)
+    old["device"]["amp"] = True
+    old["reference"] = {"source": "published implementation, another host"}
+    for r in old["rows"]:
+        del r["precision"]
+    bench.validate_bench_record(old)
+    assert set(bench.bench_frame(old)["precision"]) == {"fp16"}
+    del old["device"]["amp"]
+    assert set(bench.bench_frame(old)["precision"]) == {"fp32"}
+    assert BenchConfig.from_dict({**TINY, "amp": False}).precisions == ("fp32",)
+
+
+def test_bf16_is_one_more_axis_of_the_interleaved_grid():
+    cfg = BenchConfig(**TINY, methods=("ratebp",), Ts=(2,), warmup=1, steps=1,
+                      peak_memory=False, inference=False, precisions=("fp32", "bf16", "auto"))
+    assert cfg.resolved_precisions == ("fp32", "bf16")  # auto is fp32 or bf16: no new cell
+    record = bench.run_bench(cfg, progress=False)
+    assert record["device"]["precisions"] == ["fp32", "bf16"]
+    df = bench.bench_frame(record)
+    assert sorted(df["precision"]) == ["bf16", "fp32"]
+    fp32, bf16 = (df[df.precision == p].iloc[0] for p in ("fp32", "bf16"))
+    # the rate pass saves its conv inputs and BN inputs in bf16 (eligibilities stay float32)
+    assert bf16.saved_bytes < 0.8 * fp32.saved_bytes
+    table = bench.bench_table(df)
+    row = table[table.precision == "bf16"].iloc[0]
+    assert row["ratebp step /fp32"] == pytest.approx(bf16.step_s / fp32.step_s)
+    assert row["ratebp saved /fp32"] == pytest.approx(bf16.saved_bytes / fp32.saved_bytes)
+    assert "ratebp step /fp32" not in table[table.precision == "fp32"].dropna(axis=1)
+    assert list(bench.phase_table(df)["precision"]) == ["fp32", "bf16"]
 
 
 def test_invalid_records_are_rejected(record, tmp_path):
@@ -177,8 +196,11 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown BenchConfig keys"):
         BenchConfig.from_dict({"stepz": 3})
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="amp"):
-            BenchConfig(amp=True)
+        with pytest.raises(ValueError, match="fp16.*CUDA"):
+            BenchConfig(precisions=("fp32", "fp16"))
+    with pytest.raises(ValueError, match="precision='half'"):
+        BenchConfig(precisions="half")
+    assert BenchConfig(precisions="bf16").precisions == ("bf16",)
     cfg = BenchConfig(**TINY)
     assert BenchConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -199,8 +221,10 @@ def test_cli_defaults_and_command(tmp_path, capsys):
     assert bench.bench_command(parser.parse_args(["--T", "0"])) == 2
     assert bench.bench_command(parser.parse_args(["--methods", "esd,nope"])) == 2
     commas = bench._config_from_args(parser.parse_args(["--methods", "bptt,esd", "--T", "1,2",
-                                                        "4", "--batch", "8,16"]))
+                                                        "4", "--batch", "8,16", "--precision",
+                                                        "fp32,bf16"]))
     assert (commas.methods, commas.Ts, commas.batches) == (("bptt", "esd"), (1, 2, 4), (8, 16))
+    assert commas.precisions == ("fp32", "bf16")
 
 
 # --- memory after evaluation and training ---------------------------------------------------
@@ -260,3 +284,25 @@ def test_peak_memory_worker_runs_in_a_subprocess():
         assert isinstance(out[k], int) and out[k] >= 0
     assert out["peak_growth_bytes"] == max(0, out["peak_bytes"] - out["peak_baseline_bytes"])
     assert out["peak_baseline_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_rehearsal_runs_every_call_on_the_cpu(tmp_path):
+    """``GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh`` (about a minute): the same calls as on a
+    GPU at toy sizes — channels-last on/off × fp32/bf16 (fp16 needs CUDA) × two arch groups."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    df = bench.load_bench(tmp_path)
+    assert df["bench_id"].nunique() == 8
+    assert set(df["precision"]) == {"fp32", "bf16"} and set(df["channels_last"]) == {True, False}
+    assert set(df["arch"]) == {"spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34"}
+    assert (tmp_path / "host.txt").is_file() and (tmp_path / "tests.txt").is_file()

@@ -178,7 +178,10 @@ BAD_VALUES = [
     (dict(num_workers=-1), ["num_workers", ">= 0"]),
     (dict(seed=-1), ["seed", ">= 0"]),
     (dict(warmup_epochs=30), ["warmup_epochs", "epochs"]),
-    (dict(amp=1), ["amp", "bool"]),
+    (dict(amp=1), ["'amp'", "replaced by precision", "precision=fp16"]),
+    (dict(precision="bfloat16"), ["precision", "'bf16'", "'fp32'", "'auto'"]),
+    (dict(channels_last=1), ["channels_last", "bool"]),
+    (dict(keep_freed_memory="yes"), ["keep_freed_memory", "bool"]),
     (dict(augment="yes"), ["augment", "bool"]),
     (dict(device="gpu"), ["device", "cuda:N", "mps"]),
     (dict(device="cuda:x"), ["device", "cuda:N"]),
@@ -339,8 +342,9 @@ def test_digits_label_never_reads_like_cifar(dataset):
         ("data_root=/data/cifar", ("data_root", "/data/cifar")),
         ("image_size=None", ("image_size", None)),
         ("max_train_steps=7", ("max_train_steps", 7)),
-        ("amp=true", ("amp", True)),
-        ("amp=False", ("amp", False)),
+        ("precision=bf16", ("precision", "bf16")),
+        ("channels_last=False", ("channels_last", False)),
+        ("keep_freed_memory=off", ("keep_freed_memory", False)),
         ("augment=1", ("augment", True)),
         ("augment=0", ("augment", False)),
         (" lr = 0.05 ", ("lr", 0.05)),
@@ -360,7 +364,8 @@ def test_parse_override(text, expected):
         ("T=2.5", ["T", "integer"]),
         ("T=abc", ["T", "integer"]),
         ("T=none", ["T", "integer"]),
-        ("amp=maybe", ["amp", "true/false"]),
+        ("channels_last=maybe", ["channels_last", "true/false"]),
+        ("amp=true", ["'amp'", "replaced by precision"]),
         ("lr=fast", ["lr", "number"]),
         ("image_size=big", ["image_size", "integer", "none"]),
         ("T4", ["key=value", "valid keys"]),
@@ -425,18 +430,29 @@ def test_hash_ignores_locations_and_scheduling():
         data_root="/data", download=True, checkpoint_every=7, cache_dir="/tmp/frames",
     )  # fmt: skip
     assert other.config_hash() == base.config_hash()
+    layout = base.replace(channels_last=not base.channels_last, keep_freed_memory=False)
+    assert layout.config_hash() == base.config_hash()  # memory layout and allocator: scheduling
     assert set(HASH_EXCLUDED_FIELDS) == {
         "out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
-        "checkpoint_every", "cache_dir",
+        "checkpoint_every", "cache_dir", "channels_last", "keep_freed_memory", "precision",
     }  # fmt: skip
 
 
-def test_fields_added_later_keep_earlier_run_ids_at_their_default():
-    """A record written before ``branch_pool`` existed still has its config's hash."""
-    cfg = RunConfig.profile("default", image_size=32)
+def _old_style_hash(cfg):
+    """The hash an esdlib before ``branch_pool``/``precision`` gave ``cfg``: ``amp`` and
+    ``channels_last`` were hashed fields (default false), the others did not exist."""
     old_style = {k: v for k, v in cfg.to_dict().items()
                  if k not in HASH_EXCLUDED_FIELDS and k not in HASHED_WHEN_NOT_DEFAULT}
-    expected = hashlib.sha256(canonical_json(old_style).encode("ascii")).hexdigest()
+    old_style |= {"amp": cfg.precision == "fp16", "channels_last": False}
+    return hashlib.sha256(canonical_json(old_style).encode("ascii")).hexdigest()
+
+
+def test_fields_added_later_keep_earlier_run_ids_at_their_default():
+    """A record written before ``branch_pool``/``precision`` existed still has its config's
+    hash, with the channels-last default now on."""
+    cfg = RunConfig.profile("default", image_size=32)
+    assert cfg.channels_last and cfg.precision == "fp32"
+    expected = _old_style_hash(cfg)
     assert cfg.config_hash() == expected
     assert cfg.replace(branch_pool="published").config_hash() != expected
     assert RunConfig.profile("default", method="bptt", branch_pool="published")  # no branches
@@ -462,9 +478,51 @@ def _another_value(name, value):
     return value + "x"
 
 
+def test_precision_is_hashed_in_the_legacy_amp_form():
+    """fp32 and fp16 keep the run ids of the former ``amp`` flag; bf16 and auto get new ones."""
+    base = RunConfig.profile("default")
+    fp16 = base.replace(precision="fp16")
+    assert fp16.config_hash() == _old_style_hash(fp16) != base.config_hash()
+    legacy = dict(base.to_dict(), amp=True)
+    del legacy["precision"]
+    assert RunConfig.from_dict(legacy) == fp16
+    hashes = {p: base.replace(precision=p).config_hash() for p in ("fp32", "bf16", "fp16", "auto")}
+    assert len(set(hashes.values())) == 4
+    assert base.replace(precision="bf16").hash_dict()["amp"] is False
+
+
+def test_old_amp_dicts_load_and_contradictions_are_refused():
+    d = RunConfig.profile("smoke").to_dict()
+    del d["precision"], d["keep_freed_memory"]
+    assert RunConfig.from_dict(d | {"amp": False}).precision == "fp32"
+    assert RunConfig.from_dict(d | {"amp": True}).precision == "fp16"
+    assert RunConfig.from_dict(d | {"amp": True, "precision": "fp16"}).precision == "fp16"
+    with pytest.raises(ConfigError, match="contradicts"):
+        RunConfig.from_dict(d | {"amp": True, "precision": "bf16"})
+    with pytest.raises(ConfigError, match="amp must be a bool"):
+        RunConfig.from_dict(d | {"amp": "yes"})
+
+
+def test_committed_records_keep_their_run_ids():
+    """Every run record under results/ rebuilds to its own config hash and run id, so
+    `esd reproduce` still finds them complete (configs written with ``amp``, NCHW)."""
+    import json
+
+    from esdlib.results import make_run_id, results_dir
+
+    records = [json.loads(p.read_text()) for p in sorted(results_dir().glob("*/*.json"))]
+    records = [r for r in records if "config_hash" in r]
+    assert len(records) >= 10
+    for r in records:
+        cfg = RunConfig.from_dict(r["config"])
+        assert cfg.config_hash() == r["config_hash"], r["run_id"]
+        assert make_run_id(cfg, r["experiment"]) == r["run_id"]
+
+
 @pytest.mark.parametrize(
     "name",
-    [f.name for f in dataclasses.fields(RunConfig) if f.name not in HASH_EXCLUDED_FIELDS],
+    [f.name for f in dataclasses.fields(RunConfig)
+     if f.name not in HASH_EXCLUDED_FIELDS or f.name == "precision"],
 )
 def test_hash_covers_every_other_field(name):
     base = RunConfig.profile("default")

@@ -155,3 +155,83 @@ def test_evaluate_restores_memory(tmp_path):
     leftovers = [k for m in net.modules() for k, v in vars(m).items()
                  if isinstance(v, torch.Tensor) and k not in ("_parameters", "_buffers")]
     assert leftovers == []
+
+
+def _spy_steps(monkeypatch):
+    """Record, at every training step, the batch's and the weights' layout and the autocast."""
+    import esdlib.engine as engine
+    from esdlib.conv import SpikeConv2d
+
+    seen = []
+    real = engine.get_method
+
+    def get_method(name):
+        step = real(name)
+
+        def spied(model, x, y, T, *args, **kwargs):
+            conv = next(m for m in model.modules() if isinstance(m, SpikeConv2d))
+            # (the digits batch has one channel: NCHW and NHWC are the same memory there)
+            seen.append({"w_nhwc": conv.weight.stride(1) == 1 and not conv.weight.is_contiguous(),
+                         "autocast": torch.get_autocast_dtype("cpu")
+                         if torch.is_autocast_enabled("cpu") else None})
+            return step(model, x, y, T, *args, **kwargs)
+        return spied
+
+    monkeypatch.setattr(engine, "get_method", get_method)
+    return seen
+
+
+def _spy_allocator(monkeypatch):
+    import esdlib.runtime as runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda *a, **k: calls.append(a) or True)
+    return calls
+
+
+def test_fit_runs_the_fast_path_by_default_and_records_it(tmp_path, monkeypatch):
+    calls, seen = _spy_allocator(monkeypatch), _spy_steps(monkeypatch)
+    rec = fit(_cfg(tmp_path, device="cpu"), progress=False)
+    assert len(calls) == 1
+    assert seen and all(s == {"w_nhwc": True, "autocast": None} for s in seen)
+    assert rec["extra"]["runtime"] == {"precision": "fp32", "channels_last": True,
+                                       "keep_freed_memory": True}
+    assert rec["config"]["channels_last"] is True and rec["config"]["keep_freed_memory"] is True
+    validate_record(rec)
+
+
+def test_fit_fast_path_switches_off_and_bf16_runs_under_autocast(tmp_path, monkeypatch):
+    calls, seen = _spy_allocator(monkeypatch), _spy_steps(monkeypatch)
+    cfg = _cfg(tmp_path, device="cpu", channels_last=False, keep_freed_memory=False,
+               precision="bf16")
+    rec = fit(cfg, progress=False)
+    assert calls == []
+    assert seen and all(s == {"w_nhwc": False, "autocast": torch.bfloat16}
+                        for s in seen)
+    assert rec["extra"]["runtime"] == {"precision": "bf16", "channels_last": False,
+                                       "keep_freed_memory": False}
+    assert rec["status"] == "complete" and all(
+        p.dtype == torch.float32 for p in load_trained_model(
+            tmp_path / "ckpt" / rec["run_id"] / "last.pt")[0].parameters())
+
+
+@pytest.mark.parametrize(("units", "resolved"), [(False, "fp32"), (True, "bf16")])
+def test_fit_records_what_auto_precision_resolved_to(tmp_path, monkeypatch, units, resolved):
+    import esdlib.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_units",
+                        lambda: {"amx_bf16": False, "avx512_bf16": units})
+    seen = _spy_steps(monkeypatch)
+    rec = fit(_cfg(tmp_path, device="cpu", precision="auto", keep_freed_memory=False),
+              progress=False)
+    assert rec["config"]["precision"] == "auto"
+    assert rec["extra"]["runtime"]["precision"] == resolved
+    assert {s["autocast"] for s in seen} == {torch.bfloat16 if units else None}
+
+
+def test_fp16_on_the_cpu_is_refused_before_any_work(tmp_path):
+    from esdlib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16.*CUDA"):
+        fit(_cfg(tmp_path, device="cpu", precision="fp16"), progress=False)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()

@@ -69,8 +69,10 @@ def test_published_branch_block_has_the_published_layer_order():
     c_in, c_out = 64, 128
     layers = list(block.body)
     kinds = [type(m).__name__ for m in layers]
-    assert kinds == ["Conv2d", "Conv2d", "BatchNorm2d", "ReLU",
-                     "Conv2d", "Conv2d", "BatchNorm2d", "ReLU"]
+    # DepthwiseConv2d: an nn.Conv2d that stays float32 under CPU autocast
+    assert kinds == ["DepthwiseConv2d", "Conv2d", "BatchNorm2d", "ReLU",
+                     "DepthwiseConv2d", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert all(isinstance(m, torch.nn.Conv2d) for m in layers if "Conv" in type(m).__name__)
     dw1, pw1, bn1, _, dw2, pw2, bn2, _ = layers
     assert (dw1.in_channels, dw1.out_channels, dw1.groups, dw1.kernel_size, dw1.stride) == (
         c_in, c_in, c_in, (3, 3), (2, 2))

@@ -230,3 +230,96 @@ def test_T1_rate_bp_gradient_equals_bptt_in_channels_last(pair):
     for name in g_bptt:
         torch.testing.assert_close(g_rate[name], g_bptt[name], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(g_rate[name], g_nchw[name], atol=1e-5, rtol=1e-4)
+
+
+# --- mixed precision (bf16 autocast) -----------------------------------------------------------
+# bfloat16 keeps 8 significant bits (unit roundoff 2**-9 ≈ 0.2 %). Under autocast the
+# convolutions and linear layers compute in bf16; esdlib keeps membranes, eligibilities, rates,
+# BN statistics and the losses in float32, and spikes (0/1) are exact. The tolerances below
+# follow from that, not from a fit to one run: see each test.
+
+
+def _bf16(fn):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn()
+
+
+def _rel_err(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-30))
+
+
+@pytest.mark.parametrize("pair", [("bptt", "ratebp"), ("esd_bptt", "esd")])
+def test_T1_rate_bp_gradient_equals_bptt_in_bf16(pair):
+    """At T = 1 rate-BP and BPTT are the same computation; in bf16 only the rounding differs.
+
+    Both forwards run the same bf16 kernels on the same data (identical spikes); the backwards
+    round at different places (BPTT passes bf16 gradients between layers, rate-BP float32 ones
+    through its LIF and BN steps). Each rounding is ≤ 2**-9 relative; over the ~20 layers of
+    ResNet-18 they compound to ~1 % of the whole gradient's norm (we allow 2 %) and to at most
+    ~2.5 % of one tensor's (seeds 0-3; the worst are BN weights and biases, sums over every
+    position of bf16 gradients in the BPTT path; we allow 6 %). A wrong eligibility, BN
+    straight-through term or conv backward gives errors of order 100 %. Every
+    gradient is float32 (the master weights' dtype), and the float32 step's gradient differs
+    (bf16 really was in use: its rounding moves some membranes across the threshold, so the
+    two precisions do not even fire the same spikes — no tolerance relates them).
+    """
+    aux = "dsconv" if pair[0] == "esd_bptt" else None
+    net = _net(aux=aux).train()
+    x, y = _batch()
+    g_bptt = _bf16(lambda: _grads(copy.deepcopy(net), pair[0], x, y, 1))
+    g_rate = _bf16(lambda: _grads(copy.deepcopy(net), pair[1], x, y, 1))
+    g_fp32 = _grads(copy.deepcopy(net), pair[0], x, y, 1)
+    assert g_bptt.keys() == g_rate.keys() and len(g_bptt) == len(list(net.parameters()))
+    errors = {n: _rel_err(g_rate[n], g_bptt[n]) for n in g_bptt}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 0.06, f"{worst}: relative error {errors[worst]:.3g}"
+    flat = [torch.cat([g[n].flatten() for n in g_bptt]) for g in (g_rate, g_bptt, g_fp32)]
+    assert _rel_err(flat[0], flat[1]) < 0.02
+    assert all(g.dtype == torch.float32 for g in g_rate.values())
+    assert _rel_err(flat[0], flat[2]) > 1e-3
+
+
+def test_rate_pass_values_equal_spike_pass_averages_in_bf16():
+    """Rate-pass forward values are the spike pass's time averages, up to bf16 rounding.
+
+    - LIF outputs: the rate pass returns the float32 rate recorded from exact 0/1 spikes, so it
+      equals the float32 mean of the spike-pass spikes to float32 rounding (tolerance 1e-6);
+    - LIF inputs: the spike pass rounds each step's BN output to bf16 and the rate pass
+      normalises the bf16 time average of the bf16 convolution outputs, so they agree to a
+      few bf16 roundings of the currents' scale: |Δ| ≤ 2**-6 · max|x| (4 units of 2**-8);
+    - logits: a time average of bf16 logits vs one bf16 linear layer on the float32 rates:
+      |Δ| ≤ 2**-6 · max|logit|.
+    """
+    T = 4
+    net = _net().train()
+    x, _ = _batch()
+    lifs = {n: m for n, m in net.named_modules() if isinstance(m, esd.LIF)}
+    seen = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            seen.setdefault(name, []).append((inp[0].detach().clone(), out.detach().clone()))
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in lifs.items()]
+    spike_out = _bf16(lambda: esd.spike_pass(net, x, T))
+    rates = {n: m.rate.clone() for n, m in lifs.items()}
+    rate_out = _bf16(lambda: esd.rate_pass(net, x))
+    for h in handles:
+        h.remove()
+    esd.reset_state(net)
+    assert spike_out.logits.dtype == torch.bfloat16  # autocast was on
+    for name in lifs:
+        (x_spk, s_spk), (x_rate, out_rate) = seen[name]
+        B = x_rate.shape[0]
+        assert x_spk.dtype == s_spk.dtype == torch.bfloat16 and rates[name].dtype == torch.float32
+        assert set(s_spk.unique().tolist()) <= {0.0, 1.0}
+        mean_s = s_spk.float().view(T, B, *out_rate.shape[1:]).mean(0)
+        torch.testing.assert_close(out_rate, mean_s, atol=1e-6, rtol=0)
+        torch.testing.assert_close(out_rate, rates[name], atol=0, rtol=0)
+        mean_x = x_spk.float().view(T, B, *x_rate.shape[1:]).mean(0)
+        scale = float(mean_x.abs().max())
+        assert float((x_rate.float() - mean_x).abs().max()) <= 2**-6 * scale, name
+    scale = float(spike_out.logits.float().abs().max())
+    diff = (rate_out.logits.detach().float() - spike_out.logits.float()).abs().max()
+    assert float(diff) <= 2**-6 * scale

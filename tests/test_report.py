@@ -461,7 +461,7 @@ def test_tables_survive_empty_input(paper):
               report.final_and_best(empty), report.distillation_ablation(empty),
               report.ablation_table(empty), report.beta_sweep(empty),
               report.accuracy_vs_T_table(empty), report.scalability_table(pd.DataFrame()),
-              report.reference_comparison(pd.DataFrame()), report.record_status(empty)):
+              report.same_host_comparison("missing.csv"), report.record_status(empty)):
         assert isinstance(t, pd.DataFrame) and len(t) == 0
     assert report.bench_facts(pd.DataFrame())["n_runs"] == "0"
 
@@ -491,7 +491,43 @@ def test_bench_facts_checks_that_two_pass_memory_stays_flat():
     growing = bench_rows({("bptt", 1): mib, ("bptt", 4): 4 * mib, ("ratebp", 1): mib,
                           ("ratebp", 4): 3 * mib})
     assert report.bench_facts(growing)["memory_verdict"].startswith("it does not hold")
-    assert len(report.reference_comparison(flat)) == 0  # not the reference configuration
+    assert "fp32 only" in f["precision_summary"] and f["esd_bf16_step"] == "n/a"
+
+
+def test_bench_facts_and_table_put_bf16_next_to_fp32_of_the_same_run():
+    mib = 2**20
+    fp32 = bench_rows({("esd", 1): 2 * mib, ("esd", 4): 2 * mib}).assign(precision="fp32")
+    bf16 = fp32.assign(precision="bf16", step_s=fp32["step_s"] * 0.6,
+                       saved_bytes=fp32["saved_bytes"] * 0.75)
+    both = pd.concat([fp32, bf16], ignore_index=True)
+    f = report.bench_facts(both)
+    assert (f["esd_bf16_step"], f["esd_bf16_saved"]) == ("0.60×", "0.75×")
+    assert "0.60× its fp32 time" in f["precision_summary"]
+    assert f["esd_saved_growth"] == "1.00×"  # fp32 rows only, not mixed with bf16
+    t = report.scalability_table(both)
+    assert list(t["precision"]) == ["fp32", "fp32", "bf16", "bf16"]
+    assert t.loc[t.precision == "bf16", "esd step /fp32"].tolist() == [0.6, 0.6]
+    assert not any("ref" in c or "target" in c for c in t.columns)
+
+
+def test_same_host_comparison_divides_only_numbers_of_one_host(tmp_path):
+    from esdlib.results import results_dir
+
+    t = report.same_host_comparison(results_dir() / "bench" / report.SAME_HOST_FILE)
+    assert list(t["T"]) == [1, 2, 4, 6, 8]
+    assert list(t.columns) == ["T", "published s", "esdlib (esd train) s",
+                               "esdlib (esd train)/published", "esdlib (esd bench) s",
+                               "esdlib (esd bench)/published"]
+    row = t[t["T"] == 6].iloc[0]  # issue 13's table: 1.423 / 1.040 / 0.897 s
+    assert (row["published s"], row["esdlib (esd train) s"]) == (1.423, 1.040)
+    assert row["esdlib (esd bench)/published"] == round(0.897 / 1.423, 2) == 0.63
+    f = report.same_host_facts(t)
+    assert f["train_ratio"] == "0.68–0.75×" and f["bench_ratio"] == "0.55–0.71×"
+    assert "Intel Xeon" in f["same_host"]
+    bad = tmp_path / "x.csv"
+    bad.write_text("T,implementation,step_s\n1,esdlib,0.5\n")
+    with pytest.raises(ValueError, match="x.csv"):
+        report.same_host_comparison(bad)
 
 
 def test_prose_sentences_say_when_a_claim_cannot_be_checked(paper, real_paper):

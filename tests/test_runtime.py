@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import esdlib.runtime as runtime
 
@@ -49,3 +50,74 @@ def test_freed_tensors_are_reused_without_page_faults():
 def test_invalid_top_pad_fails_before_changing_anything():
     with pytest.raises(ValueError, match="top_pad_bytes"):
         runtime.keep_freed_memory(-1)
+
+
+# --- precision ---------------------------------------------------------------------------------
+
+
+def _units(monkeypatch, amx=False, avx512=False):
+    monkeypatch.setattr(runtime, "cpu_bf16_units",
+                        lambda: {"amx_bf16": amx, "avx512_bf16": avx512})
+
+
+@pytest.mark.parametrize(("amx", "avx512", "expected"),
+                         [(False, False, "fp32"), (False, True, "bf16"), (True, True, "bf16"),
+                          (True, False, "bf16")])
+def test_auto_precision_on_the_cpu_follows_the_bf16_units(monkeypatch, amx, avx512, expected):
+    _units(monkeypatch, amx, avx512)
+    assert runtime.resolve_precision("auto", "cpu") == expected
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_auto_precision_on_cuda_follows_native_bf16(monkeypatch, bf16):
+    monkeypatch.setattr(runtime, "_cuda_bf16", lambda device: bf16)
+    assert runtime.resolve_precision("auto", "cuda") == ("bf16" if bf16 else "fp32")
+    assert runtime.resolve_precision("auto", "mps") == "fp32"
+
+
+def test_explicit_precisions_resolve_to_themselves_where_they_can_run(monkeypatch):
+    _units(monkeypatch)  # no bf16 units: explicit bf16 still runs (emulated), auto does not
+    monkeypatch.setattr(runtime, "_cuda_bf16", lambda device: True)
+    for p in ("fp32", "bf16"):
+        assert runtime.resolve_precision(p, "cpu") == p
+    assert runtime.resolve_precision("fp16", "cuda") == "fp16"
+
+
+@pytest.mark.parametrize(("precision", "device", "needles"), [
+    ("fp16", "cpu", ["fp16", "CUDA", "cpu"]),
+    ("fp16", "mps", ["fp16", "CUDA"]),
+    ("bf16", "mps", ["bf16", "mps"]),
+    ("half", "cpu", ["'half'", "fp32, bf16, fp16, auto"]),
+])
+def test_impossible_precisions_are_refused_with_the_reason(precision, device, needles):
+    problem = runtime.precision_problem(precision, device)
+    assert problem is not None and all(n in problem for n in needles)
+    with pytest.raises(ValueError) as err:
+        runtime.resolve_precision(precision, device)
+    assert str(err.value) == problem
+
+
+def test_bf16_on_a_cuda_device_without_native_bf16_is_refused(monkeypatch):
+    monkeypatch.setattr(runtime, "_cuda_bf16", lambda device: False)
+    assert "compute capability 8.0" in runtime.precision_problem("bf16", "cuda")
+    assert runtime.precision_problem("fp16", "cuda") is None
+
+
+def test_autocast_contexts():
+    with runtime.autocast("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        out = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+        assert out.dtype == torch.bfloat16
+    with runtime.autocast("fp32", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert runtime.autocast_dtype("fp16") == torch.float16
+    with pytest.raises(ValueError, match="resolved"):
+        runtime.autocast_dtype("auto")
+
+
+def test_cpu_bf16_units_reports_both_probes():
+    units = runtime.cpu_bf16_units()
+    assert set(units) == {"amx_bf16", "avx512_bf16"} and all(
+        isinstance(v, bool) for v in units.values())

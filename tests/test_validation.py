@@ -49,7 +49,7 @@ TRAIN_CASES = [
     (["experiment=" + "x" * 170], ["experiment", "170 characters"]),
 ]
 if not torch.cuda.is_available():
-    TRAIN_CASES.append((["amp=true"], ["amp=true", "CUDA"]))
+    TRAIN_CASES.append((["precision=fp16"], ["precision='fp16'", "CUDA", "cpu"]))
 
 
 @pytest.mark.parametrize(("overrides", "needles"), TRAIN_CASES, ids=lambda v: str(v)[:40])
@@ -229,3 +229,37 @@ def test_overrides_json_errors_are_config_errors(text, needle):
     with pytest.raises(ConfigError, match=needle):
         RunConfig.from_notebook("smoke", text, experiment="e", out_dir="r")
     assert RunConfig.from_notebook("smoke", '{"T": 3}', experiment="e").T == 3
+
+
+def test_train_shortcut_flags_become_overrides_and_refuse_doubles():
+    from esdlib.cli import CommandError, build_parser, train_overrides
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--set", "T=3", "--precision", "bf16",
+                              "--no-channels-last", "--no-keep-freed-memory"])
+    assert train_overrides(args) == ["T=3", "precision=bf16", "channels_last=false",
+                                     "keep_freed_memory=false"]
+    cfg = RunConfig.from_overrides("smoke", train_overrides(args))
+    assert (cfg.precision, cfg.channels_last, cfg.keep_freed_memory) == ("bf16", False, False)
+    assert train_overrides(parser.parse_args(["train"])) == []
+    with pytest.raises(CommandError, match="precision is set twice"):
+        train_overrides(parser.parse_args(["train", "--precision", "fp32",
+                                           "--set", "precision=bf16"]))
+
+
+def test_fp16_flag_on_the_cpu_is_one_line_error_before_work(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid on this machine")
+    proc = run_cli(["train", "--profile", "smoke", "--quiet", "--precision", "fp16",
+                    "--set", "device=cpu", "--set", "out_dir=out", "--set", "checkpoint_dir=ck"],
+                   tmp_path)
+    assert_clear_error(proc, "precision='fp16'", "CUDA")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_notebooks_take_the_precision_and_layout_through_overrides_json():
+    cfg = RunConfig.from_notebook("smoke", '{"precision": "auto", "channels_last": false}',
+                                  experiment="e")
+    assert (cfg.precision, cfg.channels_last, cfg.keep_freed_memory) == ("auto", False, True)
+    with pytest.raises(ConfigError, match="replaced by precision"):
+        RunConfig.from_notebook("smoke", '{"amp": true}', experiment="e")
