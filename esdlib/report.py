@@ -923,9 +923,11 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
             f"takes {facts['esd_bf16_step']} its fp32 time and saves {facts['esd_bf16_saved']} "
             "the fp32 bytes for backward (eligibilities stay float32).")
     else:
+        others = sorted(set(run["precision"]) - {main})
         facts["precision_summary"] = (
-            f"This run measured {main} only; `esd bench --precision fp32,bf16` times both side "
-            "by side and adds bf16 rows to the table.")
+            f"This run measured {main}" + (f" and {', '.join(others)}" if others else " only")
+            + "; `esd bench --precision fp32,bf16` times bf16 side by side with fp32 and adds "
+            "bf16 rows to the table.")
     run = run[run["precision"] == main]
     Ts = sorted(int(x) for x in t["T"].unique())
     facts.update(bench_id=str(latest), device=str(first["device_name"]),

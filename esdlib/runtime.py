@@ -9,13 +9,11 @@ Whatever the precision, esdlib keeps membrane potentials, eligibilities, firing 
 BatchNorm statistics, the teacher and the losses in float32; spikes (0/1) are exact in every
 format.
 
-**Allocator.**
-
-PyTorch on the CPU allocates every activation with ``malloc``. glibc serves large blocks
-(≥ 128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and gives them back on ``free``;
-the kernel then has to zero every page again at the next training step's first touch. A
-spiking network's spike pass allocates the same few-MiB maps ``T`` times per layer, so on a
-small VM these page faults cost a visible share of a step (the benchmark counts them as
+**Allocator.** PyTorch on the CPU allocates every activation with ``malloc``. glibc serves
+large blocks (≥ 128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and gives them back on
+``free``; the kernel then has to zero every page again at the next training step's first
+touch. A spiking network's spike pass allocates the same few-MiB maps ``T`` times per layer, so
+on a small VM these page faults cost a visible share of a step (the benchmark counts them as
 ``page_faults``). :func:`keep_freed_memory` asks glibc to serve all blocks from its heap and to
 keep freed memory for reuse — the CPU counterpart of a caching allocator. The resident set
 then stays near its high-water mark, which is what a training process reaches anyway.
