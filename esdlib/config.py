@@ -917,9 +917,17 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     p = resolve_path(path)
     created = [d for d in (p, *p.parents) if not d.exists()]
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p, prefix=".esd-write-probe."):
-            pass
+        for attempt in range(3):
+            p.mkdir(parents=True, exist_ok=True)
+            try:
+                with tempfile.TemporaryFile(dir=p, prefix=".esd-write-probe."):
+                    pass
+                break
+            except FileNotFoundError:
+                # another process (a DDP rank) removed the folder it had created for its own
+                # check between our mkdir and our probe: create it again
+                if attempt == 2:
+                    raise
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ConfigError(f"{what}={os.fspath(path)!r} is not a writable folder ({p}: {reason})"

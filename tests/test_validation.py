@@ -263,3 +263,24 @@ def test_notebooks_take_the_precision_and_layout_through_overrides_json():
     assert (cfg.precision, cfg.channels_last, cfg.keep_freed_memory) == ("auto", False, True)
     with pytest.raises(ConfigError, match="replaced by precision"):
         RunConfig.from_notebook("smoke", '{"amp": true}', experiment="e")
+
+
+def test_writable_check_survives_a_concurrent_checker(tmp_path, monkeypatch):
+    """Two DDP ranks check the same new folder: one removes it (its own clean-up) between the
+    other's mkdir and probe; the other must create it again, not report it unwritable."""
+    import tempfile
+
+
+    target = tmp_path / "new" / "out"
+    real, calls = tempfile.TemporaryFile, []
+
+    def other_rank_cleans_up_first(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            target.rmdir()
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", other_rank_cleans_up_first)
+    check_writable_dir(target, "out_dir")
+    assert calls and not (tmp_path / "new").exists()  # retried, then left nothing behind
