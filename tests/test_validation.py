@@ -270,7 +270,6 @@ def test_writable_check_survives_a_concurrent_checker(tmp_path, monkeypatch):
     other's mkdir and probe; the other must create it again, not report it unwritable."""
     import tempfile
 
-
     target = tmp_path / "new" / "out"
     real, calls = tempfile.TemporaryFile, []
 
