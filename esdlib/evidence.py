@@ -48,6 +48,7 @@ __all__ = [
     "METRICS",
     "MIN_PAIRS",
     "NO_VERDICT",
+    "PARITY_CLAIMS",
     "VERDICTS",
     "Verdict",
     "cell_runs",
@@ -290,6 +291,17 @@ CLAIMS: tuple[Claim, ...] = (
            "the published code averages logits"))),
 )
 """Every claim the book checks, once each, in chapter order within their groups."""
+
+PARITY_CLAIMS: tuple[Claim, ...] = tuple(
+    Claim(f"bf16=fp32:{method}", "06_scalability",
+          f"{label}: bf16 autocast trains to the accuracy of fp32", "final_test_acc",
+          ((1.0, _cell("precision", method=method, T=4, precision="bf16")),
+           (-1.0, _cell(_T1, method=method, T=4, precision="fp32"))),
+          "not a paper claim: bf16 − fp32 on paired seeds; parity = an interval containing 0")
+    for method, label in (("bptt", "BPTT"), ("ratebp", "RateBP"), ("esd", "ESD")))
+"""Accuracy parity of bf16 with fp32 (chapter 6): not claims of the paper, so not in
+:data:`CLAIMS`. Parity holds when the verdict is *not separable*; *supported* (bf16 higher) or
+*contradicted* (bf16 lower) would be a measurable difference."""
 
 
 # ---------------------------------------------------------------------------

@@ -60,7 +60,7 @@ FACTOR_LABELS = {"method": "distillation", "branch_kind": "branch kind", "beta":
 CHAPTER_EXPERIMENTS = {
     "04_table1_static": ("table1",),
     "05_dvs": ("dvs", "dvs_scaling"),
-    "06_scalability": ("bench", "table1"),
+    "06_scalability": ("bench", "table1", "precision"),
     "07_firing_rates": ("table1",),
     "08_gradient_error": ("gradient_error",),
     "09_ablations": ("table1", "ablation"),
@@ -1720,18 +1720,20 @@ def _fmt_signed(x: float, digits: int = 2) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"
 
 
-def verdict_table(df: pd.DataFrame, chapter: str | None = None) -> Any:
+def verdict_table(df: pd.DataFrame, chapter: str | None = None,
+                  claims: Sequence[Any] | None = None) -> Any:
     """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts.
 
     Columns: the claim, the paper's number, the paired seeds ``n``, the mean paired difference
     (signed so that the paper's direction is positive) with its 95 % interval, the verdict and
-    the per-seed differences. Returned as HTML without an index, ready to display.
+    the per-seed differences. ``claims`` replaces :data:`esdlib.evidence.CLAIMS` (e.g. the
+    bf16 parity checks). Returned as HTML without an index, ready to display.
     """
     from IPython.display import HTML
 
-    from esdlib.evidence import claims_table
+    from esdlib.evidence import CLAIMS, claims_table
 
-    t = claims_table(df, chapter=chapter)
+    t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({
         "claim": t["claim"], "paper": t["paper"], "n": t["n"],
         "mean difference": [f"{_fmt_signed(m)} {u}".strip() for m, u in zip(t["mean"], t["unit"],

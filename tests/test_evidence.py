@@ -200,14 +200,14 @@ def test_default_grid_pairs_every_claim_cell_over_five_seeds():
                           **{f"config.{k}": v for k, v in p.config.to_dict().items()},
                           "metrics.final_test_acc": 0.5, "metrics.firing_rate_mean": 0.1}
                          for p in points])
-    for claim in CLAIMS:
+    for claim in CLAIMS + evidence.PARITY_CLAIMS:
         for _, cell in claim.terms:
             assert sorted(cell_runs(rows, cell).index) == [0, 1, 2, 3, 4], (claim.key, cell)
     # the compared cells differ only in the fields the claim names (and the experiment)
     hashed = [c for c in rows.columns if c.startswith("config.") and c not in (
         "config.experiment", "config.seed", "config.method", "config.T", "config.branch_kind",
-        "config.beta", "config.teacher_space", "config.rate_grad_scale")]
-    for claim in CLAIMS:
+        "config.beta", "config.teacher_space", "config.rate_grad_scale", "config.precision")]
+    for claim in CLAIMS + evidence.PARITY_CLAIMS:
         runs = pd.concat([cell_runs(rows, cell) for _, cell in claim.terms])
         assert all(runs[c].nunique(dropna=False) == 1 for c in hashed), claim.key
 
