@@ -114,6 +114,11 @@ def test_reproduce_jobs_and_threads_must_be_positive(tmp_path, args, needle):
                                tmp_path), needle, ">= 1")
 
 
+def test_reproduce_fresh_refuses_the_committed_records(tmp_path):
+    proc = run_cli(["reproduce", "--profile", "smoke", "--fresh", str(REPO / "results")], tmp_path)
+    assert_clear_error(proc, "--fresh", "separate folder")
+
+
 def test_broken_manifest_names_the_file(tmp_path):
     from esdlib.reproduce import load_manifest
 
