@@ -22,6 +22,34 @@ def _batch(seed=0, B=8, size=16, T=None, ch=3):
 ARCHS = ["spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34"]
 
 
+def _both_passes(net, x, T, run=lambda f: f()):
+    """The spike pass then the rate pass of ``net`` on ``x`` (each called through ``run``),
+    recording every LIF module's ``(input, output)`` per call.
+
+    Returns:
+        ``(lifs, seen, rates, spike_out, rate_out)``: the LIF modules by name, their recorded
+        ``[(spike-pass io), (rate-pass io)]`` by name, the rates after the spike pass and the
+        two passes' outputs.
+    """
+    lifs = {n: m for n, m in net.named_modules() if isinstance(m, esd.LIF)}
+    seen = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            seen.setdefault(name, []).append((inp[0].detach().clone(), out.detach().clone()))
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in lifs.items()]
+    try:
+        spike_out = run(lambda: esd.spike_pass(net, x, T))
+        rates = {n: m.rate.clone() for n, m in lifs.items()}
+        rate_out = run(lambda: esd.rate_pass(net, x))
+    finally:
+        for h in handles:
+            h.remove()
+    return lifs, seen, rates, spike_out, rate_out
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("time_varying", [False, True])
 def test_rate_pass_values_equal_spike_pass_averages(arch, time_varying):
@@ -33,21 +61,7 @@ def test_rate_pass_values_equal_spike_pass_averages(arch, time_varying):
         return
     net = _net(arch, in_ch=2 if time_varying else 3)
     x, _ = _batch(T=T if time_varying else None, ch=2 if time_varying else 3)
-    lifs = {n: m for n, m in net.named_modules() if isinstance(m, esd.LIF)}
-    seen = {}
-
-    def hook(name):
-        def f(mod, inp, out):
-            seen.setdefault(name, []).append((inp[0].detach().clone(), out.detach().clone()))
-        return f
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in lifs.items()]
-    net.train()
-    spike_out = esd.spike_pass(net, x, T)
-    rates = {n: m.rate.clone() for n, m in lifs.items()}
-    rate_out = esd.rate_pass(net, x)
-    for h in handles:
-        h.remove()
+    lifs, seen, rates, spike_out, rate_out = _both_passes(net.train(), x, T)
     for name in lifs:
         (x_spk, s_spk), (x_rate, out_rate) = seen[name]
         B = x_rate.shape[0]
@@ -293,20 +307,7 @@ def test_rate_pass_values_equal_spike_pass_averages_in_bf16():
     T = 4
     net = _net().train()
     x, _ = _batch()
-    lifs = {n: m for n, m in net.named_modules() if isinstance(m, esd.LIF)}
-    seen = {}
-
-    def hook(name):
-        def f(mod, inp, out):
-            seen.setdefault(name, []).append((inp[0].detach().clone(), out.detach().clone()))
-        return f
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in lifs.items()]
-    spike_out = _bf16(lambda: esd.spike_pass(net, x, T))
-    rates = {n: m.rate.clone() for n, m in lifs.items()}
-    rate_out = _bf16(lambda: esd.rate_pass(net, x))
-    for h in handles:
-        h.remove()
+    lifs, seen, rates, spike_out, rate_out = _both_passes(net, x, T, run=_bf16)
     esd.reset_state(net)
     assert spike_out.logits.dtype == torch.bfloat16  # autocast was on
     for name in lifs:
