@@ -1,6 +1,7 @@
 """Tests for esdlib.results: record schema, atomic writes, loading, paper tables."""
 
 import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -472,13 +473,14 @@ def test_git_revision_outside_repo(tmp_path):
     assert git_revision(tmp_path / "does-not-exist") is None
 
 
+def _git(repo, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo), *args],
+                   check=True, capture_output=True)
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_revision_clean_and_dirty(tmp_path):
-    def git(*args):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path), *args],
-            check=True, capture_output=True,
-        )  # fmt: skip
+    git = functools.partial(_git, tmp_path)
 
     git("init", "-q")
     assert git_revision(tmp_path) is None  # no commit yet
@@ -495,11 +497,7 @@ def test_git_revision_clean_and_dirty(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_revision_ignores_generated_outputs_only(tmp_path):
-    def git(*args):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path), *args],
-            check=True, capture_output=True,
-        )  # fmt: skip
+    git = functools.partial(_git, tmp_path)
 
     generated = [tmp_path / p / "x.json" for p in GENERATED_PATHS]
     code = tmp_path / "esdlib" / "m.py"
