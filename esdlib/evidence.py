@@ -73,12 +73,14 @@ VERDICTS = ("supported", "not separable", "contradicted")
 NO_VERDICT = "no verdict (fewer than 5 paired runs)"
 """The label of a claim with fewer than :data:`MIN_PAIRS` paired seeds."""
 
-CONVERGENCE_WINDOW = 3
-"""Epochs at the end of a run over which its test accuracy must have settled."""
+CONVERGENCE_WINDOW = 2
+"""Epochs averaged at each end of the comparison that decides whether a run had settled."""
 
 CONVERGENCE_THRESHOLD = 2.0
-"""Largest change (in accuracy points) allowed within the last :data:`CONVERGENCE_WINDOW`
-epochs of a run that counts as converged."""
+"""Largest trend (in accuracy points) allowed at the end of a run that counts as settled: the
+mean test accuracy of its last :data:`CONVERGENCE_WINDOW` epochs minus that of the
+:data:`CONVERGENCE_WINDOW` epochs before. A trend, not a range: at the end of a cosine schedule
+the test accuracy still jitters by 1-3 points from epoch to epoch without going anywhere."""
 
 
 @dataclass(frozen=True)
@@ -421,33 +423,36 @@ def cell_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFra
 
 def convergence_table(df: pd.DataFrame, *, window: int = CONVERGENCE_WINDOW,
                       threshold: float = CONVERGENCE_THRESHOLD) -> pd.DataFrame:
-    """Whether each complete run's test accuracy had settled by its last epoch.
+    """Whether each complete run's test accuracy had stopped moving by its last epoch.
 
-    A run is flagged when its test accuracy (in points) changed by more than ``threshold``
-    between any two of its last ``window`` epochs, or when it has fewer epochs than that.
+    The *final trend* of a run is the mean test accuracy (in points) of its last ``window``
+    epochs minus the mean of the ``window`` epochs before; a run has settled when the trend
+    is within ``± threshold``. A run with fewer than ``2 * window`` epochs has not.
 
     Args:
         df: Run records (needs the ``path`` column to read the histories).
-        window: Number of final epochs examined.
-        threshold: Largest allowed change in points.
+        window: Epochs averaged at each end.
+        threshold: Largest allowed trend in points.
 
     Returns:
         One row per run: ``run_id, experiment, method, T, seed, epochs, last_acc,
-        last_change`` (max minus min over the window, in points) and ``converged``.
+        final_trend`` (points) and ``converged``.
     """
     rows = []
     for _, r in df[df["status"] == "complete"].iterrows():
         history = json.loads(Path(r["path"]).read_text())["history"]
         acc = [100.0 * h["test_acc"] for h in history]
-        tail = acc[-window:]
-        change = max(tail) - min(tail) if tail else math.nan
+        if len(acc) >= 2 * window:
+            trend = float(np.mean(acc[-window:]) - np.mean(acc[-2 * window:-window]))
+        else:
+            trend = math.nan
         rows.append({"run_id": r["run_id"], "experiment": r["experiment"],
                      "method": r["config.method"], "T": int(r["config.T"]),
                      "seed": int(r["config.seed"]), "epochs": len(acc),
-                     "last_acc": acc[-1] if acc else math.nan, "last_change": change,
-                     "converged": len(acc) >= window and change <= threshold})
+                     "last_acc": acc[-1] if acc else math.nan, "final_trend": trend,
+                     "converged": bool(abs(trend) <= threshold)})
     return pd.DataFrame(rows, columns=["run_id", "experiment", "method", "T", "seed", "epochs",
-                                       "last_acc", "last_change", "converged"])
+                                       "last_acc", "final_trend", "converged"])
 
 
 def compare_cells(committed: pd.DataFrame, fresh: pd.DataFrame,

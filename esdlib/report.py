@@ -1785,11 +1785,11 @@ def learning_curve_figure(curves: pd.DataFrame, title: str = "") -> Figure:
 
 
 def convergence_summary(df: pd.DataFrame) -> Any:
-    """Per experiment and method: runs, how many settled, the largest change at the end.
+    """Per experiment, method and T: runs, how many settled, the mean and largest final trend.
 
-    Uses :func:`esdlib.evidence.convergence_table` (a run has settled when its test accuracy
-    moved by at most ``CONVERGENCE_THRESHOLD`` points over its last ``CONVERGENCE_WINDOW``
-    epochs). Returned as HTML without an index.
+    Uses :func:`esdlib.evidence.convergence_table` (a run has settled when the mean test
+    accuracy of its last ``CONVERGENCE_WINDOW`` epochs is within ``CONVERGENCE_THRESHOLD``
+    points of the ``CONVERGENCE_WINDOW`` epochs before). Returned as HTML without an index.
     """
     from IPython.display import HTML
 
@@ -1800,9 +1800,11 @@ def convergence_summary(df: pd.DataFrame) -> Any:
         return HTML("<p>No complete runs.</p>")
     s = (t.groupby(["experiment", "method", "T"], sort=True)
          .agg(runs=("run_id", "size"), settled=("converged", "sum"),
-              epochs=("epochs", "max"), largest_final_change=("last_change", "max"))
+              epochs=("epochs", "max"), mean_final_trend=("final_trend", "mean"),
+              largest_final_trend=("final_trend", "max"))
          .reset_index())
-    s["largest_final_change"] = s["largest_final_change"].map("{:.2f} pts".format)
+    for col in ("mean_final_trend", "largest_final_trend"):
+        s[col] = s[col].map("{:+.2f} pts".format)
     s["settled"] = s["settled"].astype(int)
     return HTML(s.style.hide(axis="index").to_html())
 

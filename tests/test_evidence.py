@@ -131,13 +131,16 @@ def _record_file(tmp_path, name, accs):
     return str(path)
 
 
-def test_convergence_flags_a_run_still_moving(tmp_path):
-    df = _runs([("table1", "esd", 4, 0, 0.9, 0.1), ("table1", "esd", 4, 1, 0.9, 0.1)])
-    df["path"] = [_record_file(tmp_path, "a", [0.5, 0.80, 0.805, 0.80]),
-                  _record_file(tmp_path, "b", [0.5, 0.70, 0.80, 0.90])]
-    table = convergence_table(df, window=3, threshold=1.5).set_index("seed")
-    assert table.loc[0, "converged"] and table.loc[0, "last_change"] == pytest.approx(0.5)
-    assert not table.loc[1, "converged"] and table.loc[1, "last_change"] == pytest.approx(20.0)
+def test_convergence_flags_a_run_still_rising_not_one_that_jitters(tmp_path):
+    df = _runs([("table1", "esd", 4, s, 0.9, 0.1) for s in range(3)])
+    df["path"] = [_record_file(tmp_path, "jitter", [0.5, 0.80, 0.83, 0.80, 0.83]),
+                  _record_file(tmp_path, "rising", [0.5, 0.70, 0.74, 0.78, 0.82]),
+                  _record_file(tmp_path, "short", [0.5, 0.80, 0.80])]
+    table = convergence_table(df, window=2, threshold=2.0).set_index("seed")
+    # jitter: (80 + 83) / 2 - (83 + 80) / 2 = 0; rising: (78 + 82) / 2 - (70 + 74) / 2 = 8
+    assert table.loc[0, "converged"] and table.loc[0, "final_trend"] == pytest.approx(0.0)
+    assert not table.loc[1, "converged"] and table.loc[1, "final_trend"] == pytest.approx(8.0)
+    assert not table.loc[2, "converged"] and math.isnan(table.loc[2, "final_trend"])
 
 
 def test_gradient_gap_is_the_mean_of_k_rate_minus_k_esd(tmp_path):
