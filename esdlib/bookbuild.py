@@ -385,6 +385,16 @@ def execute_chapters(
     return written
 
 
+def shown_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to ``root`` when it lies inside it, else as given (absolute).
+
+    Executed notebooks are read by people on other machines: a path inside the project is
+    written relative to it, so pages and metadata carry no machine paths.
+    """
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
                  parameters: Mapping[str, Any], *, cwd: str | os.PathLike,
                  timeout: float | None = None, kernel: str = "python3") -> Path:
@@ -425,7 +435,9 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
             cwd=str(cwd), execution_timeout=timeout,
         )
         nb = nbformat.read(tmp, as_version=4)
-        nb.metadata.setdefault("papermill", {})["output_path"] = str(target)
+        meta = nb.metadata.setdefault("papermill", {})
+        meta["input_path"] = shown_path(src, cwd)  # no machine paths in what readers get
+        meta["output_path"] = shown_path(target, cwd)
         nbformat.write(nb, tmp)
         commit_temp(tmp, target)  # mode from the umask (mkstemp alone gives 0600)
     except BaseException as exc:

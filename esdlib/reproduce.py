@@ -169,12 +169,13 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
 def run_point(point: GridPoint, root: Path, results: Path, runs: Path, checkpoints: Path,
               timeout: float | None = None) -> Path:
     """Execute one grid point's notebook with papermill (atomically) and return its path."""
-    from esdlib.bookbuild import run_notebook
+    from esdlib.bookbuild import run_notebook, shown_path
 
     target = runs / point.experiment / f"{point.run_id}.ipynb"
     params = {"profile": point.config.profile, "experiment": point.experiment,
               "overrides_json": json.dumps(dict(point.overrides), sort_keys=True),
-              "results_dir": str(results), "checkpoint_dir": str(checkpoints)}
+              "results_dir": shown_path(results, root),
+              "checkpoint_dir": shown_path(checkpoints, root)}
     run_notebook(root / point.notebook, target, params, cwd=root, timeout=timeout)
     return target
 
@@ -209,7 +210,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     """
     from tqdm import tqdm
 
-    from esdlib.bookbuild import build_book, execute_chapters, kernel_environment
+    from esdlib.bookbuild import build_book, execute_chapters, kernel_environment, shown_path
 
     root = project_root()
     results = Path(results_dir or root / "results").resolve()
@@ -233,8 +234,8 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     if not build:
         return None
     execute_chapters(root / "notebooks" / "chapters", book / "chapters",
-                     {"profile": profile, "results_dir": str(results)}, progress=progress,
-                     cwd=root, threads=threads)
+                     {"profile": profile, "results_dir": shown_path(results, root)},
+                     progress=progress, cwd=root, threads=threads)
     return build_book(book, build_dir)
 
 

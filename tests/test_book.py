@@ -260,3 +260,11 @@ def test_browser_check_reports_each_kind_of_problem(tmp_path):
                    "HTTP 404 for missing.png", "image did not load: missing.png",
                    "MathJax never loaded", "JavaScript error", "no 'table' in the article"):
         assert needle in text, f"{needle!r} not reported; got {problems}"
+
+
+def test_shown_path_is_relative_inside_the_project_only(tmp_path):
+    root = tmp_path / "project"
+    (root / "results").mkdir(parents=True)
+    assert bookbuild.shown_path(root / "results", root) == "results"
+    assert bookbuild.shown_path(root / "book" / ".." / "results", root) == "results"
+    assert bookbuild.shown_path(tmp_path / "elsewhere", root) == str(tmp_path / "elsewhere")
