@@ -1803,8 +1803,8 @@ def convergence_summary(df: pd.DataFrame) -> Any:
               epochs=("epochs", "max"), mean_final_trend=("final_trend", "mean"),
               largest_final_trend=("final_trend", "max"))
          .reset_index())
-    for col in ("mean_final_trend", "largest_final_trend"):
-        s[col] = s[col].map("{:+.2f} pts".format)
+    for col in ("mean_final_trend", "largest_final_trend"):  # NaN: runs too short for a trend
+        s[col] = s[col].map(lambda v: "—" if pd.isna(v) else f"{v:+.2f} pts")
     s["settled"] = s["settled"].astype(int)
     return HTML(s.style.hide(axis="index").to_html())
 
