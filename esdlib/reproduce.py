@@ -263,13 +263,13 @@ class FreshComparison:
 def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) -> dict[str, Path]:
     fresh = Path(fresh_dir).resolve()
     folders = {name: fresh / name for name in ("results", "papermill_runs", "checkpoints")}
-    protected = [committed, root / "papermill_runs", root / "checkpoints"]
-    for path in (fresh, *folders.values()):
-        for kept in protected:
-            if path == kept or kept in path.parents or path in kept.parents:
-                raise ValueError(f"--fresh {fresh_dir}: the fresh re-run must not write into or "
-                                 f"above {kept} (the committed runs); choose a separate folder, "
-                                 "e.g. /tmp/esd-fresh")
+    for kept in (committed, root / "papermill_runs", root / "checkpoints"):
+        # the sub-folders are safe when their parent is neither a committed folder, inside one,
+        # nor above one
+        if fresh == kept or kept in fresh.parents or fresh in kept.parents:
+            raise ValueError(f"--fresh {fresh_dir}: the fresh re-run must not write into or "
+                             f"above {kept} (the committed runs); choose a separate folder, "
+                             "e.g. /tmp/esd-fresh")
     return folders
 
 
@@ -311,7 +311,6 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     root = project_root()
     committed = Path(committed_dir or root / "results").resolve()
     folders = _fresh_folders(fresh_dir, committed, root)
-    grid_points(profile, only=only)  # validate before creating anything
     reproduce(profile, build=False, progress=progress, only=only,
               results_dir=folders["results"], runs_dir=folders["papermill_runs"],
               checkpoint_dir=folders["checkpoints"], jobs=jobs, threads=threads)
@@ -319,7 +318,7 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     new = runs_of(load_records(folders["results"], strict=False), profile)
     cells = evidence.compare_cells(old, new)
     verdicts = evidence.compare_verdicts(old, new)
-    out = Path(fresh_dir).resolve()
+    out = folders["results"].parent
     atomic_write_json(out / "comparison.json", {
         "profile": profile, "committed": str(committed), "fresh": str(folders["results"]),
         "cells": json.loads(cells.to_json(orient="records")),
