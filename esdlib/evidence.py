@@ -58,6 +58,7 @@ __all__ = [
     "compare_cells",
     "compare_verdicts",
     "convergence_table",
+    "format_interval",
     "paired_verdict",
 ]
 
@@ -483,13 +484,15 @@ def compare_verdicts(committed: pd.DataFrame, fresh: pd.DataFrame,
         ra, rb = a.loc[claim.key], b.loc[claim.key]
         rows.append({"key": claim.key, "claim": claim.text,
                      "verdict_committed": ra["verdict"], "mean_committed": ra["mean"],
-                     "ci_committed": _interval(ra), "verdict_fresh": rb["verdict"],
-                     "mean_fresh": rb["mean"], "ci_fresh": _interval(rb),
+                     "ci_committed": format_interval(ra["ci_low"], ra["ci_high"]),
+                     "verdict_fresh": rb["verdict"], "mean_fresh": rb["mean"],
+                     "ci_fresh": format_interval(rb["ci_low"], rb["ci_high"]),
                      "holds": ra["verdict"] == rb["verdict"]})
     return pd.DataFrame(rows)
 
 
-def _interval(row: Mapping[str, Any]) -> str:
-    if not (math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])):
+def format_interval(low: float, high: float) -> str:
+    """``"[+a, +b]"`` with two decimals, or ``"—"`` when the interval is undefined (n < 2)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
         return "—"
-    return f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    return f"[{low:+.2f}, {high:+.2f}]"

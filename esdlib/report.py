@@ -1716,10 +1716,6 @@ def indicative_banner(profile: str) -> Any:
         "</p></div>")
 
 
-def _fmt_signed(x: float, digits: int = 2) -> str:
-    return "—" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"
-
-
 def verdict_table(df: pd.DataFrame, chapter: str | None = None,
                   claims: Sequence[Any] | None = None) -> Any:
     """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts.
@@ -1731,14 +1727,14 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
     """
     from IPython.display import HTML
 
-    from esdlib.evidence import CLAIMS, claims_table
+    from esdlib.evidence import CLAIMS, claims_table, format_interval
 
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({
         "claim": t["claim"], "paper": t["paper"], "n": t["n"],
-        "mean difference": [f"{_fmt_signed(m)} {u}".strip() for m, u in zip(t["mean"], t["unit"],
-                                                                               strict=True)],
-        "95 % interval": [f"[{_fmt_signed(a)}, {_fmt_signed(b)}]" if np.isfinite(a) else "—"
+        "mean difference": ["—" if not np.isfinite(m) else f"{m:+.2f} {u}".strip()
+                            for m, u in zip(t["mean"], t["unit"], strict=True)],
+        "95 % interval": [format_interval(a, b)
                           for a, b in zip(t["ci_low"], t["ci_high"], strict=True)],
         "verdict": t["verdict"], "per seed": t["differences"].replace("", "—")})
     return HTML(shown.style.hide(axis="index").to_html())

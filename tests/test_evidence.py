@@ -222,3 +222,8 @@ def test_fresh_run_refuses_the_committed_folders(tmp_path):
     for bad in (root, root / "results", root / "results" / "fresh", root / "checkpoints"):
         with pytest.raises(ValueError, match="separate folder"):
             reproduce_fresh("smoke", bad, progress=False)
+
+
+def test_interval_text():
+    assert evidence.format_interval(-0.5, 1.25) == "[-0.50, +1.25]"
+    assert evidence.format_interval(math.nan, math.nan) == "—"
