@@ -64,8 +64,8 @@ def test_smoke_profile_values():
 def test_default_profile_values():
     cfg = RunConfig.profile("default")
     expected = dict(
-        dataset="digits_hard", image_size=16, arch="spiking_resnet18", width=0.25, T=4,
-        epochs=12, batch_size=16, lr=0.1, weight_decay=5e-4,
+        dataset="digits_hard", image_size=16, arch="spiking_resnet18", width=0.125, T=4,
+        epochs=20, batch_size=16, lr=0.1, weight_decay=5e-4,
     )  # fmt: skip
     assert {k: getattr(cfg, k) for k in expected} == expected
     assert all(getattr(cfg, k) == v for k, v in DEFAULT_PROFILE.items())
@@ -79,7 +79,7 @@ def test_quick_profile_is_the_default_cut_short():
 
 def test_profile_overrides_apply():
     cfg = RunConfig.profile("default", method="bptt", T=6, experiment="abl")
-    assert (cfg.method, cfg.T, cfg.experiment, cfg.width) == ("bptt", 6, "abl", 0.25)
+    assert (cfg.method, cfg.T, cfg.experiment, cfg.width) == ("bptt", 6, "abl", 0.125)
 
 
 @pytest.mark.parametrize("dataset", list(PAPER_HPARAMS))
@@ -309,7 +309,7 @@ def test_datasets_list():
 def test_scale_labels():
     assert (
         RunConfig.profile("default").scale_label()
-        == "digits_hard 16×16, spiking_resnet18 ×0.25, T=4, 12 epochs"
+        == "digits_hard 16×16, spiking_resnet18 ×0.125, T=4, 20 epochs"
     )
     assert (
         RunConfig.profile("paper").scale_label()
