@@ -5,7 +5,7 @@ rate-based backpropagation and BPTT, spiking ResNets with auxiliary branches, th
 reliability-decoupled self-distillation loss and one training step per method.
 """
 
-from esdlib.conv import SpikeConv2d
+from esdlib.layers import SpikeBatchNorm1d, SpikeBatchNorm2d, SpikeConv2d
 from esdlib.losses import (
     LossConfig,
     LossOutput,
@@ -22,7 +22,10 @@ from esdlib.losses import (
 from esdlib.methods import (
     BRANCH_METHODS,
     METHODS,
+    RATE_BP_METHODS,
     EvalOutput,
+    Method,
+    StepFn,
     StepResult,
     evaluate_batch,
     get_method,
@@ -42,16 +45,6 @@ from esdlib.models import (
     spiking_resnet18,
     spiking_resnet19,
 )
-from esdlib.modes import (
-    bptt_forward,
-    infer,
-    mode,
-    rate_input,
-    rate_pass,
-    reset_state,
-    set_mode,
-    spike_pass,
-)
 from esdlib.neurons import (
     LIF,
     RESET_MODES,
@@ -61,13 +54,25 @@ from esdlib.neurons import (
     fire,
     heaviside,
     lif_multistep,
+    lif_rate_pass,
+    lif_spike_pass,
     lif_step,
-    reset,
-    spike_pass_lif,
     surrogate_derivative,
+    voltage_reset,
+)
+from esdlib.passes import (
+    NEURON_MODES,
+    ModeAware,
+    bptt_forward,
+    infer,
+    mode,
+    rate_input,
+    rate_pass,
+    reset_state,
+    set_mode,
+    spike_pass,
     time_average,
 )
-from esdlib.norm import SpikeBatchNorm1d, SpikeBatchNorm2d
 
 # Run-level API (after the core: config takes its choices from the modules above).
 from esdlib.config import ConfigError, RunConfig  # noqa: E402  isort: skip
@@ -93,15 +98,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES", "BRANCH_KINDS", "BRANCH_METHODS", "BRANCH_POOLS", "LIF", "METHODS",
-    "PUBLISHED_BRANCH_POOL", "RESET_MODES", "check_branch_pool", "final_map_size",
-    "AuxBranch", "EvalOutput", "LIFParams", "LIFState", "LossConfig", "LossOutput", "NetOutput",
-    "SpikeBatchNorm1d", "SpikeBatchNorm2d", "SpikeConv2d", "SpikingNet", "StepResult", "Teacher",
+    "NEURON_MODES", "PUBLISHED_BRANCH_POOL", "RATE_BP_METHODS", "RESET_MODES",
+    "check_branch_pool", "final_map_size",
+    "AuxBranch", "EvalOutput", "LIFParams", "LIFState", "LossConfig", "LossOutput", "Method",
+    "ModeAware", "NetOutput", "SpikeBatchNorm1d", "SpikeBatchNorm2d", "SpikeConv2d",
+    "SpikingNet", "StepFn", "StepResult", "Teacher",
     "bptt_forward", "build_model", "ce_loss", "charge", "distillation_loss", "esd_loss",
     "evaluate_batch", "fire", "get_method", "hard_loss", "heaviside", "infer", "lif_multistep",
-    "lif_step", "mode", "overconfidence_penalty", "preact_spiking_resnet34", "rate_input",
-    "rate_pass", "reliable_teacher", "reset", "reset_state", "sd_loss", "self_distillation_loss",
-    "set_mode", "spike_pass", "spike_pass_lif", "spiking_resnet18", "spiking_resnet19",
-    "surrogate_derivative", "time_average",
+    "lif_rate_pass", "lif_spike_pass", "lif_step", "mode", "overconfidence_penalty",
+    "preact_spiking_resnet34", "rate_input", "rate_pass", "reliable_teacher", "reset_state",
+    "sd_loss", "self_distillation_loss", "set_mode", "spike_pass", "spiking_resnet18",
+    "spiking_resnet19", "surrogate_derivative", "time_average", "voltage_reset",
     "CheckpointError", "ConfigError", "DatasetInfo", "DatasetNotFoundError", "DivergenceWarning",
     "RunConfig", "build_datasets", "estimate_energy", "evaluate", "fit", "gradient_errors",
     "gradient_study", "load_checkpoint", "load_paper_table", "load_record", "load_records",

@@ -38,9 +38,9 @@ from typing import Any
 from esdlib import methods as _methods
 from esdlib.data import DATASET_NAMES
 from esdlib.data import SPLITS as _DATA_SPLITS
-from esdlib.losses import TEACHER_SPACES
+from esdlib.losses import TEACHER_SPACES, LossConfig
 from esdlib.models import ARCHITECTURES, BRANCH_KINDS, BRANCH_POOLS, check_branch_pool
-from esdlib.neurons import RESET_MODES
+from esdlib.neurons import RESET_MODES, LIFParams
 from esdlib.runtime import PRECISIONS
 
 __all__ = [
@@ -642,6 +642,18 @@ class RunConfig:
     def uses_rate_backprop(self) -> bool:
         """Whether the method uses two-pass rate-based BP (``ratebp``, ``sd``, ``esd``)."""
         return self.method in RATE_BP_METHODS
+
+    def lif_params(self) -> LIFParams:
+        """The neuron parameters of the run: ``decay``, ``v_threshold``, ``surrogate_alpha``
+        and ``reset`` as the :class:`~esdlib.neurons.LIFParams` every LIF layer takes."""
+        return LIFParams(decay=self.decay, v_threshold=self.v_threshold,
+                         surrogate_alpha=self.surrogate_alpha, reset=self.reset)
+
+    def loss_config(self) -> LossConfig:
+        """The loss weights of the run as a :class:`~esdlib.losses.LossConfig` (``alpha``
+        weights each branch's cross-entropy; ``beta``, ``tau``, ``eta``, ``teacher_space``)."""
+        return LossConfig(alpha=self.alpha, beta=self.beta, tau=self.tau, eta=self.eta,
+                          teacher_space=self.teacher_space)
 
     def scale_label(self) -> str:
         """Human-readable scale of the run, printed beside every reproduced number.

@@ -3,7 +3,9 @@
 - SGD with momentum; weight decay only on convolution/linear weights (tensors with ≥ 2 dims);
   optional linear warm-up then cosine annealing, stepped per epoch.
 - Each epoch: train with the method's step (:mod:`esdlib.methods`), evaluate the plain SNN at
-  the full ``T`` on the test set (accuracy, firing rates, SOP energy), append to the history,
+  the full ``T`` on the test set (accuracy, firing rates, SOP energy), append to the history
+  (the epoch's training means ``train_loss``, ``train_acc`` and the loss diagnostics, e.g.
+  ``train_acc_out{i}``: outputs numbered branches first, main last, :func:`record_diagnostics`),
   save ``last.pt`` (and ``best.pt``), write the record with ``status="running"``.
 - **Headline = final-epoch test accuracy.** The best epoch's accuracy is kept as a secondary
   figure; the official code reports the best epoch chosen on the test set (no validation split).
@@ -57,7 +59,6 @@ from tqdm import tqdm
 from esdlib.config import ConfigError, RunConfig, check_runtime, resolve_path
 from esdlib.data import DatasetInfo, build_datasets
 from esdlib.io import atomic_open, remove_stale_temps
-from esdlib.losses import LossConfig
 from esdlib.methods import evaluate_batch, get_method
 from esdlib.metrics import FiringRateMeter, OpCounter
 from esdlib.models import SpikingNet, build_model, check_branch_pool
@@ -147,15 +148,8 @@ def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet
 def model_from_config(cfg: RunConfig, num_classes: int, in_channels: int) -> SpikingNet:
     """The network of a config (branches only for methods that train them)."""
     return build_model(cfg.arch, num_classes, in_channels, cfg.width,
-                       aux=cfg.branch_kind if cfg.uses_branches else None, decay=cfg.decay,
-                       v_threshold=cfg.v_threshold, surrogate_alpha=cfg.surrogate_alpha,
-                       reset=cfg.reset, branch_pool=cfg.branch_pool)
-
-
-def loss_config(cfg: RunConfig) -> LossConfig:
-    """The :class:`LossConfig` of a run config (``alpha`` weights each branch's CE)."""
-    return LossConfig(alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau, eta=cfg.eta,
-                      teacher_space=cfg.teacher_space)
+                       aux=cfg.branch_kind if cfg.uses_branches else None,
+                       neuron=cfg.lif_params(), branch_pool=cfg.branch_pool)
 
 
 def time_first(x: Tensor) -> Tensor:
@@ -509,8 +503,39 @@ def checkpoint_paths(cfg: RunConfig) -> dict[str, Path]:
 # ---------------------------------------------------------------------------------------------
 
 
+def record_diagnostics(diagnostics: dict[str, float]) -> dict[str, float]:
+    """A training step's loss diagnostics under the keys the run record's history uses.
+
+    The losses name the per-output batch accuracies ``acc_branch1``, ``acc_branch2``, … (shallow
+    → deep) and ``acc_main`` (:class:`~esdlib.losses.LossOutput`). The records keep the keys
+    they have always had: ``acc_out{i}`` numbers the outputs in the losses' order, **branches
+    first, main output last** — ``acc_out0 … acc_out{n−1}`` for ``n`` outputs, so with three
+    branches ``acc_out3`` is the main output, and for a single-output method (``bptt``,
+    ``ratebp``) ``acc_out0`` is the main output. The history stores their epoch means as
+    ``train_acc_out{i}``. Other keys pass unchanged, in their order.
+
+    Args:
+        diagnostics: ``StepResult.diagnostics`` of one training step.
+
+    Returns:
+        A new dict with the record keys.
+    """
+    n_branches = sum(k.startswith("acc_branch") for k in diagnostics)
+    out = {}
+    for k, v in diagnostics.items():
+        if k.startswith("acc_branch"):
+            k = f"acc_out{int(k[len('acc_branch'):]) - 1}"
+        elif k == "acc_main":
+            k = f"acc_out{n_branches}"
+        out[k] = v
+    return out
+
+
 class _Running:
-    """Sums of the current training epoch (part of the checkpoint, for exact resume)."""
+    """Sums of the current training epoch (part of the checkpoint, for exact resume).
+
+    ``diag`` sums the step diagnostics under the record keys (:func:`record_diagnostics`).
+    """
 
     def __init__(self) -> None:
         self.loss = 0.0
@@ -743,7 +768,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg)
     step_fn = get_method(cfg.method)
-    lcfg = loss_config(cfg)
+    lcfg = cfg.loss_config()
     precision = runtime["precision"]
     # fp16 needs loss scaling; the disabled scaler is a pass-through that still checkpoints
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
@@ -831,7 +856,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
                                        "reason": reason}
                 break
             correct = (res.logits.argmax(1) == y).sum().item()
-            running.add(loss_value, correct, y.numel(), res.diagnostics)
+            running.add(loss_value, correct, y.numel(), record_diagnostics(res.diagnostics))
             state["step_in_epoch"] += 1
             state["global_step"] += 1
             steps_this_call += 1
@@ -942,8 +967,12 @@ def _record(cfg: RunConfig, state: dict, device: torch.device, world: int, wall0
 
 def load_trained_model(checkpoint: str | os.PathLike,
                        device: str | torch.device = "cpu") -> tuple[SpikingNet, RunConfig]:
-    """Rebuild the model of a checkpoint written by :func:`fit` (branches dropped: inference
-    uses the plain SNN).
+    """Rebuild the model of a checkpoint written by :func:`fit`, with its trained weights.
+
+    The model is built as the run trained it (:func:`model_from_config`): with the auxiliary
+    branches (and their weights) for a branch method, without them otherwise. Inference
+    (:func:`esdlib.infer`, :func:`esdlib.evaluate_batch`, :func:`evaluate`) runs the plain SNN
+    and never evaluates the branches, so they cost memory but no compute.
 
     Args:
         checkpoint: path to ``last.pt`` or ``best.pt``.

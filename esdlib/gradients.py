@@ -141,7 +141,7 @@ def gradient_study(cfg: RunConfig, batch_size: int = 64, progress: bool = False)
     from torch.utils.data import DataLoader
 
     from esdlib.data import build_datasets
-    from esdlib.engine import fit, loss_config, resolve_device, time_first
+    from esdlib.engine import fit, resolve_device, time_first
 
     if not cfg.uses_branches:
         raise ValueError(f"gradient_study needs a method with branches, got {cfg.method!r}")
@@ -150,6 +150,6 @@ def gradient_study(cfg: RunConfig, batch_size: int = 64, progress: bool = False)
     x, y = next(iter(DataLoader(test, batch_size=batch_size, shuffle=False)))
     device = resolve_device(cfg.device)
     tracker = GradientErrorTracker(time_first(x).to(device), y.to(device), cfg.T,
-                                   loss_config(cfg))
+                                   cfg.loss_config())
     return fit(cfg, progress=progress, on_epoch_end=tracker,
                extra=lambda: {"gradient_error": tracker.history})

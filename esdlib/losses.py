@@ -101,7 +101,9 @@ class LossOutput(NamedTuple):
         hard: the cross-entropy part (weighted).
         soft: the distillation part before ``β``.
         unreliable: the unreliable-sample term before ``η``.
-        diagnostics: floats: ``reliable_fraction``, ``acc_out{l}`` per output (main last).
+        diagnostics: floats: ``acc_main`` (accuracy of the main SNN output on the batch),
+            ``acc_branch{i}`` for branch ``i = 1, 2, …`` (shallow → deep; losses with branches
+            only) and ``reliable_fraction`` (self-distillation losses only).
     """
 
     total: Tensor
@@ -194,9 +196,11 @@ def distillation_loss(outputs: Sequence[Tensor], teacher: Teacher, tau: float = 
 
 
 def _diagnostics(outputs: Sequence[Tensor], y: Tensor, teacher: Teacher) -> dict[str, float]:
+    """Batch accuracy per output (``acc_branch1``, …, ``acc_main``) and the reliable fraction."""
     diag = {"reliable_fraction": teacher.reliable.float().mean().item()}
-    for i, z in enumerate(outputs):
-        diag[f"acc_out{i}"] = (z.argmax(1) == y).float().mean().item()
+    for i, z in enumerate(outputs[:-1], start=1):
+        diag[f"acc_branch{i}"] = (z.argmax(1) == y).float().mean().item()
+    diag["acc_main"] = (outputs[-1].argmax(1) == y).float().mean().item()
     return diag
 
 
@@ -271,4 +275,4 @@ def ce_loss(outputs: Sequence[Tensor], y: Tensor, cfg: LossConfig | None = None)
     total = F.cross_entropy(z, y)
     zero = z.new_zeros(())
     acc = (z.detach().argmax(1) == y).float().mean().item()
-    return LossOutput(total, total, zero, zero, {"acc_out0": acc})
+    return LossOutput(total, total, zero, zero, {"acc_main": acc})

@@ -1,18 +1,15 @@
-"""One training-step function per method, all with the same signature.
+"""The training methods: one :class:`Method` entry per name, all called the same way.
 
-``step(model, x, y, T, loss_cfg, *, rate_grad_scale="1/T", timer=None, backward=None)``
-runs the forward pass(es) and the backward pass (gradients accumulate into ``.grad``); the
-caller owns ``optimizer.zero_grad()`` / ``optimizer.step()``.
+A method is a training step (:class:`StepFn`)::
 
-==========  =========================  ========  ======================================
-method      passes                     branches  loss
-==========  =========================  ========  ======================================
-bptt        multistep (BPTT)           no        CE
-ratebp      spike pass + rate pass     no        CE
-sd          spike pass + rate pass     yes       hard + β · SD soft (no reliability filter)
-esd         spike pass + rate pass     yes       hard + β · ESD soft (+ η R) — the paper
-esd_bptt    multistep (BPTT)           yes       hard + β · ESD soft; branches see mean spikes
-==========  =========================  ========  ======================================
+    step(model, x, y, T, loss_cfg, *, rate_grad_scale="1/T", timer=None, backward=None)
+
+which runs the forward pass(es) and the backward pass (gradients accumulate into ``.grad``);
+the caller owns ``optimizer.zero_grad()`` / ``optimizer.step()``. What distinguishes the
+methods is written once, in :data:`METHODS`: which passes (``"bptt"``: one multi-step pass with
+the surrogate gradient; ``"two_pass"``: the spike pass + rate pass of rate-based
+backpropagation, :mod:`esdlib.passes`), which loss (:mod:`esdlib.losses`) and whether the
+auxiliary branches are trained. Adding a method is adding one entry.
 
 Two-pass methods scale the loss gradient by ``1/T`` (``rate_grad_scale="1/T"``), as the
 official ESD/RateBP code does; ``rate_grad_scale="none"`` gives the unscaled rate-BP gradient
@@ -22,17 +19,20 @@ official ESD/RateBP code does; ``rate_grad_scale="none"`` gives the unscaled rat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from esdlib.losses import LossConfig, LossOutput, ce_loss, esd_loss, sd_loss
-from esdlib.modes import bptt_forward, infer, rate_pass, reset_state, spike_pass
 from esdlib.neurons import LIF
+from esdlib.passes import bptt_forward, infer, rate_pass, reset_state, spike_pass
 
 RATE_GRAD_SCALES = ("1/T", "none")
+PASSES = ("bptt", "two_pass")
+"""How a method computes its gradient: BPTT, or rate-BP's spike pass + rate pass."""
 
 
 class StepResult(NamedTuple):
@@ -41,12 +41,43 @@ class StepResult(NamedTuple):
     Attributes:
         loss: the (unscaled) total loss, a detached scalar tensor.
         logits: main-output logits ``[B, K]`` (detached).
-        diagnostics: floats from the loss (reliable fraction, per-output accuracy, parts).
+        diagnostics: floats from the loss (``reliable_fraction``, ``acc_main``,
+            ``acc_branch{i}``, see :class:`~esdlib.losses.LossOutput`) and its parts
+            (``loss_hard``, ``loss_soft``).
     """
 
     loss: Tensor
     logits: Tensor
     diagnostics: dict[str, float]
+
+
+class StepFn(Protocol):
+    """The signature of every training step (every :class:`Method` is one)."""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, T: int,
+                 loss_cfg: LossConfig | None = None, *, rate_grad_scale: str = "1/T",
+                 timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
+                 backward: Callable[[Tensor], None] | None = None) -> StepResult:
+        """One training step: forward pass(es), loss, backward.
+
+        Args:
+            model: spiking network (:mod:`esdlib.models`).
+            x: ``[B, C, H, W]`` static or ``[T, B, C, H, W]`` time-varying input.
+            y: labels ``[B]``.
+            T: timesteps.
+            loss_cfg: loss weights (paper CIFAR defaults when ``None``; unused by CE).
+            rate_grad_scale: ``"1/T"`` (official code) or ``"none"``; two-pass methods only.
+            timer: ``timer(phase_name)`` → context manager, for benchmarks.
+            backward: ``backward(loss)``; default ``loss.backward()`` (AMP passes a scaler's).
+
+        Returns:
+            :class:`StepResult`.
+        """
+        ...
+
+
+LossFn = Callable[[Sequence[Tensor], Tensor, LossConfig | None], LossOutput]
+"""A loss of :mod:`esdlib.losses`: ``loss(outputs, y, cfg) -> LossOutput``."""
 
 
 def _no_timer(name: str) -> contextlib.AbstractContextManager:
@@ -59,125 +90,82 @@ def _result(out, lo: LossOutput) -> StepResult:
     return StepResult(lo.total.detach(), out.logits.detach(), diag)
 
 
-def _two_pass(model, x, y, T, loss_cfg, loss_fn, aux, rate_grad_scale, timer, backward):
-    if rate_grad_scale not in RATE_GRAD_SCALES:
-        raise ValueError(f"rate_grad_scale must be one of {RATE_GRAD_SCALES}, "
-                         f"got {rate_grad_scale!r}")
-    timer = timer or _no_timer
-    backward = backward or Tensor.backward
-    try:
-        with timer("spike_pass"):
-            spike_pass(model, x, T)
-        with timer("rate_forward"):
-            out = rate_pass(model, x, aux=aux)
-            lo = loss_fn(out.all_logits, y, loss_cfg)
-        with timer("backward"):
-            backward(lo.total / T if rate_grad_scale == "1/T" else lo.total)
-    finally:
-        reset_state(model)
-    return _result(out, lo)
+@dataclass(frozen=True)
+class Method:
+    """A training method: its passes, loss and branches; calling it runs one training step.
 
-
-def _bptt(model, x, y, T, loss_cfg, loss_fn, aux, timer, backward):
-    timer = timer or _no_timer
-    backward = backward or Tensor.backward
-    try:
-        with timer("forward"):
-            out = bptt_forward(model, x, T, aux=aux)
-            lo = loss_fn(out.all_logits, y, loss_cfg)
-        with timer("backward"):
-            backward(lo.total)
-    finally:
-        reset_state(model)
-    return _result(out, lo)
-
-
-def bptt(model: nn.Module, x: Tensor, y: Tensor, T: int, loss_cfg: LossConfig | None = None, *,
-         rate_grad_scale: str = "1/T", timer: Callable | None = None,
-         backward: Callable[[Tensor], None] | None = None) -> StepResult:
-    """BPTT with the surrogate gradient, cross-entropy on the time-averaged output.
-
-    Args:
-        model: spiking network.
-        x: ``[B, C, H, W]`` or ``[T, B, C, H, W]``.
-        y: labels ``[B]``.
-        T: timesteps.
-        loss_cfg: unused by CE (uniform signature).
-        rate_grad_scale: unused (single-pass method).
-        timer: ``timer(phase_name)`` → context manager, for benchmarks.
-        backward: ``backward(loss)``; default ``loss.backward()`` (AMP passes a scaler's).
-
-    Returns:
-        :class:`StepResult`.
+    Attributes:
+        name: the method's name (the key in :data:`METHODS`, ``RunConfig.method``).
+        passes: ``"bptt"`` (multi-step forward with the surrogate gradient) or ``"two_pass"``
+            (rate-BP: :func:`~esdlib.passes.spike_pass` + :func:`~esdlib.passes.rate_pass`).
+        loss: ``loss(all_logits, y, loss_cfg) -> LossOutput`` (:mod:`esdlib.losses`).
+        branches: the method trains the auxiliary ANN branches (they are evaluated in the
+            forward pass and their logits enter the loss).
+        description: one line for tables and help texts.
     """
-    return _bptt(model, x, y, T, loss_cfg, ce_loss, False, timer, backward)
+
+    name: str
+    passes: str
+    loss: LossFn
+    branches: bool
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.passes not in PASSES:
+            raise ValueError(f"passes must be one of {PASSES}, got {self.passes!r}")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, T: int,
+                 loss_cfg: LossConfig | None = None, *, rate_grad_scale: str = "1/T",
+                 timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
+                 backward: Callable[[Tensor], None] | None = None) -> StepResult:
+        """One training step of this method (arguments: see :class:`StepFn`)."""
+        if self.passes == "two_pass" and rate_grad_scale not in RATE_GRAD_SCALES:
+            raise ValueError(f"rate_grad_scale must be one of {RATE_GRAD_SCALES}, "
+                             f"got {rate_grad_scale!r}")
+        timer = timer or _no_timer
+        backward = backward or Tensor.backward
+        try:
+            if self.passes == "two_pass":
+                with timer("spike_pass"):
+                    spike_pass(model, x, T)
+                with timer("rate_forward"):
+                    out = rate_pass(model, x, aux=self.branches)
+                    lo = self.loss(out.all_logits, y, loss_cfg)
+                with timer("backward"):
+                    backward(lo.total / T if rate_grad_scale == "1/T" else lo.total)
+            else:
+                with timer("forward"):
+                    out = bptt_forward(model, x, T, aux=self.branches)
+                    lo = self.loss(out.all_logits, y, loss_cfg)
+                with timer("backward"):
+                    backward(lo.total)
+        finally:
+            reset_state(model)
+        return _result(out, lo)
 
 
-def ratebp(model: nn.Module, x: Tensor, y: Tensor, T: int, loss_cfg: LossConfig | None = None,
-           *, rate_grad_scale: str = "1/T", timer: Callable | None = None,
-           backward: Callable[[Tensor], None] | None = None) -> StepResult:
-    """Rate-based backpropagation (spike pass + rate pass), CE only, no branches.
-
-    Args: see :func:`bptt`; ``rate_grad_scale`` selects the 1/T gradient scaling.
-
-    Returns:
-        :class:`StepResult`.
-    """
-    return _two_pass(model, x, y, T, loss_cfg, ce_loss, False, rate_grad_scale, timer, backward)
-
-
-def sd(model: nn.Module, x: Tensor, y: Tensor, T: int, loss_cfg: LossConfig | None = None, *,
-       rate_grad_scale: str = "1/T", timer: Callable | None = None,
-       backward: Callable[[Tensor], None] | None = None) -> StepResult:
-    """Standard self-distillation on rate-BP: branches, teacher = mean of all outputs.
-
-    Args: see :func:`bptt`.
-
-    Returns:
-        :class:`StepResult`.
-    """
-    return _two_pass(model, x, y, T, loss_cfg or LossConfig(), sd_loss, True, rate_grad_scale,
-                     timer, backward)
-
-
-def esd(model: nn.Module, x: Tensor, y: Tensor, T: int, loss_cfg: LossConfig | None = None, *,
-        rate_grad_scale: str = "1/T", timer: Callable | None = None,
-        backward: Callable[[Tensor], None] | None = None) -> StepResult:
-    """ESD (the paper): rate-BP with branches and reliability-decoupled self-distillation.
-
-    Args: see :func:`bptt`.
-
-    Returns:
-        :class:`StepResult`.
-    """
-    return _two_pass(model, x, y, T, loss_cfg or LossConfig(), esd_loss, True, rate_grad_scale,
-                     timer, backward)
-
-
-def esd_bptt(model: nn.Module, x: Tensor, y: Tensor, T: int, loss_cfg: LossConfig | None = None,
-             *, rate_grad_scale: str = "1/T", timer: Callable | None = None,
-             backward: Callable[[Tensor], None] | None = None) -> StepResult:
-    """ESD loss trained with BPTT; branches see time-averaged intermediate spikes.
-
-    Args: see :func:`bptt`.
-
-    Returns:
-        :class:`StepResult`.
-    """
-    return _bptt(model, x, y, T, loss_cfg or LossConfig(), esd_loss, True, timer, backward)
-
-
-METHODS: dict[str, Callable[..., StepResult]] = {
-    "bptt": bptt, "ratebp": ratebp, "sd": sd, "esd": esd, "esd_bptt": esd_bptt,
-}
-BRANCH_METHODS = ("sd", "esd", "esd_bptt")
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("bptt", "bptt", ce_loss, False, "BPTT with the surrogate gradient, CE on the "
+           "time-averaged output"),
+    Method("ratebp", "two_pass", ce_loss, False, "rate-based backpropagation (spike pass + rate "
+           "pass), CE only, no branches"),
+    Method("sd", "two_pass", sd_loss, True, "standard self-distillation on rate-BP: hard + "
+           "β · soft, teacher = mean of all outputs (no reliability filter)"),
+    Method("esd", "two_pass", esd_loss, True, "ESD (the paper): rate-BP with branches, hard + "
+           "β · reliability-decoupled soft loss (+ η R)"),
+    Method("esd_bptt", "bptt", esd_loss, True, "the ESD loss trained with BPTT; branches see "
+           "time-averaged intermediate spikes"),
+)}
+"""Every training method by name; the one table of what each method does."""
+BRANCH_METHODS = tuple(name for name, m in METHODS.items() if m.branches)
 """Methods that train the auxiliary ANN branches."""
-RATE_BP_METHODS = ("ratebp", "sd", "esd")
+RATE_BP_METHODS = tuple(name for name, m in METHODS.items() if m.passes == "two_pass")
 """Methods trained with two-pass rate-based backpropagation."""
 
 
-def get_method(name: str) -> Callable[..., StepResult]:
-    """The training-step function of a method name (``METHODS``); clear error otherwise."""
+def get_method(name: str) -> Method:
+    """The training step of a method name (a :class:`Method` of :data:`METHODS`, called as
+    :class:`StepFn`); clear error otherwise."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid: {list(METHODS)}")
     return METHODS[name]

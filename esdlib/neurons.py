@@ -13,7 +13,8 @@ The discrete LIF neuron of the ESD paper (direct encoding, soft reset) is
 with leak ``λ = decay`` (paper: 0.2), threshold ``θ = v_threshold`` (1.0) and the sigmoid
 surrogate derivative ``H'(u) ≈ α σ(α u)(1 − σ(α u))`` with ``α = surrogate_alpha`` (4.0).
 
-The same neuron runs in one of three *modes* (see :mod:`esdlib.modes`):
+The same neuron runs in one of three *modes*, one per kind of pass (the pass protocol and the
+list of every mode-aware layer are in :mod:`esdlib.passes`):
 
 - ``"multistep"``: ``T`` steps with the surrogate gradient (BPTT training and inference);
 - ``"spike"``: ``T`` steps without an autograd graph, recording the firing rate
@@ -24,10 +25,27 @@ The same neuron runs in one of three *modes* (see :mod:`esdlib.modes`):
 
 Shapes: in the multi-step modes a module receives ``[T·B, ...]`` (time stacked on the batch
 axis, time-major) and returns the same shape; in rate mode it receives and returns ``[B, ...]``.
+
+Naming rule (as SpikingJelly's functional neurons): the functions are pure and named
+``lif_<what>``, the neuron first and the job last:
+
+- :func:`charge`, :func:`fire`, :func:`voltage_reset`: the three equations above;
+- :func:`lif_step`: one time step (charge → fire → voltage reset);
+- :func:`lif_multistep`: the reference loop of :func:`lif_step` over a ``[T, ...]`` sequence
+  (differentiable, BPTT);
+- :func:`lif_spike_pass`: the fused no-grad kernel of the spike pass (spikes, ``r``, ``e``);
+- :func:`lif_rate_pass`: the rate pass's autograd function (value ``r``, gradient ``e``);
+- :class:`LIF`: the module, which holds a :class:`LIFParams` record (``LIF(p)``) and the
+  recorded state, and dispatches on its mode to the functions above.
+
+State contract: none of the functions reads module memory or the mode; state enters and
+leaves as arguments and return values (:class:`LIFState`). Only :class:`LIF` keeps state
+between calls, and :func:`esdlib.reset_state` clears it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -35,25 +53,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from esdlib.passes import ModeAware, _mean_over_steps, _memory_order
+
 RESET_MODES = ("soft", "soft_nodetach", "hard")
-NEURON_MODES = ("multistep", "spike", "rate")
-
-
-class ModeAware:
-    """Mixin for modules whose behaviour follows the pass: ``mode`` and ``T``.
-
-    ``mode`` is one of ``NEURON_MODES`` (``"multistep"`` by default) and ``T`` the number of
-    timesteps of the multi-step modes; :func:`esdlib.set_mode` sets both on every such module.
-    """
-
-    mode: str = "multistep"
-    T: int = 1
-
-    def set_mode(self, mode: str, T: int) -> None:
-        """Select the behaviour (``"multistep"``, ``"spike"``, ``"rate"``) and the steps ``T``."""
-        if mode not in NEURON_MODES:
-            raise ValueError(f"mode must be one of {NEURON_MODES}, got {mode!r}")
-        self.mode, self.T = mode, int(T)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def heaviside(u: Tensor, alpha: float) -> Tensor:
 
 
 def charge(x: Tensor, v: Tensor, decay: float | Tensor) -> Tensor:
-    """Leaky integration ``v[t] = λ v[t−1] + x[t]``.
+    """Leaky integration ``v[t] = λ v[t−1] + x[t]``; pure (returns a new tensor, ``v`` untouched).
 
     Args:
         x: input current at this step.
@@ -148,7 +150,7 @@ def charge(x: Tensor, v: Tensor, decay: float | Tensor) -> Tensor:
 
 
 def fire(v: Tensor, params: LIFParams) -> Tensor:
-    """Spikes ``s = H(v − θ)`` with the surrogate gradient.
+    """Spikes ``s = H(v − θ)`` with the surrogate gradient; pure (``v`` untouched).
 
     Args:
         v: membrane potential before firing.
@@ -160,8 +162,8 @@ def fire(v: Tensor, params: LIFParams) -> Tensor:
     return heaviside(v - params.v_threshold, params.surrogate_alpha)
 
 
-def reset(v: Tensor, s: Tensor, params: LIFParams) -> Tensor:
-    """Reset after firing.
+def voltage_reset(v: Tensor, s: Tensor, params: LIFParams) -> Tensor:
+    """Membrane reset after firing; pure (returns a new tensor, ``v`` untouched).
 
     ``soft``: ``v − θ·sg(s)``; ``soft_nodetach``: ``v − θ·s``; ``hard``: ``v·(1 − sg(s))``.
 
@@ -191,7 +193,10 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def lif_step(x: Tensor, state: LIFState | None, params: LIFParams) -> tuple[Tensor, LIFState]:
-    """One LIF step: charge → fire → reset.
+    """One LIF step: charge → fire → voltage reset.
+
+    Does not read module memory and does not mutate ``x`` or ``state`` in place: the new
+    state is returned.
 
     Args:
         x: input current ``x[t]``, any shape.
@@ -205,11 +210,13 @@ def lif_step(x: Tensor, state: LIFState | None, params: LIFParams) -> tuple[Tens
     v_prev = torch.zeros_like(x, dtype=state_dtype(x.dtype)) if state is None else state.v
     v = charge(x, v_prev, params.decay)
     s = fire(v, params)
-    return s, LIFState(reset(v, s, params))
+    return s, LIFState(voltage_reset(v, s, params))
 
 
 def lif_multistep(x_seq: Tensor, params: LIFParams) -> Tensor:
-    """Run :func:`lif_step` over the leading time axis, starting at rest.
+    """Run :func:`lif_step` over the leading time axis, starting at rest (the reference loop).
+
+    Does not read module memory and does not mutate ``x_seq`` in place.
 
     Args:
         x_seq: input currents ``[T, ...]``.
@@ -227,64 +234,6 @@ def lif_multistep(x_seq: Tensor, params: LIFParams) -> Tensor:
     return torch.stack(spikes)
 
 
-def _memory_order(x: Tensor) -> tuple[list[int], list[int]]:
-    """Dimension order of ``x`` in memory (dim 0 first, the rest by decreasing stride) and its
-    inverse: ``x.permute(order)`` is contiguous for NCHW and channels-last alike."""
-    order = [0, *sorted(range(1, x.dim()), key=lambda d: -x.stride(d))]
-    return order, sorted(range(x.dim()), key=order.__getitem__)
-
-
-def time_average(x: Tensor, T: int) -> Tensor:
-    """Average a time-major ``[T·B, ...]`` tensor over its ``T`` steps: ``[B, ...]``.
-
-    Equal to ``x.view(T, B, ...).mean(0)`` and differentiable, but it keeps the memory layout
-    of ``x`` (channels-last stays channels-last) and reduces over one contiguous axis, which
-    is several times faster than a strided reduction for permuted layouts.
-
-    Half-precision input (bf16/fp16 under autocast) is summed in float32 and the mean is
-    returned in the input's dtype; without autograd the sum runs step by step into one float32
-    buffer (:func:`_mean_over_steps`).
-
-    Args:
-        x: ``[T·B, ...]`` with the time-major batch axis outermost in memory.
-        T: number of steps.
-
-    Returns:
-        ``[B, ...]`` in the layout and dtype of ``x``.
-    """
-    if x.shape[0] % T:
-        raise RuntimeError(f"leading dim {x.shape[0]} is not a multiple of T={T}")
-    B = x.shape[0] // T
-    order, inverse = _memory_order(x)
-    xp = x.permute(order)
-    if not xp.is_contiguous():  # the batch axis is not outermost, or x is not dense
-        return x.view(T, B, *x.shape[1:]).mean(0)
-    flat = xp.reshape(T, -1)
-    if flat.dtype in _HALF and not (flat.requires_grad and torch.is_grad_enabled()):
-        mean = _mean_over_steps(flat).to(flat.dtype)
-    else:
-        mean = flat.mean(0)
-    return mean.view(B, *xp.shape[1:]).permute(inverse)
-
-
-_HALF = (torch.bfloat16, torch.float16)
-
-
-def _mean_over_steps(flat: Tensor) -> Tensor:
-    """``flat.mean(0)`` of a dense ``[T, N]`` tensor in at least float32, without autograd.
-
-    Half-precision input is added step by step into one float32 buffer: ``mean(0, dtype=…)``
-    would first copy the whole ``[T, N]`` tensor to float32 (3.5× slower for a stage-1 spike
-    map of ResNet-18 at T = 6 on the project's CPU).
-    """
-    if flat.dtype not in _HALF:
-        return flat.mean(0)
-    acc = flat[0].to(torch.float32, copy=True)
-    for t in range(1, flat.shape[0]):
-        acc.add_(flat[t])
-    return acc.div_(flat.shape[0])
-
-
 def soft_reset_kappa(decay: float, T: int) -> list[float]:
     """``κ[t] = Σ_{k=0..t} λ^k``: ``∂v[t]/∂x`` for a constant input under detached soft reset.
 
@@ -299,7 +248,7 @@ def soft_reset_kappa(decay: float, T: int) -> list[float]:
 
 
 @torch.no_grad()
-def spike_pass_lif(x_seq: Tensor, params: LIFParams,
+def lif_spike_pass(x_seq: Tensor, params: LIFParams,
                    eligibility: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """The no-grad spike pass of one LIF layer: spikes, firing rate and eligibility.
 
@@ -312,8 +261,9 @@ def spike_pass_lif(x_seq: Tensor, params: LIFParams,
 
     where ``sg(v) = α σ(α(v−θ))(1−σ(α(v−θ)))``.
 
-    The loop is fused and in place (no graph); with ``eligibility=False`` it is the fast
-    inference path (charge → fire → reset only).
+    The loop is fused and works in place on its own buffers (no graph); ``x_seq`` is not
+    modified and no module memory is read (the caller stores ``r`` and ``e``). With
+    ``eligibility=False`` it is the fast inference path (charge → fire → reset only).
 
     Args:
         x_seq: input currents ``[T, ...]``.
@@ -371,7 +321,7 @@ def spike_pass_lif(x_seq: Tensor, params: LIFParams,
     return unflatten(spikes, T), rate, elig
 
 
-class _RateLIF(torch.autograd.Function):
+class _LIFRatePass(torch.autograd.Function):
     """Rate-pass LIF: forward returns the recorded rate, backward multiplies by ``e``."""
 
     @staticmethod
@@ -385,8 +335,11 @@ class _RateLIF(torch.autograd.Function):
         return grad * elig, None, None
 
 
-def rate_lif(x: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
+def lif_rate_pass(x: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
     """Rate-pass output ``r + x·e − sg(x·e)``: value ``r``, gradient ``∂/∂x = e``.
+
+    Pure: ``r`` and ``e`` come in as arguments (from :func:`lif_spike_pass`), nothing is
+    read from module memory, and the result is a new tensor.
 
     Args:
         x: time-averaged input current ``[B, ...]`` (requires grad).
@@ -401,45 +354,37 @@ def rate_lif(x: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
             f"rate pass input shape {tuple(x.shape)} differs from the spike pass rate shape "
             f"{tuple(rate.shape)}: run spike_pass on the same batch first"
         )
-    return _RateLIF.apply(x, rate, elig)
+    return _LIFRatePass.apply(x, rate, elig)
 
 
 class LIF(ModeAware, nn.Module):
     """LIF layer with the three modes of :mod:`esdlib.neurons` (holds parameters, calls the step).
 
-    The leak is stored as ``logit(decay)`` (``λ = sigmoid(decay_logit)``), as a buffer unless
-    ``learnable_decay=True``. Recorded quantities are explicit state cleared by
-    :func:`esdlib.reset_state`: ``rate`` and ``elig`` (spike mode, for the rate pass) and
-    ``firing_per_t`` (multi-step mode: the fraction of neurons firing at each step, which
-    :func:`esdlib.evaluate_batch` reports; training steps never read it, so the spike pass
-    skips that reduction over every spike map).
+    The neuron takes its parameters as one :class:`LIFParams` record, ``LIF(p)`` (as Norse's
+    ``LIF(p=LIFParameters(...))``). The leak is stored as ``logit(decay)``
+    (``λ = sigmoid(decay_logit)``), as a buffer unless ``learnable_decay=True``. Recorded
+    quantities are explicit state cleared by :func:`esdlib.reset_state`: ``rate`` and ``elig``
+    (spike mode, for the rate pass) and ``firing_per_t`` (multi-step mode: the fraction of
+    neurons firing at each step, which :func:`esdlib.evaluate_batch` reports; training steps
+    never read it, so the spike pass skips that reduction over every spike map).
 
     Args:
-        decay: leak ``λ`` (paper 0.2).
-        v_threshold: threshold ``θ`` (1.0).
-        surrogate_alpha: surrogate steepness ``α`` (4.0).
-        reset: reset mode, one of ``RESET_MODES``.
+        p: neuron parameters (paper defaults: ``λ = 0.2``, ``θ = 1``, ``α = 4``, soft reset).
         learnable_decay: make ``logit(λ)`` a trainable parameter.
     """
 
-    def __init__(
-        self,
-        decay: float = 0.2,
-        v_threshold: float = 1.0,
-        surrogate_alpha: float = 4.0,
-        reset: str = "soft",
-        learnable_decay: bool = False,
-    ) -> None:
+    def __init__(self, p: LIFParams = LIFParams(), learnable_decay: bool = False) -> None:
         super().__init__()
-        LIFParams(decay, v_threshold, surrogate_alpha, reset)  # validate
+        if not isinstance(p, LIFParams):
+            raise TypeError(f"LIF takes a LIFParams record, got {type(p).__name__}")
+        decay = float(p.decay)
         logit = torch.tensor(math.log(decay / (1.0 - decay)))
         if learnable_decay:
             self.decay_logit = nn.Parameter(logit)
         else:
             self.register_buffer("decay_logit", logit)
-        self.v_threshold = float(v_threshold)
-        self.surrogate_alpha = float(surrogate_alpha)
-        self.reset_mode = reset
+        self.p = dataclasses.replace(p, v_threshold=float(p.v_threshold),
+                                     surrogate_alpha=float(p.surrogate_alpha))
         self.rate: Tensor | None = None
         self.elig: Tensor | None = None
         self.firing_per_t: Tensor | None = None
@@ -452,12 +397,8 @@ class LIF(ModeAware, nn.Module):
         the rate pass gives it no gradient).
         """
         decay = torch.sigmoid(self.decay_logit)
-        return LIFParams(
-            decay=decay if self.decay_logit.requires_grad else float(decay),
-            v_threshold=self.v_threshold,
-            surrogate_alpha=self.surrogate_alpha,
-            reset=self.reset_mode,
-        )
+        return dataclasses.replace(
+            self.p, decay=decay if self.decay_logit.requires_grad else float(decay))
 
     def reset_state(self) -> None:
         """Drop everything recorded by the last pass."""
@@ -468,7 +409,7 @@ class LIF(ModeAware, nn.Module):
         if self.mode == "rate":
             if self.rate is None:
                 raise RuntimeError("LIF in rate mode has no recorded rate: run spike_pass first")
-            return rate_lif(x, self.rate, self.elig)
+            return lif_rate_pass(x, self.rate, self.elig)
         T = self.T
         if x.shape[0] % T:
             raise RuntimeError(f"leading dim {x.shape[0]} is not a multiple of T={T}")
@@ -476,9 +417,9 @@ class LIF(ModeAware, nn.Module):
         self.num_neurons = x_seq[0, 0].numel()
         p = self.params()
         if self.mode == "spike":
-            spikes, self.rate, self.elig = spike_pass_lif(x_seq, p)
+            spikes, self.rate, self.elig = lif_spike_pass(x_seq, p)
         elif not torch.is_grad_enabled():
-            spikes = spike_pass_lif(x_seq, p, eligibility=False)[0]
+            spikes = lif_spike_pass(x_seq, p, eligibility=False)[0]
         else:
             spikes = lif_multistep(x_seq, p)
         if self.mode == "multistep":
@@ -488,5 +429,5 @@ class LIF(ModeAware, nn.Module):
 
     def extra_repr(self) -> str:
         lam = float(torch.sigmoid(self.decay_logit))
-        return f"decay={lam:.3g}, v_threshold={self.v_threshold}, alpha={self.surrogate_alpha}, " \
-               f"reset={self.reset_mode}"
+        return f"decay={lam:.3g}, v_threshold={self.p.v_threshold}, " \
+               f"alpha={self.p.surrogate_alpha}, reset={self.p.reset}"

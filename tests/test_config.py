@@ -540,3 +540,15 @@ def test_hash_covers_every_other_field(name):
         changed = base.replace(**{name: _another_value(name, getattr(base, name))})
     assert getattr(changed, name) != getattr(base, name)
     assert changed.config_hash() != base.config_hash()
+
+
+def test_lif_params_and_loss_config_are_the_fields_as_records():
+    from esdlib.losses import LossConfig
+    from esdlib.neurons import LIFParams
+
+    cfg = RunConfig(decay=0.3, v_threshold=0.5, surrogate_alpha=2.0, reset="hard", alpha=0.7,
+                    beta=0.1, tau=2.0, eta=0.5, teacher_space="probs")
+    assert cfg.lif_params() == LIFParams(decay=0.3, v_threshold=0.5, surrogate_alpha=2.0,
+                                         reset="hard")
+    assert cfg.loss_config() == LossConfig(alpha=0.7, beta=0.1, tau=2.0, eta=0.5,
+                                           teacher_space="probs")

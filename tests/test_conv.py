@@ -104,14 +104,14 @@ def test_gemm_weight_gradient_equals_the_convolution_backward(c_in, c_out, kerne
     (ref,) = torch.autograd.grad(torch.nn.functional.conv2d(x, w.requires_grad_(True),
                                                             stride=stride, padding=padding),
                                  w, grad)
-    got = esd.conv.conv_weight_grad_gemm(grad, x, (kernel, kernel), (stride, stride),
-                                         (padding, padding))
+    got = esd.layers.conv_weight_grad_gemm(grad, x, (kernel, kernel), (stride, stride),
+                                           (padding, padding))
     torch.testing.assert_close(got, ref)
 
 
 def test_every_mode_aware_module_rejects_an_unknown_mode():
     net = esd.build_model("spiking_resnet18", num_classes=10, in_channels=3, width=0.125)
-    kinds = {type(m) for m in net.modules() if isinstance(m, esd.neurons.ModeAware)}
+    kinds = {type(m) for m in net.modules() if isinstance(m, esd.ModeAware)}
     assert {esd.SpikeConv2d, esd.SpikeBatchNorm2d, esd.LIF, esd.SpikingNet} <= kinds
     for kind in kinds:
         module = next(m for m in net.modules() if type(m) is kind)

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from esdlib.config import RunConfig
-from esdlib.engine import EpochSampler, fit, load_checkpoint, load_trained_model, lr_factor
+from esdlib.engine import (
+    EpochSampler,
+    fit,
+    load_checkpoint,
+    load_trained_model,
+    lr_factor,
+    record_diagnostics,
+)
 from esdlib.results import load_records, validate_record
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -160,7 +167,7 @@ def test_evaluate_restores_memory(tmp_path):
 def _spy_steps(monkeypatch):
     """Record, at every training step, the batch's and the weights' layout and the autocast."""
     import esdlib.engine as engine
-    from esdlib.conv import SpikeConv2d
+    from esdlib.layers import SpikeConv2d
 
     seen = []
     real = engine.get_method
@@ -235,3 +242,16 @@ def test_fp16_on_the_cpu_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="fp16.*CUDA"):
         fit(_cfg(tmp_path, device="cpu", precision="fp16"), progress=False)
     assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_record_keys_number_the_outputs_branches_first_main_last():
+    """The history keeps its ``acc_out{i}`` keys: branches first, main last; out0 = main alone."""
+    three = {"reliable_fraction": 0.5, "acc_branch1": 0.1, "acc_branch2": 0.2,
+             "acc_branch3": 0.3, "acc_main": 0.4, "loss_hard": 1.0}
+    assert record_diagnostics(three) == {"reliable_fraction": 0.5, "acc_out0": 0.1,
+                                         "acc_out1": 0.2, "acc_out2": 0.3, "acc_out3": 0.4,
+                                         "loss_hard": 1.0}
+    assert list(record_diagnostics(three)) == ["reliable_fraction", "acc_out0", "acc_out1",
+                                               "acc_out2", "acc_out3", "loss_hard"]
+    assert record_diagnostics({"acc_main": 0.9, "loss_soft": 0.0}) == {"acc_out0": 0.9,
+                                                                      "loss_soft": 0.0}

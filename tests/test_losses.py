@@ -61,8 +61,8 @@ def test_esd_loss_hand_computed():
     assert lo.soft.item() == pytest.approx(soft, rel=1e-5)
     assert lo.total.item() == pytest.approx(hard + 0.3 * soft, rel=1e-5)
     assert lo.diagnostics["reliable_fraction"] == pytest.approx(2 / 3)
-    assert lo.diagnostics["acc_out0"] == pytest.approx(2 / 3)
-    assert lo.diagnostics["acc_out1"] == pytest.approx(1 / 3)
+    assert lo.diagnostics["acc_branch1"] == pytest.approx(2 / 3)
+    assert lo.diagnostics["acc_main"] == pytest.approx(1 / 3)
 
 
 def test_branch_weight_alpha():

@@ -176,11 +176,11 @@ def test_width_multiplier_scales_channels():
     (dict(aux="mlp"), "aux must be one of"),
     (dict(branch_pool="max"), "branch_pool must be one of"),
     (dict(width=0), "width"),
-    (dict(decay=0.0), "decay"),
+    (dict(neuron=dict(decay=0.2)), "LIFParams"),
 ])
 def test_build_model_rejects_bad_arguments(kwargs, match):
     args = dict(name="spiking_resnet18", num_classes=10) | kwargs
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         esd.build_model(**args)
 
 
@@ -193,5 +193,6 @@ def test_time_varying_input_must_match_T():
 def test_mode_context_restores_previous_mode():
     net = esd.build_model("spiking_resnet18", 10, 3, width=0.125)
     with esd.mode(net, "spike", 5):
-        assert {m.mode for m in net.modules() if hasattr(m, "set_mode")} == {"spike"}
-    assert {(m.mode, m.T) for m in net.modules() if hasattr(m, "set_mode")} == {("multistep", 1)}
+        assert {m.mode for m in net.modules() if isinstance(m, esd.ModeAware)} == {"spike"}
+    assert {(m.mode, m.T) for m in net.modules() if isinstance(m, esd.ModeAware)} \
+        == {("multistep", 1)}

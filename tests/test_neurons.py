@@ -53,7 +53,7 @@ def test_functional_equals_module(reset):
     torch.manual_seed(1)
     T, B = 6, 3
     x = torch.randn(T * B, 4, 2, 2) * 1.5
-    lif = esd.LIF(decay=0.2, reset=reset)
+    lif = esd.LIF(esd.LIFParams(decay=0.2, reset=reset))
     lif.set_mode("multistep", T)
     out = lif(x)
     ref = esd.lif_multistep(x.view(T, B, 4, 2, 2), esd.LIFParams(0.2, reset=reset))
@@ -61,7 +61,7 @@ def test_functional_equals_module(reset):
     with torch.no_grad():  # the fused inference path gives the same spikes
         torch.testing.assert_close(lif(x).view(T, B, 4, 2, 2), ref)
     # the spike pass produces the same spikes
-    spikes, rate, _ = esd.spike_pass_lif(x.view(T, B, 4, 2, 2), lif.params())
+    spikes, rate, _ = esd.lif_spike_pass(x.view(T, B, 4, 2, 2), lif.params())
     torch.testing.assert_close(spikes, ref)
     torch.testing.assert_close(rate, ref.mean(0))
 
@@ -78,7 +78,7 @@ def test_eligibility_soft_reset_closed_form():
     T, lam, alpha = 5, 0.2, 4.0
     x = torch.rand(T, 7, dtype=torch.float64) * 2
     p = esd.LIFParams(decay=lam)
-    _, _, e = esd.spike_pass_lif(x, p)
+    _, _, e = esd.lif_spike_pass(x, p)
     v, _ = _trace(p, x)
     expected = torch.zeros(7, dtype=torch.float64)
     for t in range(T):
@@ -94,7 +94,7 @@ def test_eligibility_equals_bptt_derivative_for_constant_input(reset, T):
     """e = d(mean_t s[t]) / dx for a constant input x, computed by autograd through time."""
     x = torch.linspace(-0.5, 2.5, 31, dtype=torch.float64)
     p = esd.LIFParams(decay=0.2, reset=reset)
-    _, rate, e = esd.spike_pass_lif(x.expand(T, -1).clone(), p)
+    _, rate, e = esd.lif_spike_pass(x.expand(T, -1).clone(), p)
     xg = x.clone().requires_grad_(True)
     s = esd.lif_multistep(xg.expand(T, -1), p)
     s.mean(0).sum().backward()
@@ -102,10 +102,10 @@ def test_eligibility_equals_bptt_derivative_for_constant_input(reset, T):
     torch.testing.assert_close(e, xg.grad)
 
 
-def test_rate_lif_value_and_gradient():
+def test_lif_rate_pass_value_and_gradient():
     x = torch.randn(4, 3, requires_grad=True)
     r, e = torch.rand(4, 3), torch.rand(4, 3)
-    out = esd.neurons.rate_lif(x, r, e)
+    out = esd.lif_rate_pass(x, r, e)
     torch.testing.assert_close(out, r)
     out.sum().backward()
     torch.testing.assert_close(x.grad, e)
@@ -113,7 +113,7 @@ def test_rate_lif_value_and_gradient():
 
 def test_invalid_parameters_raise():
     with pytest.raises(ValueError, match="decay"):
-        esd.LIF(decay=1.2)
+        esd.LIF(esd.LIFParams(decay=1.2))
     with pytest.raises(ValueError, match="reset"):
         esd.LIFParams(reset="sideways")
     with pytest.raises(RuntimeError, match="spike_pass first"):
@@ -123,6 +123,6 @@ def test_invalid_parameters_raise():
 
 
 def test_decay_logit_roundtrip():
-    lif = esd.LIF(decay=0.2)
+    lif = esd.LIF(esd.LIFParams(decay=0.2))
     assert math.isclose(float(torch.sigmoid(lif.decay_logit)), 0.2, rel_tol=1e-6)
     assert not any(True for _ in lif.parameters())

@@ -280,7 +280,8 @@ def test_multistep_lif_matches_spikingjelly_lifnode(variant, shape):
     g_s, g_v = torch.randn(2, T, *shape, dtype=torch.float64)
 
     # esdlib's LIF module in the multistep (BPTT) mode: [T*B, ...] in, spikes out
-    lif = esd.LIF(decay=DECAY, v_threshold=THRESHOLD, surrogate_alpha=ALPHA, reset="soft")
+    lif = esd.LIF(esd.LIFParams(decay=DECAY, v_threshold=THRESHOLD, surrogate_alpha=ALPHA,
+                                reset="soft"))
     esd.set_mode(lif, "multistep", T)
     s_ours = lif(x.reshape(T * B, *shape[1:])).reshape(T, *shape)
     (gx_ours,) = torch.autograd.grad((s_ours * g_s).sum(), x)

@@ -212,7 +212,7 @@ def test_rate_pass_without_spike_pass_fails_clearly():
 
 def test_fused_rate_batchnorm_matches_the_straight_through_formula():
     """mu = sg(mu_s) + mu_r - sg(mu_r), var likewise: the fused backward equals autograd's."""
-    from esdlib.norm import _RateBatchNorm
+    from esdlib.layers import _RateBatchNorm
 
     torch.manual_seed(0)
     x = torch.randn(8, 5, 4, 4, dtype=torch.float64, requires_grad=True)

@@ -14,7 +14,6 @@ from esdlib.models.spiking_resnet import (
     PUBLISHED_BRANCH_POOL,
     BasicBlock,
     NetOutput,
-    NeuronFactory,
     PreActBlock,
     SpikingNet,
     Stem,
@@ -23,6 +22,7 @@ from esdlib.models.spiking_resnet import (
     spiking_resnet18,
     spiking_resnet19,
 )
+from esdlib.neurons import LIFParams
 
 ARCHITECTURES = {
     "spiking_resnet18": spiking_resnet18,
@@ -32,8 +32,7 @@ ARCHITECTURES = {
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0,
-                aux: str | None = "dsconv", *, decay: float = 0.2, v_threshold: float = 1.0,
-                surrogate_alpha: float = 4.0, reset: str = "soft",
+                aux: str | None = "dsconv", *, neuron: LIFParams = LIFParams(),
                 branch_pool: str = "global") -> SpikingNet:
     """Build a spiking network by name.
 
@@ -45,10 +44,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, width: float 
         width: channel multiplier (1.0 = the paper's widths).
         aux: auxiliary branch kind — ``"dsconv"`` (the published block), ``"conv"`` or
             ``"dsconv_wide"`` (ablations; see :mod:`esdlib.models.branches`) — or ``None``.
-        decay: LIF leak ``λ`` (paper 0.2).
-        v_threshold: LIF threshold ``θ`` (1.0).
-        surrogate_alpha: surrogate steepness ``α`` (4.0).
-        reset: LIF reset mode (``"soft"``, ``"soft_nodetach"``, ``"hard"``).
+        neuron: parameters of every LIF layer (:class:`~esdlib.neurons.LIFParams`; paper
+            defaults ``λ = 0.2``, ``θ = 1``, ``α = 4``, soft reset).
         branch_pool: ``"global"`` (default: global average pooling, any input size) or
             ``"published"`` (the published code's fixed window,
             :data:`PUBLISHED_BRANCH_POOL`, for exact replication at the paper's sizes).
@@ -63,8 +60,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, width: float 
         raise ValueError(f"unknown architecture {name!r}; valid: {sorted(ARCHITECTURES)}")
     if aux == "none":
         aux = None
-    neuron = NeuronFactory(decay, v_threshold, surrogate_alpha, reset)
-    neuron()  # validates the neuron parameters before building
+    if not isinstance(neuron, LIFParams):
+        raise TypeError(f"neuron must be a LIFParams record, got {type(neuron).__name__}")
     return ARCHITECTURES[name](num_classes, in_channels, width, aux, neuron, branch_pool)
 
 
@@ -93,7 +90,7 @@ def check_branch_pool(arch: str, image_size: int, branch_pool: str = "global") -
 
 __all__ = [
     "ARCHITECTURES", "BRANCH_KINDS", "BRANCH_POOLS", "DOWNSAMPLING", "PUBLISHED_BRANCH_POOL",
-    "AuxBranch", "BasicBlock", "BranchBlock", "NetOutput", "NeuronFactory", "PreActBlock",
+    "AuxBranch", "BasicBlock", "BranchBlock", "NetOutput", "PreActBlock",
     "ResidualBlock", "SpikingNet", "Stem", "build_model", "check_branch_pool", "final_map_size",
     "preact_spiking_resnet34", "spiking_resnet18", "spiking_resnet19",
 ]

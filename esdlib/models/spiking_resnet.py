@@ -16,10 +16,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from esdlib.conv import SpikeConv2d
+from esdlib.layers import SpikeBatchNorm2d, SpikeConv2d
 from esdlib.models.branches import BRANCH_KINDS, BRANCH_POOLS, AuxBranch
-from esdlib.neurons import LIF, ModeAware, time_average
-from esdlib.norm import SpikeBatchNorm2d
+from esdlib.neurons import LIF, LIFParams
+from esdlib.passes import ModeAware, time_average
 
 
 class NetOutput(NamedTuple):
@@ -38,25 +38,6 @@ class NetOutput(NamedTuple):
     def all_logits(self) -> list[Tensor]:
         """Branch outputs followed by the main output (the order the losses use)."""
         return [*self.aux_logits, self.logits]
-
-
-class NeuronFactory(NamedTuple):
-    """Builds the LIF layers of a network with shared parameters.
-
-    Attributes:
-        decay: leak ``λ``.
-        v_threshold: ``θ``.
-        surrogate_alpha: ``α``.
-        reset: reset mode.
-    """
-
-    decay: float = 0.2
-    v_threshold: float = 1.0
-    surrogate_alpha: float = 4.0
-    reset: str = "soft"
-
-    def __call__(self) -> LIF:
-        return LIF(self.decay, self.v_threshold, self.surrogate_alpha, self.reset)
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = False) -> SpikeConv2d:
@@ -94,7 +75,7 @@ class Stem(nn.Module):
 
 
 class SpikingNet(ModeAware, nn.Module):
-    """A spiking network with optional auxiliary branches; the mode comes from :mod:`esdlib.modes`.
+    """A spiking network with optional auxiliary branches; the mode comes from :mod:`esdlib.passes`.
 
     Args:
         stem: timestep-invariant first layers.
@@ -137,6 +118,7 @@ class SpikingNet(ModeAware, nn.Module):
         _init_weights(self)
 
     def _time_mean(self, x: Tensor) -> Tensor:
+        """Time average ``[T·B, ...] → [B, ...]`` in the multi-step modes; identity in rate mode."""
         if self.mode == "rate":
             return x
         return time_average(x, self.T)
@@ -233,19 +215,19 @@ class BasicBlock(nn.Module):
         c_in: input channels.
         c_out: output channels.
         stride: stride of the first convolution (and of the 1×1 shortcut when needed).
-        neuron: LIF factory.
+        neuron: parameters of every LIF layer.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFParams) -> None:
         super().__init__()
         self.conv1, self.bn1 = conv3x3(c_in, c_out, stride), SpikeBatchNorm2d(c_out)
-        self.lif1 = neuron()
+        self.lif1 = LIF(neuron)
         self.conv2, self.bn2 = conv3x3(c_out, c_out), SpikeBatchNorm2d(c_out)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(SpikeConv2d(c_in, c_out, 1, stride, bias=False),
                                           SpikeBatchNorm2d(c_out))
-        self.lif2 = neuron()
+        self.lif2 = LIF(neuron)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[N, C_in, H, W]`` spikes/rates → ``[N, C_out, H/stride, W/stride]``."""
@@ -266,14 +248,14 @@ class PreActBlock(nn.Module):
         c_in: input channels.
         c_out: output channels.
         stride: stride of the first convolution (and of the 1×1 shortcut when needed).
-        neuron: LIF factory.
+        neuron: parameters of every LIF layer.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int, neuron: NeuronFactory) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFParams) -> None:
         super().__init__()
-        self.lif1, self.conv1 = neuron(), conv3x3(c_in, c_out, stride, bias=True)
+        self.lif1, self.conv1 = LIF(neuron), conv3x3(c_in, c_out, stride, bias=True)
         self.bn1 = SpikeBatchNorm2d(c_out)
-        self.lif2, self.conv2 = neuron(), conv3x3(c_out, c_out, bias=True)
+        self.lif2, self.conv2 = LIF(neuron), conv3x3(c_out, c_out, bias=True)
         self.bn2 = SpikeBatchNorm2d(c_out)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
@@ -287,14 +269,14 @@ class PreActBlock(nn.Module):
 
 
 def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int,
-           neuron: NeuronFactory) -> nn.Sequential:
+           neuron: LIFParams) -> nn.Sequential:
     layers = [block(c_in, c_out, stride, neuron)]
     layers += [block(c_out, c_out, 1, neuron) for _ in range(n - 1)]
     return nn.Sequential(*layers)
 
 
 def _stages(block: type[nn.Module], widths: Sequence[int], blocks: Sequence[int],
-            neuron: NeuronFactory) -> list[nn.Sequential]:
+            neuron: LIFParams) -> list[nn.Sequential]:
     """One stage per entry of ``blocks``; the first keeps the resolution, the others halve it."""
     return [_stage(block, widths[max(i - 1, 0)], widths[i], n, 1 if i == 0 else 2, neuron)
             for i, n in enumerate(blocks)]
@@ -313,7 +295,7 @@ def _check(num_classes: int, in_channels: int) -> None:
 
 
 def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None,
+                     aux: str | None = "dsconv", neuron: LIFParams = LIFParams(),
                      branch_pool: str = "global") -> SpikingNet:
     """Spiking ResNet-18 with a CIFAR stem (3×3 conv, no pooling), as in RateBP/ESD.
 
@@ -325,24 +307,23 @@ def spiking_resnet18(num_classes: int = 10, in_channels: int = 3, width: float =
         in_channels: input channels (3 for images, 2 for DVS frames, 1 for digits).
         width: channel multiplier.
         aux: branch kind (:data:`~esdlib.models.branches.BRANCH_KINDS`) or ``None``.
-        neuron: LIF factory (paper defaults when ``None``).
+        neuron: parameters of every LIF layer (paper defaults).
         branch_pool: ``"global"`` or ``"published"`` (``AvgPool2d(4, 4)``).
 
     Returns:
         A :class:`SpikingNet`.
     """
     _check(num_classes, in_channels)
-    neuron = neuron or NeuronFactory()
     w = _scale((64, 128, 256, 512), width)
     stem = Stem(stem_conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
     stages = _stages(BasicBlock, w, (2, 2, 2, 2), neuron)
     return SpikingNet(stem, stages, nn.Linear(w[3], num_classes), w, (0, 1, 2), num_classes,
-                      aux, pre_stage=neuron(), branch_pool=branch_pool,
+                      aux, pre_stage=LIF(neuron), branch_pool=branch_pool,
                       pool_window=PUBLISHED_BRANCH_POOL["spiking_resnet18"])
 
 
 def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-                     aux: str | None = "dsconv", neuron: NeuronFactory | None = None,
+                     aux: str | None = "dsconv", neuron: LIFParams = LIFParams(),
                      branch_pool: str = "global") -> SpikingNet:
     """Spiking ResNet-19 with a CIFAR stem (TET/RateBP layout).
 
@@ -355,25 +336,24 @@ def spiking_resnet19(num_classes: int = 10, in_channels: int = 3, width: float =
         in_channels: input channels.
         width: channel multiplier.
         aux: branch kind or ``None``.
-        neuron: LIF factory.
+        neuron: parameters of every LIF layer.
         branch_pool: ``"global"`` or ``"published"`` (``AvgPool2d(6, 6)``).
 
     Returns:
         A :class:`SpikingNet`.
     """
     _check(num_classes, in_channels)
-    neuron = neuron or NeuronFactory()
     w = _scale((128, 256, 512, 256), width)
     stem = Stem(stem_conv3x3(in_channels, w[0]), SpikeBatchNorm2d(w[0]))
     stages = _stages(BasicBlock, w, (3, 3, 2), neuron)
-    head = nn.Sequential(nn.Linear(w[2], w[3]), neuron(), nn.Linear(w[3], num_classes))
-    return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=neuron(),
+    head = nn.Sequential(nn.Linear(w[2], w[3]), LIF(neuron), nn.Linear(w[3], num_classes))
+    return SpikingNet(stem, stages, head, w[:3], (0, 1), num_classes, aux, pre_stage=LIF(neuron),
                       branch_pool=branch_pool,
                       pool_window=PUBLISHED_BRANCH_POOL["spiking_resnet19"])
 
 
 def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0,
-                            aux: str | None = "dsconv", neuron: NeuronFactory | None = None,
+                            aux: str | None = "dsconv", neuron: LIFParams = LIFParams(),
                             branch_pool: str = "global") -> SpikingNet:
     """The published spiking PreAct-ResNet-34 with an ImageNet stem (ESD/RateBP code layout).
 
@@ -392,14 +372,13 @@ def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width
         in_channels: input channels.
         width: channel multiplier.
         aux: branch kind or ``None``.
-        neuron: LIF factory.
+        neuron: parameters of every LIF layer.
         branch_pool: ``"global"`` or ``"published"`` (``AvgPool2d(4, 4)``).
 
     Returns:
         A :class:`SpikingNet`.
     """
     _check(num_classes, in_channels)
-    neuron = neuron or NeuronFactory()
     w = _scale((64, 128, 256, 512), width)
     stem = Stem(nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=True), SpikeBatchNorm2d(w[0]),
                 nn.MaxPool2d(3, 2, 1))
@@ -409,13 +388,8 @@ def preact_spiking_resnet34(num_classes: int = 1000, in_channels: int = 3, width
                       pool_window=PUBLISHED_BRANCH_POOL["preact_spiking_resnet34"])
 
 
-def count_lif_neurons(net: nn.Module) -> int:
-    """Number of LIF layers in ``net``."""
-    return sum(isinstance(m, LIF) for m in net.modules())
-
-
 __all__ = [
     "DOWNSAMPLING", "PUBLISHED_BRANCH_POOL", "final_map_size",
-    "NetOutput", "NeuronFactory", "SpikingNet", "BasicBlock", "PreActBlock", "Stem",
-    "spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34", "count_lif_neurons",
+    "NetOutput", "SpikingNet", "BasicBlock", "PreActBlock", "Stem",
+    "spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34",
 ]
