@@ -1,8 +1,10 @@
 """esdlib: Enhanced Self-Distillation (ESD) for spiking neural networks.
 
-A flat public namespace (``import esdlib as esd``): LIF neurons, the explicit passes of
-rate-based backpropagation and BPTT, spiking ResNets with auxiliary branches, the
-reliability-decoupled self-distillation loss and one training step per method.
+A flat public namespace (``import esdlib as esd``): LIF neurons (:mod:`esdlib.neurons`), the
+explicit passes of rate-based backpropagation and BPTT (:mod:`esdlib.passes`), the rate-pass
+aware layers (:mod:`esdlib.layers`), spiking ResNets with auxiliary branches
+(:mod:`esdlib.models`), the reliability-decoupled self-distillation loss (:mod:`esdlib.losses`)
+and the table of training methods (:data:`METHODS`, one :class:`Method` per name).
 """
 
 from esdlib.layers import SpikeBatchNorm1d, SpikeBatchNorm2d, SpikeConv2d
