@@ -26,10 +26,13 @@ list of every mode-aware layer are in :mod:`esdlib.passes`):
 Shapes: in the multi-step modes a module receives ``[T·B, ...]`` (time stacked on the batch
 axis, time-major) and returns the same shape; in rate mode it receives and returns ``[B, ...]``.
 
-Naming rule (as SpikingJelly's functional neurons): the functions are pure and named
-``lif_<what>``, the neuron first and the job last:
+Naming rule (written down as SpikingJelly's functional module does): the three equations are
+functions named after the equation; everything that runs a whole neuron is ``lif_<job>``,
+the neuron first and the job last; the module is the neuron's name:
 
-- :func:`charge`, :func:`fire`, :func:`voltage_reset`: the three equations above;
+- :func:`charge`, :func:`fire`, :func:`voltage_reset`: the three equations above (the membrane
+  reset is ``voltage_reset``, distinct from :func:`esdlib.reset_state`, which clears recorded
+  state, and from ``LIFParams.reset``, the reset mode);
 - :func:`lif_step`: one time step (charge → fire → voltage reset);
 - :func:`lif_multistep`: the reference loop of :func:`lif_step` over a ``[T, ...]`` sequence
   (differentiable, BPTT);
@@ -38,9 +41,10 @@ Naming rule (as SpikingJelly's functional neurons): the functions are pure and n
 - :class:`LIF`: the module, which holds a :class:`LIFParams` record (``LIF(p)``) and the
   recorded state, and dispatches on its mode to the functions above.
 
-State contract: none of the functions reads module memory or the mode; state enters and
-leaves as arguments and return values (:class:`LIFState`). Only :class:`LIF` keeps state
-between calls, and :func:`esdlib.reset_state` clears it.
+State contract: none of the functions reads module memory, the mode or ``training``, and none
+mutates its arguments in place; state enters and leaves as arguments and return values
+(:class:`LIFState`). Only :class:`LIF` keeps state between calls, and
+:func:`esdlib.reset_state` clears it.
 """
 
 from __future__ import annotations
