@@ -16,9 +16,8 @@ import pytest
 
 from esdlib.io import atomic_open, atomic_write_json, atomic_write_text
 from esdlib.train.config import RunConfig
-from esdlib.train.paths import paper_dir, project_root
+from esdlib.train.paths import GENERATED_PATHS, paper_dir, project_root
 from esdlib.train.records import (
-    GENERATED_PATHS,
     RecordError,
     environment_info,
     git_revision,

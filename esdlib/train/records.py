@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "GENERATED_PATHS",
     "RecordError",
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
@@ -175,18 +174,12 @@ def environment_info(device: Any = None, *, include_hostname: bool = False) -> d
     return info
 
 
-GENERATED_PATHS = ("book/chapters", "papermill_runs", "results")
-"""Tracked folders of generated outputs (executed chapters, executed experiment notebooks, run
-records and tables): :func:`git_revision` ignores changes there, since they are what the code
-produces, not the code. Executing the chapters rewrites ``book/chapters``; without this rule
-the provenance chapter, executed last, would call its own build dirty."""
-
-
 def git_revision(path: str | os.PathLike = ".") -> str | None:
     """The commit checked out at ``path``, with ``"+dirty"`` if tracked files changed.
 
-    Untracked files (e.g. new results) and changes under :data:`GENERATED_PATHS` (relative to
-    the repository's top level) do not count as changes.
+    Untracked files (e.g. new results) and changes under
+    :data:`esdlib.train.paths.GENERATED_PATHS` (relative to the repository's top level) do not
+    count as changes.
 
     Returns:
         e.g. ``"3f2c...e1"`` or ``"3f2c...e1+dirty"``; ``None`` outside a git
@@ -205,7 +198,7 @@ def git_revision(path: str | os.PathLike = ".") -> str | None:
     try:
         rev = git("rev-parse", "--verify", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                    *(f":(top,exclude){p}" for p in GENERATED_PATHS))
+                    *(f":(top,exclude){p}" for p in paths.GENERATED_PATHS))
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("+dirty" if dirty else "") if rev else None
