@@ -11,9 +11,7 @@ import torch
 
 from esdlib.methods import METHODS
 from esdlib.models import ARCHITECTURES
-from esdlib.train.records import (
-    to_jsonable,
-)
+from esdlib.train.records import to_jsonable
 
 if TYPE_CHECKING:
     import argparse
@@ -21,8 +19,6 @@ if TYPE_CHECKING:
 
 PHASES = ("spike_pass", "rate_forward", "forward", "backward", "optimizer", "other")
 """Phases of a training step; a method reports the ones it has, the others are ``None``."""
-
-
 
 
 def _positive_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
@@ -174,7 +170,6 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"unknown BenchConfig keys {unknown}; valid: {names}")
         return cls(**data)
-
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,16 +11,10 @@ import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-
-    pass
-
-
 
 
 class _Saved:

@@ -11,13 +11,8 @@ import gc
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-
-    pass
 
 
 def _trim_heap() -> None:

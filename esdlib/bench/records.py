@@ -18,12 +18,10 @@ from esdlib.train.records import (
 )
 
 if TYPE_CHECKING:
-
     import pandas as pd
 
 BENCH_SCHEMA = 1
 """Version of the benchmark record layout (key ``bench_schema``)."""
-
 
 
 _ROW_NUMBERS = ("step_s", "step_s_min", "step_s_max", *(f"{p}_s" for p in PHASES),

@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
-
-
 class _Trainer:
     """A model, its optimiser and (for fp16) gradient scaler for one (arch, method, precision)."""
 
@@ -231,8 +228,6 @@ def measure_peak(cfg: BenchConfig, arch: str, batch: int, method: str, T: int, *
         raise RuntimeError(f"peak-memory worker for {spec} failed (exit {proc.returncode}):\n"
                            f"{proc.stderr[-2000:]}")
     return json.loads(lines[-1])
-
-
 
 
 def _stats(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:

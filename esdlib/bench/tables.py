@@ -10,13 +10,11 @@ from esdlib.bench.config import PHASES
 from esdlib.methods import METHODS
 
 if TYPE_CHECKING:
-
     import pandas as pd
     from matplotlib.figure import Figure
 
 RATIO_PAIRS = (("esd", "ratebp"), ("bptt", "esd"), ("bptt", "ratebp"))
 """Method pairs ``(a, b)`` compared by :func:`bench_table` as ``a/b`` ratios within one run."""
-
 
 
 _GROUP = ["bench_id", "device_name", "threads", "arch", "width", "image_size", "batch",
