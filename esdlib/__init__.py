@@ -77,9 +77,9 @@ from esdlib.passes import (
 )
 
 # Run-level API (after the core: config takes its choices from the modules above).
-from esdlib.config import ConfigError, RunConfig  # noqa: E402  isort: skip
+from esdlib.train.config import ConfigError, RunConfig  # noqa: E402  isort: skip
 from esdlib.data import DatasetInfo, DatasetNotFoundError, build_datasets  # noqa: E402  isort: skip
-from esdlib.engine import (  # noqa: E402  isort: skip
+from esdlib.train.engine import (  # noqa: E402  isort: skip
     CheckpointError,
     DivergenceWarning,
     evaluate,
@@ -87,9 +87,9 @@ from esdlib.engine import (  # noqa: E402  isort: skip
     load_checkpoint,
     load_trained_model,
 )
-from esdlib.gradients import gradient_errors, gradient_study  # noqa: E402  isort: skip
-from esdlib.metrics import estimate_energy  # noqa: E402  isort: skip
-from esdlib.results import (  # noqa: E402  isort: skip
+from esdlib.train.gradients import gradient_errors, gradient_study  # noqa: E402  isort: skip
+from esdlib.train.metrics import estimate_energy  # noqa: E402  isort: skip
+from esdlib.train.records import (  # noqa: E402  isort: skip
     load_paper_table,
     load_record,
     load_records,

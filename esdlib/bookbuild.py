@@ -206,7 +206,7 @@ def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Pa
     ``results_dir`` (:func:`check_notebook_parameters`).
 
     Args:
-        profile: a run profile, one of :data:`esdlib.config.PROFILES`.
+        profile: a run profile, one of :data:`esdlib.train.config.PROFILES`.
         results_dir: the results directory; must contain ``paper/`` (the paper's values).
 
     Returns:
@@ -216,7 +216,7 @@ def check_chapter_parameters(profile: str, results_dir: str | os.PathLike) -> Pa
         ValueError: unknown profile (the message lists the valid ones), a ``results_dir`` that
             is not a path, or a results directory without ``paper/``.
     """
-    from esdlib.config import PROFILES
+    from esdlib.train.config import PROFILES
 
     check_notebook_parameters(CHAPTER_PARAMETERS)
     if profile not in PROFILES:
@@ -245,10 +245,12 @@ def chapter_notebooks(src_dir: str | os.PathLike) -> list[Path]:
 
 
 def _project_root(start: Path) -> Path:
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return Path.cwd()
+    from esdlib.train import paths
+
+    try:
+        return paths.project_root(start)
+    except FileNotFoundError:
+        return Path.cwd()
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -804,7 +806,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    root = Path(__file__).resolve().parents[1]
+    from esdlib.train import paths
+
+    root = paths.project_root()
     parser = argparse.ArgumentParser(prog="python -m esdlib.bookbuild", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("execute", "build", "check", "screenshot", "all"))

@@ -24,10 +24,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from esdlib.config import MAX_T, PRECISIONS, PROFILES, ConfigError, RunConfig, check_device
 from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
-from esdlib.engine import CheckpointError
 from esdlib.io import DiskFullError
+from esdlib.train.config import MAX_T, PRECISIONS, PROFILES, ConfigError, RunConfig, check_device
+from esdlib.train.engine import CheckpointError
 
 
 class CommandError(Exception):
@@ -58,7 +58,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from esdlib.engine import DivergenceWarning, fit
+    from esdlib.train.engine import DivergenceWarning, fit
 
     cfg = RunConfig.from_overrides(args.profile, train_overrides(args))
     with warnings.catch_warnings():
@@ -103,7 +103,7 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from esdlib.data import build_datasets
-    from esdlib.engine import evaluate, load_trained_model, resolve_device
+    from esdlib.train.engine import evaluate, load_trained_model, resolve_device
 
     check_evaluate_args(args)
     device = resolve_device(args.device)
@@ -131,13 +131,13 @@ def _info(args: argparse.Namespace) -> int:
     import torch
 
     from esdlib.data import DATASET_NAMES, DatasetNotFoundError, build_datasets
-    from esdlib.results import environment_info
+    from esdlib.train.records import environment_info
 
     print("environment:")
     for k, v in environment_info().items():
         print(f"  {k}: {v}")
     print(f"  cuda available: {torch.cuda.is_available()}")
-    from esdlib.runtime import cpu_bf16_units, resolve_precision
+    from esdlib.train.runtime import cpu_bf16_units, resolve_precision
 
     units = [name for name, has in cpu_bf16_units().items() if has]
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the sub-command; known errors become one-line messages and an exit status."""
-    from esdlib.results import RecordError
+    from esdlib.train.records import RecordError
 
     known = (((ConfigError,), "esd {}: invalid configuration: ", 2),
              ((DatasetNotFoundError,), "esd {}: data set not found: ", 2),

@@ -21,7 +21,7 @@ The rule (:func:`paired_verdict`), with ``n`` seeds, mean ``m`` and sample stand
 
 :data:`CLAIMS` lists every claim the book checks, each once (no comparison is counted twice),
 with the chapter that discusses it. :func:`claims_table` evaluates them on a table of run
-records (:func:`esdlib.results.load_records`); :func:`convergence_table` flags runs whose
+records (:func:`esdlib.train.records.load_records`); :func:`convergence_table` flags runs whose
 accuracy was still moving at the end; :func:`compare_verdicts` says whether the verdicts of a
 fresh re-run agree with the committed ones (``esd reproduce --fresh``).
 """
@@ -336,7 +336,7 @@ def cell_runs(df: pd.DataFrame, cell: Cell) -> pd.DataFrame:
     """The complete runs of a cell, one per seed.
 
     Args:
-        df: Run records (:func:`esdlib.results.load_records`), already limited to one profile.
+        df: Run records (:func:`esdlib.train.records.load_records`), already limited to one profile.
         cell: The cell.
 
     Returns:
@@ -375,7 +375,7 @@ def claims_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, *,
     """Every claim with its per-seed differences, interval and verdict.
 
     Args:
-        df: Run records of one profile (:func:`esdlib.results.load_records`).
+        df: Run records of one profile (:func:`esdlib.train.records.load_records`).
         claims: The claims to evaluate (default: all of :data:`CLAIMS`).
         chapter: Only the claims of this chapter (notebook stem).
 

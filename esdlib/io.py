@@ -1,5 +1,8 @@
 """Atomic file writes shared by records, checkpoints, data caches and executed notebooks.
 
+JSON files (run and benchmark records, data splits, cache descriptions) are all written by
+:func:`atomic_write_json`.
+
 Every writer in esdlib goes through :func:`atomic_open` (or, for files written by another
 library, :func:`temp_path_for` + :func:`commit_temp`):
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
 import socket
@@ -29,12 +33,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = [
     "DiskFullError",
     "atomic_open",
+    "atomic_write_json",
+    "atomic_write_text",
     "commit_temp",
+    "dumps_one_key_per_line",
     "file_mode",
     "remove_stale_temps",
     "temp_path_for",
@@ -209,3 +216,53 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    with atomic_open(path, "w", encoding=encoding) as f:
+        f.write(text)
+    return Path(path)
+
+
+def dumps_one_key_per_line(obj: dict[str, Any]) -> str:
+    """JSON text of a flat dict with one top-level key per line (lists stay on their line).
+
+    Args:
+        obj: Dict of JSON-serialisable values.
+
+    Returns:
+        The JSON text, ending in a newline; ``json.loads`` of it equals ``obj``.
+    """
+    lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2,
+                      one_key_per_line: bool = False) -> Path:
+    """Serialise ``obj`` as JSON and write it atomically (see :func:`atomic_open`).
+
+    The object is serialised completely before the file is touched, so an unserialisable
+    object raises without writing anything.
+
+    Args:
+        path: Final file path; its folder is created if needed.
+        obj: JSON-serialisable object. In the default layout it must be strict JSON (a NaN or
+            infinity raises ``ValueError``).
+        indent: Indentation of the default layout (``None``: one line).
+        one_key_per_line: Write a flat dict with one top-level key per line instead
+            (:func:`dumps_one_key_per_line`; the committed data-split files use it, since a
+            split's long index lists stay on one line each).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if one_key_per_line:
+        text = dumps_one_key_per_line(obj)
+    else:
+        text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)

@@ -302,7 +302,7 @@ def missing_methods(df: pd.DataFrame, methods: Sequence[str]) -> str:
 
 def paper_scale(dataset: str) -> str:
     """The scale of the paper's runs on ``dataset``, from the ``paper`` profile's settings."""
-    from esdlib.config import PAPER_HPARAMS
+    from esdlib.train.config import PAPER_HPARAMS
 
     h = PAPER_HPARAMS.get(dataset)
     if h is None:
@@ -506,7 +506,7 @@ def train_command(dataset: str, method: str, *, arch: str | None = None, T: int 
     Raises:
         esdlib.ConfigError: the overrides do not make a valid run configuration.
     """
-    from esdlib.config import RunConfig
+    from esdlib.train.config import RunConfig
 
     sets = [f"dataset={dataset}", f"method={method}"]
     for key, value in (("experiment", experiment), ("arch", arch), ("seed", seed),
@@ -560,7 +560,7 @@ def static_facts(df: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
     ``gain_where``, ``agreement``, ``gain_sentence``, ``best_final_max``, ``imagenet_arch``,
     ``imagenet_T``.
     """
-    from esdlib.config import PAPER_HPARAMS
+    from esdlib.train.config import PAPER_HPARAMS
 
     runs = complete(df)
     pg = paper_gains(paper)
@@ -714,7 +714,7 @@ def dvs_facts(df: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
     ``paper_gain``, ``ours_gain``, ``ours_T``, ``agreement``, ``gain_sentence``, ``paper_T``,
     ``paper_beta``.
     """
-    from esdlib.config import PAPER_HPARAMS
+    from esdlib.train.config import PAPER_HPARAMS
 
     runs = complete(df)
     bptt = _paper_value(paper, "cifar10_dvs", PAPER_DVS_ROWS["esd_bptt"][0], "ResNet-18",
@@ -962,7 +962,7 @@ def bench_facts(bench: pd.DataFrame) -> dict[str, str]:
     if layout is not None and pd.notna(layout):
         settings.append("channels-last" if bool(layout) else "NCHW")
     if bool(first.get("keep_freed_memory") or False):
-        settings.append("glibc keeping freed memory (esdlib.runtime.keep_freed_memory)")
+        settings.append("glibc keeping freed memory (esdlib.train.runtime.keep_freed_memory)")
     facts["bench_intro"] = (
         f"{which} ran on {facts['device']} with {facts['threads']} thread(s) for {facts['config']}"
         + (f", {', '.join(settings)}" if settings else "")
@@ -1367,7 +1367,7 @@ def distillation_ablation(df: pd.DataFrame,
 def ablation_reference(profile: str) -> dict[str, Any]:
     """The ESD reference configuration of the ablations: ``method="esd"`` and the profile's
     branch kind, β, teacher space and η."""
-    from esdlib.config import RunConfig
+    from esdlib.train.config import RunConfig
 
     cfg = RunConfig.from_profile(profile, method="esd")
     return {f: getattr(cfg, f) for f in ABLATION_FACTORS}
@@ -1551,7 +1551,9 @@ def ablation_facts(table1: pd.DataFrame, ablation: pd.DataFrame) -> dict[str, st
 def papermill_runs_dir(results_dir: str | Path) -> Path:
     """Where ``esd reproduce`` keeps the executed experiment notebooks: beside ``results_dir``
     (``<results_dir>/../papermill_runs``)."""
-    return Path(results_dir).resolve().parent / "papermill_runs"
+    from esdlib.train import paths
+
+    return paths.papermill_runs_dir(Path(results_dir).resolve().parent)
 
 
 def notebook_status(runs_dir: str | Path) -> pd.DataFrame:
@@ -1618,7 +1620,7 @@ def record_status(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def same_commit(a: str | None, b: str | None) -> bool:
-    """Whether two :func:`esdlib.results.git_revision` strings name the same commit (a
+    """Whether two :func:`esdlib.train.records.git_revision` strings name the same commit (a
     ``+dirty`` suffix, uncommitted changes, is ignored; ``None`` matches nothing)."""
     if not a or not b or (isinstance(a, float) and a != a):
         return False
@@ -1665,9 +1667,9 @@ def chapter_sources(df: pd.DataFrame, bench: pd.DataFrame | None = None,
 
 
 def environment_table(repo: str | Path = ".") -> pd.DataFrame:
-    """This machine's environment (:func:`esdlib.results.environment_info`) and the git
+    """This machine's environment (:func:`esdlib.train.records.environment_info`) and the git
     revision of ``repo``, as a one-column table."""
-    from esdlib.results import environment_info, git_revision
+    from esdlib.train.records import environment_info, git_revision
 
     info = {**environment_info(), "git revision": git_revision(repo)}
     return pd.DataFrame({"value": [str(v) for v in info.values()]}, index=list(info))

@@ -18,7 +18,7 @@ at T = 4 plus two methods at other T).
 without touching the committed records and reports, per cell and per claim of
 :mod:`esdlib.evidence`, the committed and the fresh numbers and whether every verdict holds.
 
-Each grid point is one validated :class:`~esdlib.config.RunConfig` (``experiment`` = the
+Each grid point is one validated :class:`~esdlib.train.config.RunConfig` (``experiment`` = the
 experiment name) whose run id names both outputs: ``papermill_runs/<experiment>/<run_id>.ipynb``
 (the executed notebook) and ``results/<experiment>/<run_id>.json`` (the run record). A point
 whose complete record already exists is skipped, so re-runs are incremental. Every point is
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esdlib.config import PROFILES, ConfigError, RunConfig
-from esdlib.results import make_run_id, record_exists
+from esdlib.train.config import PROFILES, ConfigError, RunConfig
+from esdlib.train.records import make_run_id, record_exists
 
 MANIFEST = Path("experiments") / "manifest.yaml"
 
@@ -62,13 +62,13 @@ class GridPoint:
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The folder holding ``pyproject.toml`` above ``start`` (default: cwd, then the package)."""
-    candidates = [start or Path.cwd(), Path(__file__).resolve().parent]
-    for base in candidates:
-        for folder in (base, *base.parents):
-            if (folder / MANIFEST).is_file():
-                return folder
-    raise FileNotFoundError(f"no {MANIFEST} found above {candidates[0]}: run from the repository")
+    """The project root (:func:`esdlib.train.paths.project_root`); it must hold the manifest."""
+    from esdlib.train import paths
+
+    root = paths.project_root(start)
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in the project root {root}")
+    return root
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
     """All grid points of a profile, each validated (errors name the experiment and point).
 
     Args:
-        profile: one of :data:`esdlib.config.PROFILES`.
+        profile: one of :data:`esdlib.train.config.PROFILES`.
         manifest: a loaded manifest (default: the repository's).
         only: restrict to these experiment names.
 
@@ -158,7 +158,7 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
             continue
         for overrides in expand_grid(spec):
             try:
-                cfg = RunConfig.profile(profile, experiment=name, **overrides)
+                cfg = RunConfig.from_profile(profile, experiment=name, **overrides)
             except ConfigError as err:
                 raise ConfigError(f"experiment {name!r}, point {overrides}: {err}") from err
             points.append(GridPoint(name, manifest["experiments"][name], overrides, cfg,
@@ -305,8 +305,9 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
         ConfigError: An invalid grid point (before any run).
     """
     from esdlib import evidence
+    from esdlib.io import atomic_write_json, atomic_write_text
     from esdlib.report import runs_of
-    from esdlib.results import atomic_write_json, atomic_write_text, load_records
+    from esdlib.train.records import load_records
 
     root = project_root()
     committed = Path(committed_dir or root / "results").resolve()

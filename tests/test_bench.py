@@ -20,6 +20,8 @@ from esdlib.bench import (
     held_tensors,
     live_tensor_bytes,
 )
+from esdlib.train.paths import project_root
+from esdlib.train.records import RecordError
 
 # one thread: on a shared 2-core machine, 2 OpenMP threads stall each other under load
 TINY = dict(width=0.125, image_size=16, batches=(4,), in_channels=3, num_classes=10,
@@ -179,13 +181,22 @@ def test_invalid_records_are_rejected(record, tmp_path):
     bad = copy.deepcopy(record)
     del bad["rows"][0]["saved_bytes"]
     bad["rows"][1]["step_s"] = -1.0
-    with pytest.raises(ValueError, match="misses 'saved_bytes'") as err:
+    with pytest.raises(ValueError, match="rows/0: 'saved_bytes' is a required property") as err:
         bench.validate_bench_record(bad)
-    assert "step_s must be >= 0" in str(err.value)
+    assert "rows/1/step_s: -1.0 is less than the minimum of 0" in str(err.value)
+    assert isinstance(err.value, RecordError)  # the run records' error: one validator for both
     (tmp_path / "x.json").write_text(json.dumps({"kind": "other"}))
     with pytest.raises(ValueError, match="x.json"):
         bench.load_bench(tmp_path)
     assert bench.load_bench(tmp_path / "missing").columns.tolist() == list(BENCH_COLUMNS)
+
+
+def test_committed_records_satisfy_the_schema():
+    """Every record under results/bench (CPU and GPU) validates against bench_record.schema.json."""
+    paths = sorted((project_root() / "results" / "bench").rglob("*.json"))
+    assert len(paths) >= 2
+    for path in paths:
+        bench.validate_bench_record(json.loads(path.read_text()))
 
 
 def test_config_validation():
@@ -208,7 +219,7 @@ def test_config_validation():
 def test_cli_defaults_and_command(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bench.add_bench_arguments(parser)
-    assert bench._config_from_args(parser.parse_args([])) == BenchConfig()
+    assert bench.config_from_args(parser.parse_args([])) == BenchConfig()
     args = parser.parse_args(["--methods", "ratebp", "--T", "2", "--batch", "2", "--width",
                               "0.125", "--image-size", "8", "--warmup", "0", "--steps", "1",
                               "--no-peak", "--no-infer", "--no-progress", "--quiet-wait", "0",
@@ -220,7 +231,7 @@ def test_cli_defaults_and_command(tmp_path, capsys):
     assert "record:" in capsys.readouterr().out
     assert bench.bench_command(parser.parse_args(["--T", "0"])) == 2
     assert bench.bench_command(parser.parse_args(["--methods", "esd,nope"])) == 2
-    commas = bench._config_from_args(parser.parse_args(["--methods", "bptt,esd", "--T", "1,2",
+    commas = bench.config_from_args(parser.parse_args(["--methods", "bptt,esd", "--T", "1,2",
                                                         "4", "--batch", "8,16", "--precision",
                                                         "fp32,bf16"]))
     assert (commas.methods, commas.Ts, commas.batches) == (("bptt", "esd"), (1, 2, 4), (8, 16))

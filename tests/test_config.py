@@ -1,4 +1,4 @@
-"""Tests for esdlib.config: profiles, validation, overrides, hashing."""
+"""Tests for esdlib.train.config: profiles, validation, overrides, hashing."""
 
 import dataclasses
 import hashlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from esdlib.config import (
+from esdlib.train.config import (
     DATASETS,
     DEFAULT_PROFILE,
     HASH_EXCLUDED_FIELDS,
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_every_profile_builds(name):
-    cfg = RunConfig.profile(name)
+    cfg = RunConfig.from_profile(name)
     assert isinstance(cfg, RunConfig)
     assert cfg.profile == name
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
@@ -45,14 +45,14 @@ def test_profile_names():
 
 
 def test_profile_is_both_factory_and_field():
-    cfg = RunConfig.profile("smoke")
+    cfg = RunConfig.from_profile("smoke")
     assert cfg.profile == "smoke"
     assert RunConfig().profile == "default"
-    assert RunConfig.from_profile("default") == RunConfig.profile("default")
+    assert RunConfig.from_profile("default") == RunConfig.from_profile("default")
 
 
 def test_smoke_profile_values():
-    cfg = RunConfig.profile("smoke")
+    cfg = RunConfig.from_profile("smoke")
     expected = dict(
         dataset="digits", arch="spiking_resnet18", width=0.125, T=2, epochs=1,
         batch_size=64, max_train_steps=3, image_size=16,
@@ -62,7 +62,7 @@ def test_smoke_profile_values():
 
 
 def test_default_profile_values():
-    cfg = RunConfig.profile("default")
+    cfg = RunConfig.from_profile("default")
     expected = dict(
         dataset="digits_hard", image_size=16, arch="spiking_resnet18", width=0.125, T=4,
         epochs=20, batch_size=16, lr=0.1, weight_decay=5e-4,
@@ -72,49 +72,49 @@ def test_default_profile_values():
 
 
 def test_quick_profile_is_the_default_cut_short():
-    quick, default = RunConfig.profile("quick"), RunConfig.profile("default")
+    quick, default = RunConfig.from_profile("quick"), RunConfig.from_profile("default")
     assert quick.epochs == 3
     assert quick.replace(epochs=default.epochs, profile="default") == default
 
 
 def test_profile_overrides_apply():
-    cfg = RunConfig.profile("default", method="bptt", T=6, experiment="abl")
+    cfg = RunConfig.from_profile("default", method="bptt", T=6, experiment="abl")
     assert (cfg.method, cfg.T, cfg.experiment, cfg.width) == ("bptt", 6, "abl", 0.125)
 
 
 @pytest.mark.parametrize("dataset", list(PAPER_HPARAMS))
 def test_paper_profile_picks_dataset_row(dataset):
-    cfg = RunConfig.profile("paper", dataset=dataset)
+    cfg = RunConfig.from_profile("paper", dataset=dataset)
     assert cfg.dataset == dataset
     for key, value in PAPER_HPARAMS[dataset].items():
         assert getattr(cfg, key) == value, key
 
 
 def test_paper_rows_match_the_paper():
-    c10 = RunConfig.profile("paper")
+    c10 = RunConfig.from_profile("paper")
     assert (c10.dataset, c10.T, c10.lr, c10.weight_decay, c10.epochs, c10.batch_size) == (
         "cifar10", 6, 0.1, 5e-4, 300, 128,
     )  # fmt: skip
     assert (c10.alpha, c10.beta, c10.tau, c10.image_size, c10.momentum) == (1.0, 0.3, 3.0, 32, 0.9)
-    inet = RunConfig.profile("paper", dataset="imagenet")
+    inet = RunConfig.from_profile("paper", dataset="imagenet")
     assert (inet.arch, inet.lr, inet.weight_decay, inet.epochs, inet.batch_size) == (
         "preact_spiking_resnet34", 0.2, 2e-5, 100, 512,
     )  # fmt: skip
     assert (inet.T, inet.alpha, inet.beta, inet.image_size) == (4, 0.7, 0.3, 224)
-    dvs = RunConfig.profile("paper", dataset="cifar10_dvs")
+    dvs = RunConfig.from_profile("paper", dataset="cifar10_dvs")
     assert (dvs.batch_size, dvs.T, dvs.image_size, dvs.beta, dvs.lr, dvs.epochs) == (
         32, 10, 48, 0.1, 0.1, 300,
     )  # fmt: skip
 
 
 def test_paper_overrides_apply_after_dataset_row():
-    cfg = RunConfig.profile("paper", T=2, dataset="imagenet", method="ratebp")
+    cfg = RunConfig.from_profile("paper", T=2, dataset="imagenet", method="ratebp")
     assert (cfg.T, cfg.lr, cfg.arch, cfg.method) == (2, 0.2, "preact_spiking_resnet34", "ratebp")
 
 
 def test_paper_profile_rejects_non_paper_dataset():
     with pytest.raises(ConfigError, match="cifar10_dvs") as err:
-        RunConfig.profile("paper", dataset="digits")
+        RunConfig.from_profile("paper", dataset="digits")
     assert "default" in str(err.value)
 
 
@@ -126,14 +126,14 @@ def test_paper_assumed_names_are_row_keys():
 
 def test_unknown_profile_lists_profiles():
     with pytest.raises(ConfigError) as err:
-        RunConfig.profile("smok")
+        RunConfig.from_profile("smok")
     msg = str(err.value)
     assert "'smoke'" in msg and "smoke, quick, default, paper" in msg
 
 
 def test_profile_key_cannot_be_overridden():
     with pytest.raises(ConfigError, match="profile"):
-        RunConfig.profile("smoke", profile="paper")
+        RunConfig.from_profile("smoke", profile="paper")
 
 
 # -- validation -------------------------------------------------------------
@@ -213,7 +213,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("overrides", "needles"), BAD_VALUES, ids=lambda v: repr(v)[:40])
 def test_invalid_values_raise_config_error(overrides, needles):
     with pytest.raises(ConfigError) as err:
-        RunConfig.profile("default", **overrides)
+        RunConfig.from_profile("default", **overrides)
     for needle in needles:
         assert needle in str(err.value)
 
@@ -225,7 +225,7 @@ def test_constructor_validates_too(overrides, needles):
 
 
 def test_dvs_balanced_split_is_valid():
-    cfg = RunConfig.profile("paper", dataset="cifar10_dvs", split="balanced")
+    cfg = RunConfig.from_profile("paper", dataset="cifar10_dvs", split="balanced")
     assert cfg.split == "balanced"
 
 
@@ -235,38 +235,39 @@ def test_config_error_is_value_error():
 
 def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as err:
-        RunConfig.profile("default", method="x", T=0, beta=-1)
+        RunConfig.from_profile("default", method="x", T=0, beta=-1)
     msg = str(err.value)
     assert "method" in msg and "T=0" in msg and "beta" in msg
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
 def test_valid_devices(device):
-    assert RunConfig.profile("smoke", device=device).device == device
+    assert RunConfig.from_profile("smoke", device=device).device == device
 
 
 def test_float_fields_accept_ints_and_store_floats():
-    cfg = RunConfig.profile("default", lr=1, width=1, beta=0)
+    cfg = RunConfig.from_profile("default", lr=1, width=1, beta=0)
     assert isinstance(cfg.lr, float) and isinstance(cfg.width, float)
     assert (
-        cfg.config_hash() == RunConfig.profile("default", lr=1.0, width=1.0, beta=0.0).config_hash()
+        cfg.config_hash()
+        == RunConfig.from_profile("default", lr=1.0, width=1.0, beta=0.0).config_hash()
     )
 
 
 def test_path_like_strings_are_stored_as_str(tmp_path):
-    cfg = RunConfig.profile("smoke", out_dir=tmp_path, data_root=tmp_path)
+    cfg = RunConfig.from_profile("smoke", out_dir=tmp_path, data_root=tmp_path)
     assert cfg.out_dir == str(tmp_path) and cfg.data_root == str(tmp_path)
     json.dumps(cfg.to_dict())
 
 
 def test_frozen():
-    cfg = RunConfig.profile("smoke")
+    cfg = RunConfig.from_profile("smoke")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.T = 3
 
 
 def test_replace_returns_new_validated_config():
-    cfg = RunConfig.profile("smoke")
+    cfg = RunConfig.from_profile("smoke")
     new = cfg.replace(T=3, method="bptt")
     assert (new.T, new.method) == (3, "bptt")
     assert (cfg.T, cfg.method) == (2, "esd")
@@ -277,7 +278,7 @@ def test_replace_returns_new_validated_config():
 
 
 def test_from_dict_roundtrip_and_unknown_keys():
-    cfg = RunConfig.profile("paper", dataset="cifar100")
+    cfg = RunConfig.from_profile("paper", dataset="cifar100")
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ConfigError, match="'bogus'"):
         RunConfig.from_dict({**cfg.to_dict(), "bogus": 1})
@@ -286,14 +287,14 @@ def test_from_dict_roundtrip_and_unknown_keys():
 
 
 def test_to_dict_is_flat_json_in_field_order():
-    d = RunConfig.profile("smoke").to_dict()
+    d = RunConfig.from_profile("smoke").to_dict()
     assert list(d) == [f.name for f in dataclasses.fields(RunConfig)]
     assert json.loads(json.dumps(d)) == d
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_uses_branches(method):
-    cfg = RunConfig.profile("smoke", method=method)
+    cfg = RunConfig.from_profile("smoke", method=method)
     assert cfg.uses_branches == (method in ("sd", "esd", "esd_bptt"))
     assert cfg.uses_rate_backprop == (method in ("ratebp", "sd", "esd"))
 
@@ -308,21 +309,21 @@ def test_datasets_list():
 
 def test_scale_labels():
     assert (
-        RunConfig.profile("default").scale_label()
+        RunConfig.from_profile("default").scale_label()
         == "digits_hard 16×16, spiking_resnet18 ×0.125, T=4, 20 epochs"
     )
     assert (
-        RunConfig.profile("paper").scale_label()
+        RunConfig.from_profile("paper").scale_label()
         == "cifar10 32×32, spiking_resnet18 ×1, T=6, 300 epochs"
     )
-    smoke = RunConfig.profile("smoke").scale_label()
+    smoke = RunConfig.from_profile("smoke").scale_label()
     assert smoke == "digits 16×16, spiking_resnet18 ×0.125, T=2, 1 epoch, ≤3 steps/epoch"
-    assert "native size" in RunConfig.profile("default", image_size=None).scale_label()
+    assert "native size" in RunConfig.from_profile("default", image_size=None).scale_label()
 
 
 @pytest.mark.parametrize("dataset", ["digits", "dvs_digits"])
 def test_digits_label_never_reads_like_cifar(dataset):
-    label = RunConfig.profile("default", dataset=dataset).scale_label()
+    label = RunConfig.from_profile("default", dataset=dataset).scale_label()
     assert label.startswith(dataset + " ") and "cifar" not in label.lower()
 
 
@@ -384,7 +385,7 @@ def test_from_overrides():
     assert (cfg.T, cfg.method, cfg.width, cfg.data_root, cfg.profile) == (
         4, "bptt", 0.5, None, "smoke",
     )  # fmt: skip
-    assert RunConfig.from_overrides("default") == RunConfig.profile("default")
+    assert RunConfig.from_overrides("default") == RunConfig.from_profile("default")
     assert RunConfig.from_overrides("smoke", ["T=3", "T=5"]).T == 5
 
 
@@ -399,9 +400,9 @@ def test_from_overrides_validates_values():
 
 
 def test_hash_is_hex_sha256_and_deterministic():
-    h = RunConfig.profile("default").config_hash()
+    h = RunConfig.from_profile("default").config_hash()
     assert len(h) == 64 and int(h, 16) >= 0
-    assert h == RunConfig.profile("default").config_hash()
+    assert h == RunConfig.from_profile("default").config_hash()
 
 
 def test_hash_stable_across_processes():
@@ -411,20 +412,20 @@ def test_hash_stable_across_processes():
         "spec = importlib.util.spec_from_file_location('cfgmod', sys.argv[1]);"
         "m = importlib.util.module_from_spec(spec); sys.modules['cfgmod'] = m;"
         "spec.loader.exec_module(m);"
-        "print(m.RunConfig.profile('paper', dataset='imagenet', seed=3).config_hash())"
+        "print(m.RunConfig.from_profile('paper', dataset='imagenet', seed=3).config_hash())"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(REPO / "esdlib" / "config.py")],
+        [sys.executable, "-c", code, str(REPO / "esdlib" / "train" / "config.py")],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "PYTHONHASHSEED": "12345"},
     ).stdout.strip()
-    assert out == RunConfig.profile("paper", dataset="imagenet", seed=3).config_hash()
+    assert out == RunConfig.from_profile("paper", dataset="imagenet", seed=3).config_hash()
 
 
 def test_hash_ignores_locations_and_scheduling():
-    base = RunConfig.profile("default")
+    base = RunConfig.from_profile("default")
     other = base.replace(
         out_dir="elsewhere", checkpoint_dir="ck2", num_workers=4, device="cpu",
         data_root="/data", download=True, checkpoint_every=7, cache_dir="/tmp/frames",
@@ -450,12 +451,12 @@ def _old_style_hash(cfg):
 def test_fields_added_later_keep_earlier_run_ids_at_their_default():
     """A record written before ``branch_pool``/``precision`` existed still has its config's
     hash, with the channels-last default now on."""
-    cfg = RunConfig.profile("default", image_size=32)
+    cfg = RunConfig.from_profile("default", image_size=32)
     assert cfg.channels_last and cfg.precision == "fp32"
     expected = _old_style_hash(cfg)
     assert cfg.config_hash() == expected
     assert cfg.replace(branch_pool="published").config_hash() != expected
-    assert RunConfig.profile("default", method="bptt", branch_pool="published")  # no branches
+    assert RunConfig.from_profile("default", method="bptt", branch_pool="published")  # no branches
 
 
 def _another_value(name, value):
@@ -480,7 +481,7 @@ def _another_value(name, value):
 
 def test_precision_is_hashed_in_the_legacy_amp_form():
     """fp32 and fp16 keep the run ids of the former ``amp`` flag; bf16 and auto get new ones."""
-    base = RunConfig.profile("default")
+    base = RunConfig.from_profile("default")
     fp16 = base.replace(precision="fp16")
     assert fp16.config_hash() == _old_style_hash(fp16) != base.config_hash()
     legacy = dict(base.to_dict(), amp=True)
@@ -492,7 +493,7 @@ def test_precision_is_hashed_in_the_legacy_amp_form():
 
 
 def test_old_amp_dicts_load_and_contradictions_are_refused():
-    d = RunConfig.profile("smoke").to_dict()
+    d = RunConfig.from_profile("smoke").to_dict()
     del d["precision"], d["keep_freed_memory"]
     assert RunConfig.from_dict(d | {"amp": False}).precision == "fp32"
     assert RunConfig.from_dict(d | {"amp": True}).precision == "fp16"
@@ -508,7 +509,8 @@ def test_committed_records_keep_their_run_ids():
     `esd reproduce` still finds them complete (configs written with ``amp``, NCHW)."""
     import json
 
-    from esdlib.results import make_run_id, results_dir
+    from esdlib.train.paths import results_dir
+    from esdlib.train.records import make_run_id
 
     records = [json.loads(p.read_text()) for p in sorted(results_dir().glob("*/*.json"))]
     records = [r for r in records if "config_hash" in r]
@@ -525,15 +527,15 @@ def test_committed_records_keep_their_run_ids():
      if f.name not in HASH_EXCLUDED_FIELDS or f.name == "precision"],
 )
 def test_hash_covers_every_other_field(name):
-    base = RunConfig.profile("default")
+    base = RunConfig.from_profile("default")
     if name == "split":
-        base = RunConfig.profile("default", dataset="cifar10_dvs")
+        base = RunConfig.from_profile("default", dataset="cifar10_dvs")
         changed = base.replace(split="balanced")
     elif name == "branch_pool":  # the published window needs a 32 px ResNet-18 input
-        base = RunConfig.profile("default", image_size=32)
+        base = RunConfig.from_profile("default", image_size=32)
         changed = base.replace(branch_pool="published")
     elif name == "profile":
-        changed = RunConfig.profile(
+        changed = RunConfig.from_profile(
             "smoke", **{k: v for k, v in base.to_dict().items() if k != "profile"}
         )
     else:

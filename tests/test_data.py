@@ -15,6 +15,7 @@ import torchvision
 from PIL import Image
 
 import esdlib.data as data
+import esdlib.io as eio
 from esdlib.data import DATASET_NAMES, DatasetInfo, DatasetNotFoundError, build_datasets, vision
 from esdlib.data import cifar10_dvs as c10dvs
 from esdlib.data import digits as dg
@@ -80,7 +81,7 @@ def test_digits_split_file_matches_generator_and_is_stratified():
     with open(dg.DIGITS_SPLIT_FILE) as f:
         saved = json.load(f)
     assert saved == dg.make_digits_split()
-    assert dg.DIGITS_SPLIT_FILE.read_text() == data._common.dumps_one_key_per_line(saved)
+    assert dg.DIGITS_SPLIT_FILE.read_text() == eio.dumps_one_key_per_line(saved)
     tr, te = saved["train"], saved["test"]
     assert (len(tr), len(te)) == (1437, 360)
     assert not set(tr) & set(te) and sorted(tr + te) == list(range(1797))
@@ -594,10 +595,10 @@ def test_edited_dvs_split_file_is_refused(dvs_root, tmp_path, edit, needle):
 def test_read_only_dvs_root_works_with_cache_dir(dvs_root, tmp_path, monkeypatch):
     import errno
 
-    import esdlib.engine as engine
-    from esdlib.config import RunConfig
+    import esdlib.train.engine as engine
+    from esdlib.train.config import RunConfig
 
-    cfg = RunConfig.profile("smoke", dataset="cifar10_dvs", data_root=str(dvs_root),
+    cfg = RunConfig.from_profile("smoke", dataset="cifar10_dvs", data_root=str(dvs_root),
                             cache_dir=str(tmp_path / "frames"), image_size=16)
     train, _, _, _ = engine.build_run(cfg)
     train[0]
@@ -637,11 +638,11 @@ def test_bad_digits_split_file_is_refused(tmp_path, monkeypatch, edit, needle):
 
 
 def test_changed_digits_split_changes_the_run_id(tmp_path, monkeypatch):
-    from esdlib.config import RunConfig
-    from esdlib.results import make_run_id
+    from esdlib.train.config import RunConfig
+    from esdlib.train.records import make_run_id
 
-    cfg = RunConfig.profile("smoke")
-    dvs = RunConfig.profile("smoke", dataset="dvs_digits")
+    cfg = RunConfig.from_profile("smoke")
+    dvs = RunConfig.from_profile("smoke", dataset="dvs_digits")
     before, before_dvs = make_run_id(cfg), make_run_id(dvs)
     path = tmp_path / "digits_split.json"
 
@@ -651,13 +652,13 @@ def test_changed_digits_split_changes_the_run_id(tmp_path, monkeypatch):
     _write_digits_split(path, swap)
     monkeypatch.setattr(dg, "DIGITS_SPLIT_FILE", path)
     assert make_run_id(cfg) != before and make_run_id(dvs) != before_dvs
-    assert make_run_id(cfg.replace(seed=1)) == make_run_id(RunConfig.profile("smoke", seed=1))
+    assert make_run_id(cfg.replace(seed=1)) == make_run_id(RunConfig.from_profile("smoke", seed=1))
     monkeypatch.undo()
     assert make_run_id(cfg) == before and make_run_id(dvs) == before_dvs
 
 
 def test_committed_records_keep_their_run_ids():
-    from esdlib.results import make_run_id
+    from esdlib.train.records import make_run_id
 
     paths = [p for p in (Path(__file__).resolve().parents[1] / "results").glob("*/*.json")
              if p.parent.name not in ("bench", "paper")]

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from esdlib.config import RunConfig
-from esdlib.engine import (
+from esdlib.train.config import RunConfig
+from esdlib.train.engine import (
     EpochSampler,
     fit,
     load_checkpoint,
@@ -19,14 +19,14 @@ from esdlib.engine import (
     lr_factor,
     record_diagnostics,
 )
-from esdlib.results import load_records, validate_record
+from esdlib.train.records import load_records, validate_record
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _cfg(tmp_path, **kw):
     base = dict(out_dir=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "ckpt"))
-    return RunConfig.profile("smoke", **(base | kw))
+    return RunConfig.from_profile("smoke", **(base | kw))
 
 
 def test_smoke_fit_writes_a_valid_record(tmp_path):
@@ -59,7 +59,7 @@ def test_epoch_sampler_is_deterministic_sharded_and_resumable():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = RunConfig.profile("smoke", epochs=10, warmup_epochs=2)
+    cfg = RunConfig.from_profile("smoke", epochs=10, warmup_epochs=2)
     assert lr_factor(0, cfg) == pytest.approx(1 / 3)
     assert lr_factor(2, cfg) == pytest.approx(1.0)
     assert lr_factor(6, cfg) == pytest.approx(0.5)
@@ -71,7 +71,8 @@ def test_killed_run_resumes_exactly(tmp_path):
 
     cfg = _cfg(tmp_path / "killed", **common)
     script = (
-        "import sys, json; from esdlib.config import RunConfig; from esdlib.engine import fit; "
+        "import sys, json; from esdlib.train.config import RunConfig; "
+        "from esdlib.train.engine import fit; "
         "fit(RunConfig.from_dict(json.loads(sys.argv[1])), progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())])
@@ -166,7 +167,7 @@ def test_evaluate_restores_memory(tmp_path):
 
 def _spy_steps(monkeypatch):
     """Record, at every training step, the batch's and the weights' layout and the autocast."""
-    import esdlib.engine as engine
+    import esdlib.train.engine as engine
     from esdlib.layers import SpikeConv2d
 
     seen = []
@@ -189,7 +190,7 @@ def _spy_steps(monkeypatch):
 
 
 def _spy_allocator(monkeypatch):
-    import esdlib.runtime as runtime
+    import esdlib.train.runtime as runtime
 
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda *a, **k: calls.append(a) or True)
@@ -224,7 +225,7 @@ def test_fit_fast_path_switches_off_and_bf16_runs_under_autocast(tmp_path, monke
 
 @pytest.mark.parametrize(("units", "resolved"), [(False, "fp32"), (True, "bf16")])
 def test_fit_records_what_auto_precision_resolved_to(tmp_path, monkeypatch, units, resolved):
-    import esdlib.runtime as runtime
+    import esdlib.train.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_bf16_units",
                         lambda: {"amx_bf16": False, "avx512_bf16": units})
@@ -237,7 +238,7 @@ def test_fit_records_what_auto_precision_resolved_to(tmp_path, monkeypatch, unit
 
 
 def test_fp16_on_the_cpu_is_refused_before_any_work(tmp_path):
-    from esdlib.config import ConfigError
+    from esdlib.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="fp16.*CUDA"):
         fit(_cfg(tmp_path, device="cpu", precision="fp16"), progress=False)

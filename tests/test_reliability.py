@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import esdlib.engine as engine
-from esdlib.config import RunConfig
-from esdlib.engine import (
+import esdlib.train.engine as engine
+from esdlib.io import DiskFullError, _host_tag, atomic_open, file_mode
+from esdlib.train.config import RunConfig
+from esdlib.train.engine import (
     CHECKPOINT_MAGIC,
     CheckpointError,
     checkpoint_paths,
@@ -23,8 +24,8 @@ from esdlib.engine import (
     load_checkpoint,
     read_checkpoint_header,
 )
-from esdlib.io import DiskFullError, _host_tag, atomic_open, file_mode
-from esdlib.results import (
+from esdlib.train.paths import resolve_path
+from esdlib.train.records import (
     RecordError,
     load_record,
     load_records,
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cfg(root, **kw):
     base = dict(out_dir=str(root / "out"), checkpoint_dir=str(root / "ck"))
-    return RunConfig.profile("smoke", **(base | kw))
+    return RunConfig.from_profile("smoke", **(base | kw))
 
 
 def _cli(*args, timeout=300):
@@ -53,7 +54,7 @@ def _train_args(root, *more):
 
 
 def _rec_path(cfg):
-    return record_path(engine.resolve_out_dir(cfg.out_dir), cfg.experiment,
+    return record_path(resolve_path(cfg.out_dir), cfg.experiment,
                        engine.make_run_id(cfg))
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from esdlib import report
-from esdlib.config import ConfigError
-from esdlib.results import load_paper_table
+from esdlib.train.config import ConfigError
+from esdlib.train.records import load_paper_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -511,7 +511,7 @@ def test_bench_facts_and_table_put_bf16_next_to_fp32_of_the_same_run():
 
 
 def test_same_host_comparison_divides_only_numbers_of_one_host(tmp_path):
-    from esdlib.results import results_dir
+    from esdlib.train.paths import results_dir
 
     t = report.same_host_comparison(results_dir() / "bench" / report.SAME_HOST_FILE)
     assert list(t["T"]) == [1, 2, 4, 6, 8]
@@ -572,7 +572,7 @@ def _records_with_one_damaged(tmp_path):
 
 
 def test_damaged_record_is_a_row_and_named_on_the_page(tmp_path):
-    from esdlib.results import RecordError, load_records
+    from esdlib.train.records import RecordError, load_records
 
     root, victim = _records_with_one_damaged(tmp_path)
     with pytest.warns(UserWarning, match="damaged record"):

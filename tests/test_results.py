@@ -1,4 +1,4 @@
-"""Tests for esdlib.results: record schema, atomic writes, loading, paper tables."""
+"""Tests for esdlib.train.records: record schema, atomic writes, loading, paper tables."""
 
 import copy
 import functools
@@ -14,14 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esdlib.config import RunConfig
-from esdlib.results import (
-    GENERATED_PATHS,
-    RESULTS_DIR_ENV,
+from esdlib.io import atomic_open, atomic_write_json, atomic_write_text
+from esdlib.train.config import RunConfig
+from esdlib.train.paths import GENERATED_PATHS, paper_dir, project_root
+from esdlib.train.records import (
     RecordError,
-    atomic_open,
-    atomic_write_json,
-    atomic_write_text,
     environment_info,
     git_revision,
     load_paper_table,
@@ -30,7 +27,6 @@ from esdlib.results import (
     load_schema,
     make_record,
     make_run_id,
-    paper_dir,
     paper_table_names,
     record_exists,
     record_path,
@@ -51,7 +47,7 @@ ENV = {
 
 
 def _record(cfg=None, status="complete", final=0.91, **kw):
-    cfg = cfg or RunConfig.profile("smoke")
+    cfg = cfg or RunConfig.from_profile("smoke")
     return make_record(
         cfg,
         metrics={"final_test_acc": final, "best_test_acc": 0.93, "best_epoch": 0, "sop": 1.5e6},
@@ -110,8 +106,8 @@ def test_headline_metrics_must_agree_with_the_history():
 def test_valid_record_passes(record):
     validate_record(record)
     assert record["schema_version"] == 1
-    assert record["scale"]["label"] == RunConfig.profile("smoke").scale_label()
-    assert record["config_hash"] == RunConfig.profile("smoke").config_hash()
+    assert record["scale"]["label"] == RunConfig.from_profile("smoke").scale_label()
+    assert record["config_hash"] == RunConfig.from_profile("smoke").config_hash()
 
 
 def test_schema_is_valid_draft_2020_12():
@@ -203,7 +199,7 @@ def test_error_lists_every_violation(record):
 def test_make_record_converts_nan_and_numpy():
     rec = _record()
     rec2 = make_record(
-        RunConfig.profile("smoke"),
+        RunConfig.from_profile("smoke"),
         metrics={
             "final_test_acc": np.float32(0.5),
             "best_test_acc": 0.5,
@@ -239,9 +235,9 @@ def test_to_jsonable():
 
 
 def test_run_id_deterministic_and_safe():
-    cfg = RunConfig.profile("smoke")
+    cfg = RunConfig.from_profile("smoke")
     rid = make_run_id(cfg, "train")
-    assert rid == make_run_id(RunConfig.profile("smoke"), "train")
+    assert rid == make_run_id(RunConfig.from_profile("smoke"), "train")
     assert rid == make_run_id(cfg.to_dict(), "train")
     assert rid == make_run_id(cfg.replace(out_dir="x", device="cpu"), "train")
     assert rid.startswith("train-digits-esd-spiking_resnet18-T2-s0-")
@@ -251,7 +247,7 @@ def test_run_id_deterministic_and_safe():
 
 
 def test_run_ids_never_collide_for_different_configs():
-    base = RunConfig.profile("smoke")
+    base = RunConfig.from_profile("smoke")
     configs = [
         base.replace(method=m, T=t, seed=s, beta=b)
         for m in ("esd", "sd", "ratebp")
@@ -338,14 +334,14 @@ def test_killed_writer_leaves_old_record_intact(tmp_path, record):
 
 
 def _write_many(out_dir, seed, shared_record, rounds):
-    rec = _record(RunConfig.profile("smoke", seed=seed))
+    rec = _record(RunConfig.from_profile("smoke", seed=seed))
     for _ in range(rounds):
         write_record(rec, out_dir)
         write_record(shared_record, out_dir)
 
 
 def test_concurrent_process_writers_lose_nothing(tmp_path):
-    shared = _record(RunConfig.profile("smoke", seed=999))
+    shared = _record(RunConfig.from_profile("smoke", seed=999))
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     procs = [ctx.Process(target=_write_many, args=(tmp_path, s, shared, 10)) for s in range(8)]
@@ -391,7 +387,7 @@ def test_concurrent_threads_same_run_id(tmp_path):
 
 
 def test_record_exists_only_for_complete_valid_records(tmp_path):
-    cfg = RunConfig.profile("smoke")
+    cfg = RunConfig.from_profile("smoke")
     rid = make_run_id(cfg)
     assert not record_exists(tmp_path, "train", rid)
     write_record(_record(status="running", final=None), tmp_path)
@@ -405,9 +401,9 @@ def test_record_exists_only_for_complete_valid_records(tmp_path):
 
 def test_load_records_dataframe(tmp_path):
     recs = [
-        _record(RunConfig.profile("smoke", method="esd", experiment="a")),
-        _record(RunConfig.profile("smoke", method="bptt", experiment="a"), final=0.5),
-        _record(RunConfig.profile("default", T=6, experiment="b")),
+        _record(RunConfig.from_profile("smoke", method="esd", experiment="a")),
+        _record(RunConfig.from_profile("smoke", method="bptt", experiment="a"), final=0.5),
+        _record(RunConfig.from_profile("default", T=6, experiment="b")),
     ]
     for r in recs:
         write_record(r, tmp_path)
@@ -442,7 +438,7 @@ def test_load_records_empty_and_invalid(tmp_path):
     empty = load_records(tmp_path / "missing")
     assert len(empty) == 0 and "run_id" in empty.columns
     write_record(_record(), tmp_path)
-    bad = copy.deepcopy(_record(RunConfig.profile("smoke", seed=5)))
+    bad = copy.deepcopy(_record(RunConfig.from_profile("smoke", seed=5)))
     bad["status"] = "weird"
     (tmp_path / "train" / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(RecordError, match="bad.json"):
@@ -568,18 +564,23 @@ def test_unknown_paper_table(monkeypatch):
 
 
 def test_paper_dir_found_from_outside_the_repo(tmp_path, monkeypatch):
-    monkeypatch.delenv(RESULTS_DIR_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
+    assert project_root() == REPO
     assert paper_dir() == REPO / "results" / "paper"
 
 
-def test_paper_dir_env_override(tmp_path, monkeypatch):
+def test_project_root_from_a_subfolder(monkeypatch):
+    monkeypatch.chdir(REPO / "results" / "paper")
+    assert project_root() == REPO
+    assert project_root(REPO / "esdlib" / "train") == REPO
+
+
+def test_paper_tables_of_an_explicit_results_folder(tmp_path, monkeypatch):
     (tmp_path / "paper").mkdir()
     (tmp_path / "paper" / "mine.csv").write_text("a,b\n1,\n2,3.5\n")
-    monkeypatch.setenv(RESULTS_DIR_ENV, str(tmp_path))
-    assert paper_table_names() == ("mine",)
-    df = load_paper_table("mine")
+    monkeypatch.setenv("ESD_RESULTS_DIR", str(tmp_path / "ignored"))  # no longer an API
+    assert paper_table_names(tmp_path) == ("mine",)
+    df = load_paper_table("mine", tmp_path)
     assert df["b"].isna().tolist() == [True, False] and df["b"].dtype == np.float64
-    monkeypatch.setenv(RESULTS_DIR_ENV, str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match=RESULTS_DIR_ENV):
-        paper_dir()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_paper_table("mine", tmp_path / "nope")

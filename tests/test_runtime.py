@@ -1,4 +1,4 @@
-"""esdlib.runtime.keep_freed_memory: freed tensors are reused instead of re-faulted."""
+"""esdlib.train.runtime.keep_freed_memory: freed tensors are reused instead of re-faulted."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-import esdlib.runtime as runtime
+import esdlib.train.runtime as runtime
 
 # Twenty "training steps": hold a set of activation-sized tensors (5–40 MiB; a ResNet-18 stage-1
 # map at T·B = 128 is 32 MiB), then free them; prints the median minor page faults of a step.
@@ -14,7 +14,7 @@ import esdlib.runtime as runtime
 # by default every step re-faults each 40 MiB block (10240 pages).
 _PROBE = """
 import resource, statistics, sys, torch
-import esdlib.runtime as rt
+import esdlib.train.runtime as rt
 applied = rt.keep_freed_memory() if sys.argv[1] == "1" else None
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from esdlib.config import ConfigError, RunConfig, check_runtime, check_writable_dir
+from esdlib.train.config import ConfigError, RunConfig, check_runtime, check_writable_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,10 +64,10 @@ def test_train_bad_input_is_one_line_error_before_work(tmp_path, overrides, need
 
 
 def test_smoke_profile_with_cifar_takes_the_datasets_image_size(tmp_path):
-    cfg = RunConfig.profile("smoke", dataset="cifar10")
+    cfg = RunConfig.from_profile("smoke", dataset="cifar10")
     assert cfg.image_size == 32
-    assert RunConfig.profile("default", dataset="cifar100").image_size == 32
-    assert RunConfig.profile("smoke", dataset="cifar10", image_size=None).image_size is None
+    assert RunConfig.from_profile("default", dataset="cifar100").image_size == 32
+    assert RunConfig.from_profile("smoke", dataset="cifar10", image_size=None).image_size is None
     # and the CLI reaches the data-set check (no data here) with a clear message
     proc = run_cli(["train", "--profile", "smoke", "--set", "dataset=cifar10",
                     "--set", f"data_root={tmp_path / 'none'}", "--set", "out_dir=o",
@@ -130,13 +130,13 @@ def test_broken_manifest_names_the_file(tmp_path):
 
 def test_api_names_with_trailing_newline_are_rejected():
     with pytest.raises(ConfigError, match="experiment"):
-        RunConfig.profile("smoke", experiment="abc\n")
+        RunConfig.from_profile("smoke", experiment="abc\n")
     with pytest.raises(ConfigError, match="device"):
-        RunConfig.profile("smoke", device="cpu\n")
+        RunConfig.from_profile("smoke", device="cpu\n")
 
 
 def test_runtime_check_leaves_nothing_behind(tmp_path):
-    cfg = RunConfig.profile("smoke", out_dir=str(tmp_path / "a" / "b"),
+    cfg = RunConfig.from_profile("smoke", out_dir=str(tmp_path / "a" / "b"),
                             checkpoint_dir=str(tmp_path / "c"), device="cpu")
     check_runtime(cfg)
     assert list(tmp_path.iterdir()) == []
@@ -158,13 +158,14 @@ def test_read_only_out_dir_is_refused(tmp_path):
 
 
 def test_relative_out_dir_resolves_against_the_working_directory(tmp_path, monkeypatch):
-    from esdlib.engine import checkpoint_paths, resolve_out_dir
+    from esdlib.train.engine import checkpoint_paths
+    from esdlib.train.paths import resolve_path
 
     monkeypatch.chdir(tmp_path)
-    assert resolve_out_dir("results") == tmp_path / "results"
-    cfg = RunConfig.profile("smoke", checkpoint_dir="ck")
+    assert resolve_path("results") == tmp_path / "results"
+    cfg = RunConfig.from_profile("smoke", checkpoint_dir="ck")
     assert checkpoint_paths(cfg)["dir"].parent == tmp_path / "ck"
-    assert resolve_out_dir("/abs/x") == Path("/abs/x")
+    assert resolve_path("/abs/x") == Path("/abs/x")
 
 
 # --------------------------------------------------------------------------- papermill parameters

@@ -189,27 +189,3 @@ def check_split(train: Any, test: Any, n: int, path: str | os.PathLike,
         raise DataError(f"{path}: split index file has {len(out[0])}/{len(out[1])} train/test "
                         f"samples, expected {sizes[0]}/{sizes[1]}")
     return out[0], out[1]
-
-
-def dumps_one_key_per_line(obj: dict[str, Any]) -> str:
-    """JSON text of a flat dict with one top-level key per line (lists stay on their line).
-
-    Args:
-        obj: Dict of JSON-serialisable values.
-
-    Returns:
-        The JSON text, ending in a newline; ``json.loads`` of it equals ``obj``.
-    """
-    lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()]
-    return "{\n" + ",\n".join(lines) + "\n}\n"
-
-
-def atomic_write_json(path: str | os.PathLike, obj: dict[str, Any]) -> None:
-    """Write a flat dict as JSON (one key per line, see :func:`dumps_one_key_per_line`) atomically.
-
-    Args:
-        path: Final file path.
-        obj: Dict of JSON-serialisable values.
-    """
-    text = dumps_one_key_per_line(obj)
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))

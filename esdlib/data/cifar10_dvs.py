@@ -36,11 +36,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from esdlib.io import atomic_write_json
+
 from ._common import (
     DataError,
     DatasetNotFoundError,
     atomic_write_bytes,
-    atomic_write_json,
     check_split,
     read_json_file,
 )
@@ -337,7 +338,7 @@ def load_or_make_split(files: list[str], labels: list[int], split: str,
                             f"these files ({expected['rule']}); it was edited or made "
                             f"differently. Delete it to recompute.")
         return train, test
-    atomic_write_json(path, expected)
+    atomic_write_json(path, expected, one_key_per_line=True)
     return expected["train"], expected["test"]
 
 
@@ -464,7 +465,7 @@ def _check_cache_meta(cache_dir: Path, T: int, image_size: int) -> None:
             raise DataError(f"{cache_dir} holds frames made with other settings ({saved}); "
                              f"choose another cache_dir or delete it")
     else:
-        atomic_write_json(path, meta)
+        atomic_write_json(path, meta, one_key_per_line=True)
 
 
 def build_cifar10_dvs(root: str | os.PathLike, T: int = 10, image_size: int = 48,

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from esdlib.io import atomic_write_json
+
 from ._common import (
     DataError,
     TensorClassificationDataset,
-    atomic_write_json,
     check_split,
     read_json_file,
 )
@@ -107,7 +108,7 @@ def write_digits_split(path: str | os.PathLike = DIGITS_SPLIT_FILE) -> Path:
     Returns:
         The path written.
     """
-    atomic_write_json(path, make_digits_split())
+    atomic_write_json(path, make_digits_split(), one_key_per_line=True)
     return Path(path)
 
 
@@ -161,7 +162,7 @@ def changed_split_digest(dataset: str, seed: int) -> str | None:
     """Digest of the split file a run uses when it differs from the committed one, else None.
 
     Only ``digits``/``dvs_digits`` at seed 0 read a split file (other seeds compute the split;
-    the seed is in the config hash). :meth:`esdlib.config.RunConfig.config_hash` adds a
+    the seed is in the config hash). :meth:`esdlib.train.config.RunConfig.config_hash` adds a
     non-None digest, so an edited split never shares run ids with the committed split, while
     runs of the committed split keep their ids.
 

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esdlib.config import RunConfig
 from esdlib.losses import LossConfig
 from esdlib.methods import get_method
 from esdlib.models import SpikingNet
+from esdlib.train.config import RunConfig
 
 
 def method_gradients(model: SpikingNet, method: str, x: Tensor, y: Tensor, T: int,
@@ -99,7 +99,7 @@ def gradient_errors(model: SpikingNet, x: Tensor, y: Tensor, T: int,
 
 
 class GradientErrorTracker:
-    """An ``on_epoch_end`` callback for :func:`esdlib.engine.fit` that measures the gradient
+    """An ``on_epoch_end`` callback for :func:`esdlib.train.engine.fit` that measures the gradient
     errors on a fixed batch after every epoch (and once before training).
 
     Args:
@@ -141,7 +141,7 @@ def gradient_study(cfg: RunConfig, batch_size: int = 64, progress: bool = False)
     from torch.utils.data import DataLoader
 
     from esdlib.data import build_datasets
-    from esdlib.engine import fit, resolve_device, time_first
+    from esdlib.train.engine import fit, resolve_device, time_first
 
     if not cfg.uses_branches:
         raise ValueError(f"gradient_study needs a method with branches, got {cfg.method!r}")

@@ -1,7 +1,7 @@
 """Run configuration: one frozen, validated record per training run.
 
 Every run (CLI, notebook, test) is described by a :class:`RunConfig`. It is built
-by :meth:`RunConfig.profile` from a named profile plus overrides, validated in
+by :meth:`RunConfig.from_profile` from a named profile plus overrides, validated in
 ``__post_init__`` (invalid or unknown values raise :class:`ConfigError` listing
 the valid choices before any work is done) and never mutated afterwards
 (:meth:`RunConfig.replace` returns a new, re-validated config).
@@ -14,7 +14,7 @@ Profiles:
       hyper-parameters depend on the data set and live in :data:`PAPER_HPARAMS`.
 
 Example:
-    >>> cfg = RunConfig.profile("smoke", method="bptt")
+    >>> cfg = RunConfig.from_profile("smoke", method="bptt")
     >>> cfg.T, cfg.method, cfg.uses_branches
     (2, 'bptt', False)
 """
@@ -32,7 +32,6 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from esdlib import methods as _methods
@@ -41,7 +40,8 @@ from esdlib.data import SPLITS as _DATA_SPLITS
 from esdlib.losses import TEACHER_SPACES, LossConfig
 from esdlib.models import ARCHITECTURES, BRANCH_KINDS, BRANCH_POOLS, check_branch_pool
 from esdlib.neurons import RESET_MODES, LIFParams
-from esdlib.runtime import PRECISIONS
+from esdlib.train.paths import resolve_path
+from esdlib.train.runtime import PRECISIONS
 
 __all__ = [
     "ARCHS",
@@ -71,7 +71,6 @@ __all__ = [
     "canonical_json",
     "check_runtime",
     "parse_override",
-    "resolve_path",
 ]
 
 # ---------------------------------------------------------------------------
@@ -276,7 +275,7 @@ def _spec(default: Any, **constraints: Any) -> Any:
 class RunConfig:
     """The complete, validated description of one training run.
 
-    Build it with :meth:`RunConfig.profile` rather than the constructor: the field
+    Build it with :meth:`RunConfig.from_profile` rather than the constructor: the field
     defaults below are the *paper-like* values (e.g. 300 epochs at width 1.0), not
     the ``default`` profile. All fields are plain Python primitives, so
     :meth:`to_dict` is JSON-serialisable and round-trips through :meth:`from_dict`.
@@ -348,7 +347,7 @@ class RunConfig:
         precision: Arithmetic of the training step: ``"fp32"`` (default), ``"bf16"``
             (bfloat16 autocast, CPU or CUDA), ``"fp16"`` (float16 autocast with a gradient
             scaler, CUDA only) or ``"auto"`` (bf16 where the hardware computes it natively,
-            else fp32: :func:`esdlib.runtime.resolve_precision`). Membranes, eligibilities,
+            else fp32: :func:`esdlib.train.runtime.resolve_precision`). Membranes, eligibilities,
             rates, BN statistics, the teacher and the losses stay float32; evaluation runs in
             float32. The default stays fp32 so that the committed evidence grid reproduces on
             any host: bf16 changes the numbers (at the level of paired-seed noise), and
@@ -361,7 +360,7 @@ class RunConfig:
             T = 4, one thread, 2-vCPU AMD EPYC, 2026-11-26): ESD 0.063 → 0.054 s per step,
             BPTT 0.072 → 0.064 s, RateBP 0.047 → 0.042 s. Does not affect the config hash.
         keep_freed_memory: On the CPU, let glibc keep freed memory for reuse
-            (:func:`esdlib.runtime.keep_freed_memory`, applied by :func:`esdlib.fit`; it acts
+            (:func:`esdlib.train.runtime.keep_freed_memory`, applied by :func:`esdlib.fit`; it acts
             on the whole process and stays in effect). Does not affect the config hash.
         out_dir: Root directory of run records; a relative path is taken relative to the
             current working directory (does not affect the config hash).
@@ -464,7 +463,7 @@ class RunConfig:
 
         For ``paper`` the data set is chosen first (``overrides["dataset"]``, else
         ``"cifar10"``), its row of :data:`PAPER_HPARAMS` is applied, then the
-        remaining overrides. Also reachable as ``RunConfig.profile(name, ...)``.
+        remaining overrides.
 
         Args:
             name: One of :data:`PROFILES`.
@@ -674,12 +673,6 @@ class RunConfig:
 _FIXED_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
 """Data sets whose images have one valid size (no resizing in their pipeline)."""
 
-# ``profile`` is both a field (the instance's profile name) and the factory
-# ``RunConfig.profile(name, **overrides)``. Defining the classmethod in the class
-# body would replace the field's default, so it is attached after the dataclass
-# is built: class access finds the classmethod, instance access the field value.
-RunConfig.profile = classmethod(RunConfig.from_profile.__func__)  # type: ignore[assignment]
-
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
@@ -858,13 +851,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def resolve_path(path: str | os.PathLike) -> Path:
-    """A config path as an absolute :class:`~pathlib.Path`; a relative one is taken relative
-    to the current working directory (never to the installed package)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else Path.cwd() / p
-
-
 def _device_problem(name: str) -> str | None:
     """Why ``device=name`` cannot be used on this machine (``None`` when it can)."""
     import torch
@@ -959,7 +945,7 @@ def check_runtime(cfg: RunConfig) -> None:
     :class:`RunConfig` validation is machine-independent (a stored config must load
     anywhere); this adds what only the machine that trains can tell: the device exists,
     the ``precision`` can run on it (``fp16`` needs CUDA, ``bf16`` a CUDA device with native
-    bfloat16 or the CPU: :func:`esdlib.runtime.precision_problem`),
+    bfloat16 or the CPU: :func:`esdlib.train.runtime.precision_problem`),
     ``out_dir``/``checkpoint_dir``/``cache_dir`` are writable folders, and every file name the
     run will create fits the OS limit.
 
@@ -968,7 +954,7 @@ def check_runtime(cfg: RunConfig) -> None:
     """
     check_device(cfg.device)
     device_type = _auto_device_type() if cfg.device == "auto" else cfg.device.split(":")[0]
-    from esdlib.runtime import precision_problem
+    from esdlib.train.runtime import precision_problem
 
     problem = precision_problem(cfg.precision, _precision_device(cfg.device, device_type))
     if problem:

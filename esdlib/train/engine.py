@@ -56,20 +56,21 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esdlib.config import ConfigError, RunConfig, check_runtime, resolve_path
 from esdlib.data import DatasetInfo, build_datasets
 from esdlib.io import atomic_open, remove_stale_temps
 from esdlib.methods import evaluate_batch, get_method
-from esdlib.metrics import FiringRateMeter, OpCounter
 from esdlib.models import SpikingNet, build_model, check_branch_pool
-from esdlib.results import (
+from esdlib.train.config import ConfigError, RunConfig, check_runtime
+from esdlib.train.metrics import FiringRateMeter, OpCounter
+from esdlib.train.paths import resolve_path
+from esdlib.train.records import (
     load_record,
     make_record,
     make_run_id,
     record_path,
     write_record,
 )
-from esdlib.runtime import autocast
+from esdlib.train.runtime import autocast
 
 CHECKPOINT_VERSION = 2
 """Format of checkpoints written now (2: checksummed header + RNG states as tensors; 1: the
@@ -93,12 +94,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} requested but CUDA is not available")
     return dev
-
-
-def resolve_out_dir(path: str) -> Path:
-    """A relative ``out_dir``/``checkpoint_dir`` is taken relative to the current working
-    directory (notebooks run by ``esd reproduce`` have the project root as theirs)."""
-    return resolve_path(path)
 
 
 def seed_everything(seed: int) -> None:
@@ -494,7 +489,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def checkpoint_paths(cfg: RunConfig) -> dict[str, Path]:
     """``{"dir", "last", "best"}`` paths of a run's checkpoints."""
-    d = resolve_out_dir(cfg.checkpoint_dir) / make_run_id(cfg)
+    d = resolve_path(cfg.checkpoint_dir) / make_run_id(cfg)
     return {"dir": d, "last": d / "last.pt", "best": d / "best.pt"}
 
 
@@ -671,16 +666,16 @@ def runtime_settings(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     """Resolve and apply the run's speed settings; what it returns goes into the record.
 
     - ``precision``: ``cfg.precision`` resolved for ``device``
-      (:func:`esdlib.runtime.resolve_precision`; ``"auto"`` becomes ``"fp32"`` or ``"bf16"``);
+      (:func:`esdlib.train.runtime.resolve_precision`; ``"auto"`` becomes ``"fp32"`` or ``"bf16"``);
     - ``channels_last``: ``cfg.channels_last`` (the model and the batches are converted by
       :func:`fit`);
     - ``keep_freed_memory``: whether glibc now keeps freed memory for reuse — applied here
-      (:func:`esdlib.runtime.keep_freed_memory`, process-wide and permanent) when
+      (:func:`esdlib.train.runtime.keep_freed_memory`, process-wide and permanent) when
       ``cfg.keep_freed_memory`` is on and the run uses the CPU; ``False`` when off, on other
       devices or where glibc is not the C library.
 
     Args:
-        cfg: the run's config (already checked by :func:`esdlib.config.check_runtime`).
+        cfg: the run's config (already checked by :func:`esdlib.train.config.check_runtime`).
         device: the resolved device.
 
     Returns:
@@ -690,7 +685,7 @@ def runtime_settings(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     Raises:
         ConfigError: the precision cannot run on ``device``.
     """
-    from esdlib.runtime import keep_freed_memory, resolve_precision
+    from esdlib.train.runtime import keep_freed_memory, resolve_precision
 
     try:
         precision = resolve_precision(cfg.precision, device)
@@ -717,7 +712,7 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
         stop_after_steps: stop (after saving a checkpoint) once this many optimiser steps have
             run in this call — for tests of resumption and for time-boxed sessions.
         on_epoch_end: ``f(model, epochs_done)`` called before training (0) and after each
-            epoch's evaluation, e.g. :class:`esdlib.gradients.GradientErrorTracker` (its own
+            epoch's evaluation, e.g. :class:`esdlib.train.gradients.GradientErrorTracker` (its own
             state is not checkpointed).
         extra: ``f() -> dict`` whose result is stored under the record's ``extra``.
 
@@ -748,7 +743,7 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
 def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on_epoch_end,
          extra, runtime):
     paths = checkpoint_paths(cfg)
-    out_dir = resolve_out_dir(cfg.out_dir)
+    out_dir = resolve_path(cfg.out_dir)
     rec_path = record_path(out_dir, cfg.experiment, make_run_id(cfg))
     if rank == 0:  # temporary files of writers killed in an earlier run
         for target in (paths["last"], paths["best"], rec_path):

@@ -8,7 +8,7 @@ is a deterministic function of the experiment and the config hash: re-running th
 same configuration maps to the same file, which lets drivers skip finished runs
 (:func:`record_exists`).
 
-Layout::
+Layout (where the folders are: :mod:`esdlib.train.paths`)::
 
     results/
       <experiment>/<run_id>.json     one record per run
@@ -34,21 +34,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig
-from .io import atomic_open
+from esdlib.io import atomic_write_json
+from esdlib.train import paths
+from esdlib.train.config import RunConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "GENERATED_PATHS",
-    "RESULTS_DIR_ENV",
     "RecordError",
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
-    "atomic_open",
-    "atomic_write_json",
-    "atomic_write_text",
+    "check_schema",
     "environment_info",
     "git_revision",
     "load_paper_table",
@@ -57,11 +54,9 @@ __all__ = [
     "load_schema",
     "make_record",
     "make_run_id",
-    "paper_dir",
     "paper_table_names",
     "record_exists",
     "record_path",
-    "results_dir",
     "scale_info",
     "to_jsonable",
     "utc_now_iso",
@@ -72,46 +67,14 @@ __all__ = [
 SCHEMA_VERSION = 1
 """Version of the run-record schema written by this module."""
 
-SCHEMA_PATH = Path(__file__).with_name("schema") / "run_record.schema.json"
+SCHEMA_PATH = paths.schema_path("run_record")
 """Location of the run-record JSON Schema (package data)."""
-
-RESULTS_DIR_ENV = "ESD_RESULTS_DIR"
-"""Environment variable that, when set, names the results directory (holding ``paper/``)."""
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class RecordError(ValueError):
     """A run record that does not satisfy the schema; the message lists every violation."""
-
-
-# ---------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    with atomic_open(path, "w", encoding=encoding) as f:
-        f.write(text)
-    return Path(path)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
-    """Serialise ``obj`` as strict JSON (no NaN/Infinity) and write it atomically.
-
-    The object is serialised completely before the file is touched, so an
-    unserialisable object raises without writing anything.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
-    return atomic_write_text(path, text)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -211,18 +174,12 @@ def environment_info(device: Any = None, *, include_hostname: bool = False) -> d
     return info
 
 
-GENERATED_PATHS = ("book/chapters", "papermill_runs", "results")
-"""Tracked folders of generated outputs (executed chapters, executed experiment notebooks, run
-records and tables): :func:`git_revision` ignores changes there, since they are what the code
-produces, not the code. Executing the chapters rewrites ``book/chapters``; without this rule
-the provenance chapter, executed last, would call its own build dirty."""
-
-
 def git_revision(path: str | os.PathLike = ".") -> str | None:
     """The commit checked out at ``path``, with ``"+dirty"`` if tracked files changed.
 
-    Untracked files (e.g. new results) and changes under :data:`GENERATED_PATHS` (relative to
-    the repository's top level) do not count as changes.
+    Untracked files (e.g. new results) and changes under
+    :data:`esdlib.train.paths.GENERATED_PATHS` (relative to the repository's top level) do not
+    count as changes.
 
     Returns:
         e.g. ``"3f2c...e1"`` or ``"3f2c...e1+dirty"``; ``None`` outside a git
@@ -241,7 +198,7 @@ def git_revision(path: str | os.PathLike = ".") -> str | None:
     try:
         rev = git("rev-parse", "--verify", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                    *(f":(top,exclude){p}" for p in GENERATED_PATHS))
+                    *(f":(top,exclude){p}" for p in paths.GENERATED_PATHS))
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("+dirty" if dirty else "") if rev else None
@@ -374,22 +331,50 @@ def make_record(
 
 
 @functools.cache
-def load_schema() -> dict[str, Any]:
-    """The run-record JSON Schema (draft 2020-12) as a dict."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def load_schema(name: str = "run_record") -> dict[str, Any]:
+    """A record JSON Schema (draft 2020-12) as a dict.
+
+    Args:
+        name: ``"run_record"`` or ``"bench_record"`` (``esdlib/schema/<name>.schema.json``).
+    """
+    return json.loads(paths.schema_path(name).read_text(encoding="utf-8"))
 
 
 @functools.cache
-def _validator() -> Any:
+def _validator(name: str) -> Any:
     try:
         import jsonschema
     except ImportError as err:  # pragma: no cover - jsonschema is a dependency
         raise ImportError(
-            "validating run records needs the 'jsonschema' package: pip install jsonschema"
+            "validating records needs the 'jsonschema' package: pip install jsonschema"
         ) from err
-    schema = load_schema()
+    schema = load_schema(name)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
+
+
+def check_schema(record: Any, name: str, what: str) -> None:
+    """Validate ``record`` against the JSON Schema ``esdlib/schema/<name>.schema.json``.
+
+    The one validator of both record kinds (run records and benchmark records).
+
+    Args:
+        record: the parsed JSON object.
+        name: schema name, ``"run_record"`` or ``"bench_record"``.
+        what: the record kind for the message, e.g. ``"run record"``.
+
+    Raises:
+        RecordError: ``invalid <what>:`` followed by every violation as
+            ``<json path>: <message>``, each listed once.
+    """
+    errors = sorted(_validator(name).iter_errors(record), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [
+            f"{'/'.join(str(p) for p in e.absolute_path) or '<record>'}: {e.message}"
+            for e in errors
+        ]
+        # dict.fromkeys: a schema's if/then may repeat some checks; report each once.
+        raise RecordError(f"invalid {what}:\n  " + "\n  ".join(dict.fromkeys(lines)))
 
 
 def validate_record(record: Any) -> None:
@@ -400,14 +385,7 @@ def validate_record(record: Any) -> None:
     Raises:
         RecordError: Listing every violation as ``<json path>: <message>``.
     """
-    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [
-            f"{'/'.join(str(p) for p in e.absolute_path) or '<record>'}: {e.message}"
-            for e in errors
-        ]
-        # dict.fromkeys: the schema's if/then repeats some checks; report each once.
-        raise RecordError("invalid run record:\n  " + "\n  ".join(dict.fromkeys(lines)))
+    check_schema(record, "run_record", "run record")
     problems = _inconsistencies(record)
     if problems:
         raise RecordError("inconsistent run record (edited or damaged?): "
@@ -450,7 +428,7 @@ def write_record(record: Mapping[str, Any], out_dir: str | os.PathLike) -> Path:
     """Validate ``record`` and write it atomically to ``<out_dir>/<experiment>/<run_id>.json``.
 
     Nothing is written if the record is invalid. An existing record with the same
-    run id is replaced as a whole (see :func:`atomic_open`).
+    run id is replaced as a whole (see :func:`esdlib.io.atomic_open`).
 
     Returns:
         The record's path.
@@ -595,54 +573,28 @@ def load_records(
 # ---------------------------------------------------------------------------
 
 
-def _search_starts() -> list[Path]:
-    return [Path.cwd().resolve(), Path(__file__).resolve().parent]
-
-
-def results_dir() -> Path:
-    """The project's results directory.
-
-    ``$ESD_RESULTS_DIR`` if set; otherwise the first ``results/`` directory that
-    contains ``paper/``, found by walking up from the current directory and then
-    from this package's location (a source checkout or editable install).
-
-    Raises:
-        FileNotFoundError: No results directory was found.
-    """
-    env = os.environ.get(RESULTS_DIR_ENV)
-    if env:
-        return Path(env)
-    for start in _search_starts():
-        for folder in (start, *start.parents):
-            if (folder / "results" / "paper").is_dir():
-                return folder / "results"
-    raise FileNotFoundError(
-        "cannot find the results directory (a 'results/' folder containing 'paper/') above "
-        f"{' or '.join(str(s) for s in _search_starts())}; run from inside the esdlib "
-        f"repository or set {RESULTS_DIR_ENV}=/path/to/results"
-    )
-
-
-def paper_dir() -> Path:
-    """``results_dir() / "paper"``: the CSV files of values printed in the paper.
-
-    Raises:
-        FileNotFoundError: The directory does not exist.
-    """
-    path = results_dir() / "paper"
+def _paper_dir(root: str | os.PathLike | None) -> Path:
+    path = paths.paper_dir(root)
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"paper values directory {path} does not exist (check {RESULTS_DIR_ENV})"
-        )
+        raise FileNotFoundError(f"paper values directory {path} does not exist (pass the "
+                                "results folder that holds 'paper/')")
     return path
 
 
-def paper_table_names() -> tuple[str, ...]:
-    """Names accepted by :func:`load_paper_table` (the CSV files in :func:`paper_dir`)."""
-    return tuple(sorted(p.stem for p in paper_dir().glob("*.csv")))
+def paper_table_names(root: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """Names accepted by :func:`load_paper_table` (the CSV files in ``<root>/paper``).
+
+    Args:
+        root: the results folder holding ``paper/`` (``None``: the project's,
+            :func:`esdlib.train.paths.results_dir`).
+
+    Raises:
+        FileNotFoundError: no paper directory.
+    """
+    return tuple(sorted(p.stem for p in _paper_dir(root).glob("*.csv")))
 
 
-def load_paper_table(name: str) -> "pd.DataFrame":
+def load_paper_table(name: str, root: str | os.PathLike | None = None) -> "pd.DataFrame":
     """Load one table of paper-reported values, e.g. ``"table1_static"``.
 
     Tables: ``table1_static`` (CIFAR-10/100, ImageNet top-1 accuracy in %),
@@ -650,15 +602,20 @@ def load_paper_table(name: str) -> "pd.DataFrame":
     timestep). Only empty cells are missing values (NaN); numbers are parsed as
     int64/float64 and ``True``/``False`` columns as bool.
 
+    Args:
+        name: table name (a CSV file of ``<root>/paper`` without its suffix).
+        root: the results folder holding ``paper/`` (``None``: the project's,
+            :func:`esdlib.train.paths.results_dir`).
+
     Raises:
         FileNotFoundError: Unknown table (the message lists the available ones)
             or no paper directory.
     """
     import pandas as pd
 
-    path = paper_dir() / f"{name}.csv"
+    path = _paper_dir(root) / f"{name}.csv"
     if not path.is_file():
-        names = paper_table_names()
+        names = paper_table_names(root)
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise FileNotFoundError(

@@ -1,0 +1,452 @@
+"""Running the benchmark: one configuration's trainer, the peak-memory subprocess worker
+(``python -m esdlib.bench --worker SPEC``) and :func:`run_bench`, the interleaved grid."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from esdlib.bench.config import PHASES, BenchConfig, config_from_args
+from esdlib.bench.meter import (
+    SavedTensorMeter,
+    _param_storages,
+    _storage_bytes,
+    _tensors_in,
+    held_tensors,
+)
+from esdlib.bench.probes import _LoadProbe, _peak_now, _reset_peak, _wait_quiet
+from esdlib.bench.records import BENCH_SCHEMA, bench_frame, write_bench_record
+from esdlib.bench.tables import bench_table, phase_table
+from esdlib.losses import LossConfig
+from esdlib.methods import BRANCH_METHODS, evaluate_batch, get_method
+from esdlib.models import build_model
+from esdlib.train import paths
+from esdlib.train.records import (
+    environment_info,
+    git_revision,
+    to_jsonable,
+    utc_now_iso,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class _Trainer:
+    """A model, its optimiser and (for fp16) gradient scaler for one (arch, method, precision)."""
+
+    def __init__(self, cfg: BenchConfig, arch: str, method: str, precision: str = "fp32") -> None:
+        self.cfg, self.method, self.precision = cfg, method, precision
+        self.device = torch.device(cfg.device_type)
+        torch.manual_seed(cfg.seed)
+        aux = "dsconv" if method in BRANCH_METHODS else None
+        model = build_model(arch, cfg.num_classes, cfg.in_channels, cfg.width, aux)
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.train()
+        self.step_fn = get_method(method)
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.loss_cfg = LossConfig()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        from esdlib.train.runtime import autocast
+
+        return autocast(self.precision, self.device.type)
+
+    def train_step(self, x: Tensor, y: Tensor, T: int,
+                   on_backward: Callable[[], None] | None = None) -> tuple[float, dict, float]:
+        """One timed step; returns ``(total s, {phase: s}, loss)``."""
+        phases: dict[str, float] = {}
+
+        @contextlib.contextmanager
+        def timer(name: str) -> Iterator[None]:
+            self.sync()
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.sync()
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+        def backward(loss: Tensor) -> None:
+            if on_backward is not None:
+                on_backward()
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+        self.model.train()
+        self.sync()
+        t0 = time.perf_counter()
+        with timer("optimizer"):
+            self.opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            res = self.step_fn(self.model, x, y, T, self.loss_cfg, timer=timer,
+                               backward=backward)
+        with timer("optimizer"):
+            if self.scaler is not None:
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                self.opt.step()
+        self.sync()
+        total = time.perf_counter() - t0
+        phases["other"] = max(0.0, total - sum(phases.values()))
+        return total, phases, float(res.loss)
+
+    def memory_step(self, x: Tensor, y: Tensor, T: int) -> dict[str, int]:
+        """One untimed step measuring the saved bytes and module-held state at backward start."""
+        found: dict[str, int] = {}
+
+        def probe() -> None:
+            saved = meter.live_storages(exclude=self.model)
+            held = _storage_bytes((t for _, t in held_tensors(self.model)),
+                                  set(saved) | _param_storages(self.model))
+            found.update(saved_bytes=sum(saved.values()), saved_storages=len(saved),
+                         state_bytes=sum(held.values()))
+
+        with SavedTensorMeter() as meter:
+            self.train_step(x, y, T, on_backward=probe)
+        found["param_bytes"] = sum(_storage_bytes(iter(self.model.parameters())).values())
+        found["optimizer_state_bytes"] = sum(_storage_bytes(
+            t for st in self.opt.state.values() for t in _tensors_in(st)).values())
+        return found
+
+    def infer_step(self, x: Tensor, T: int) -> float:
+        """Seconds for :func:`esdlib.evaluate_batch` on one batch in eval mode."""
+        self.model.eval()
+        try:
+            self.sync()
+            t0 = time.perf_counter()
+            with self.autocast():
+                evaluate_batch(self.model, x, T)
+            self.sync()
+            return time.perf_counter() - t0
+        finally:
+            self.model.train()
+
+
+def _batch(cfg: BenchConfig, batch: int) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(cfg.seed + batch)
+    x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen)
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=gen)
+    x, y = x.to(cfg.device_type), y.to(cfg.device_type)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Body of ``python -m esdlib.bench --worker SPEC`` (runs in a fresh process)."""
+    cfg = BenchConfig.from_dict(spec["config"])
+    torch.set_num_threads(cfg.threads)
+    arch, batch, method, T = spec["arch"], int(spec["batch"]), spec["method"], int(spec["T"])
+    dev = cfg.device_type
+    trainer = _Trainer(cfg, arch, method, spec.get("precision", "fp32"))
+    x, y = _batch(cfg, batch)
+    trainer.infer_step(x, T)  # warm-up: first-call allocations, code paged in, optimiser state
+    trainer.train_step(x, y, T)
+    reset = _reset_peak(dev)
+    trainer.infer_step(x, T)
+    baseline, counter = _peak_now(dev)
+    reset = _reset_peak(dev) and reset
+    for _ in range(cfg.peak_steps):
+        trainer.train_step(x, y, T)
+    peak, _ = _peak_now(dev)
+    source = f"{counter}_{'reset' if reset else 'from_start'}_subprocess"
+    return {"peak_baseline_bytes": baseline, "peak_bytes": peak,
+            "peak_growth_bytes": max(0, peak - baseline), "peak_source": source}
+
+
+def measure_peak(cfg: BenchConfig, arch: str, batch: int, method: str, T: int, *,
+                 precision: str = "fp32", timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Peak-memory growth of training over inference, in a fresh subprocess.
+
+    The worker (``python -m esdlib.bench --worker SPEC``) builds the model, runs one inference
+    batch and one training step as warm-up, resets the peak counter, runs one inference batch
+    (baseline peak), resets it again and runs ``cfg.peak_steps`` training steps (training
+    peak); see the module docstring. On the CPU the counter is the resident-set high-water mark
+    ``VmHWM`` (reset via ``/proc/self/clear_refs``; ``ru_maxrss`` where ``/proc`` is missing), on
+    CUDA ``torch.cuda.max_memory_allocated``.
+
+    Args:
+        cfg: benchmark configuration (device, threads, sizes, ``peak_steps``).
+        arch: architecture.
+        batch: batch size (samples).
+        method: training method.
+        T: timesteps.
+        precision: a resolved precision (``"fp32"``, ``"bf16"``, ``"fp16"``).
+        timeout_s: seconds before the worker is killed.
+
+    Returns:
+        ``{"peak_baseline_bytes", "peak_bytes", "peak_growth_bytes", "peak_source"}`` (bytes as
+        non-negative integers).
+
+    Raises:
+        RuntimeError: the worker failed (its stderr tail is in the message).
+    """
+    spec = {"config": cfg.to_dict(), "arch": arch, "batch": int(batch), "method": method,
+            "T": int(T), "precision": precision}
+    env = dict(os.environ)
+    code = str(paths.code_root())  # the worker imports this same esdlib
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (code, env.get("PYTHONPATH")) if p)
+    env["OMP_NUM_THREADS"] = str(cfg.threads)
+    proc = subprocess.run(
+        [sys.executable, "-m", "esdlib.bench", "--worker", json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout_s, env=env, check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"peak-memory worker for {spec} failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _stats(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    if not values:
+        return None, None, None
+    return statistics.median(values), min(values), max(values)
+
+
+def _device_info(cfg: BenchConfig, env: Mapping[str, Any]) -> dict[str, Any]:
+    from esdlib.train.runtime import cpu_bf16_units
+
+    info = {"type": cfg.device_type, "name": env.get("device_name"), "threads": cfg.threads,
+            "precisions": list(cfg.resolved_precisions), "channels_last": cfg.channels_last,
+            "keep_freed_memory": cfg.keep_freed_memory and cfg.device_type == "cpu"}
+    if cfg.device_type == "cpu":
+        info["cpu_bf16_units"] = cpu_bf16_units()
+    return info
+
+
+def run_bench(cfg: BenchConfig, *, progress: bool = True,
+              worker_timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Measure every configuration of ``cfg`` and return the benchmark record.
+
+    Sets ``torch.set_num_threads(cfg.threads)`` for the duration (restored afterwards) and, with
+    ``cfg.keep_freed_memory`` on the CPU, tunes this process's ``malloc`` for good. Steps of
+    all configurations are interleaved: repetition ``r`` runs one step of every
+    (arch, batch, precision, method, T) configuration and one inference batch per
+    (arch, batch, precision, T), in an order shuffled anew for every repetition. Peak memory is
+    measured afterwards, one subprocess per configuration, so the workers never overlap the
+    timed steps.
+
+    Args:
+        cfg: the grid and measurement settings.
+        progress: show a tqdm progress bar.
+        worker_timeout_s: seconds allowed to each peak-memory subprocess.
+
+    Returns:
+        The record (see :func:`validate_bench_record`): device (with the resolved precisions),
+        threads, torch version, git revision, grid and one row per
+        (arch, batch, precision, method, T) with times in seconds and memory in bytes.
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    created = utc_now_iso()
+    if cfg.keep_freed_memory and cfg.device_type == "cpu":
+        from esdlib.train.runtime import keep_freed_memory
+
+        keep_freed_memory()
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        env = environment_info(cfg.device_type)
+        precisions = cfg.resolved_precisions
+        cases = [(a, b, p, m, T) for a in cfg.archs for b in cfg.batches for p in precisions
+                 for m in cfg.methods for T in cfg.Ts]
+        units: list[tuple[str, tuple]] = [("train", c) for c in cases]
+        if cfg.inference:
+            units += [("infer", (a, b, p, T)) for a in cfg.archs for b in cfg.batches
+                      for p in precisions for T in cfg.Ts]
+        extra = 1 if cfg.saved_memory and cfg.warmup == 0 else 0
+        reps = extra + cfg.warmup + cfg.steps
+        first_timed = extra + cfg.warmup
+        total = reps * len(units) + (len(cases) if cfg.peak_memory else 0)
+        trainers: dict[tuple[str, str, str], _Trainer] = {}
+        data: dict[int, tuple[Tensor, Tensor]] = {}
+
+        def trainer(arch: str, method: str, precision: str) -> _Trainer:
+            if (arch, method, precision) not in trainers:
+                trainers[(arch, method, precision)] = _Trainer(cfg, arch, method, precision)
+            return trainers[(arch, method, precision)]
+
+        def batch_of(b: int) -> tuple[Tensor, Tensor]:
+            if b not in data:
+                data[b] = _batch(cfg, b)
+            return data[b]
+
+        times: dict[tuple, list[float]] = {c: [] for c in cases}
+        phases: dict[tuple, dict[str, list[float]]] = {c: {} for c in cases}
+        losses: dict[tuple, float] = {}
+        load: dict[tuple, dict[str, list[float]]] = {
+            c: {"cpu_s": [], "load_other": [], "page_faults": []} for c in cases}
+        memory: dict[tuple, dict[str, int]] = {}
+        infer: dict[tuple, list[float]] = {}
+        rng = random.Random(cfg.seed)
+        with tqdm(total=total, desc="esd bench", disable=not progress, unit="step") as bar:
+            for rep in range(reps):
+                order = list(units)
+                rng.shuffle(order)
+                for kind, case in order:
+                    bar.set_postfix_str(f"rep {rep + 1}/{reps} {kind} {case}", refresh=False)
+                    if rep >= first_timed:
+                        _wait_quiet(cfg.quiet_wait_s, cfg.quiet_load)
+                    if kind == "infer":
+                        a, b, p, T = case
+                        x, _ = batch_of(b)
+                        with _no_gc():
+                            dt = _infer_trainer(trainers, cfg, a, p).infer_step(x, T)
+                        if rep >= first_timed:
+                            infer.setdefault(case, []).append(dt)
+                    else:
+                        a, b, p, m, T = case
+                        x, y = batch_of(b)
+                        tr = trainer(a, m, p)
+                        if rep == 0 and cfg.saved_memory:
+                            memory[case] = tr.memory_step(x, y, T)
+                        else:
+                            with _no_gc():
+                                probe = _LoadProbe()
+                                dt, ph, loss = tr.train_step(x, y, T)
+                                cpu_s, others, faults = probe.stop()
+                            losses[case] = loss
+                            if rep >= first_timed:
+                                times[case].append(dt)
+                                for p, v in ph.items():
+                                    phases[case].setdefault(p, []).append(v)
+                                load[case]["cpu_s"].append(cpu_s)
+                                if others is not None:
+                                    load[case]["load_other"].append(others)
+                                if faults is not None:
+                                    load[case]["page_faults"].append(faults)
+                    bar.update()
+            peaks: dict[tuple, dict[str, Any]] = {}
+            if cfg.peak_memory:
+                trainers.clear()
+                data.clear()
+                gc.collect()
+                for case in cases:
+                    bar.set_postfix_str(f"peak memory {case}", refresh=False)
+                    a, b, p, m, T = case
+                    peaks[case] = measure_peak(cfg, a, b, m, T, precision=p,
+                                               timeout_s=worker_timeout_s)
+                    bar.update()
+        rows = []
+        for case in cases:
+            a, b, prec, m, T = case
+            med, lo, hi = _stats(times[case])
+            row: dict[str, Any] = {"arch": a, "batch": b, "precision": prec, "method": m, "T": T,
+                                   "n_steps": len(times[case]),
+                                   "step_s": med, "step_s_min": lo, "step_s_max": hi}
+            for p in PHASES:
+                vals = phases[case].get(p)
+                row[f"{p}_s"] = statistics.median(vals) if vals else None
+            row["step_cpu_s"] = _stats(load[case]["cpu_s"])[0]
+            row["load_other"] = _stats(load[case]["load_other"])[0]
+            row["page_faults"] = _stats(load[case]["page_faults"])[0]
+            quiet = [t for t, o in zip(times[case], load[case]["load_other"], strict=False)
+                     if o <= cfg.quiet_load]
+            row["step_s_quiet"] = _stats(quiet)[0]
+            row["n_quiet"] = len(quiet)
+            row.update({"saved_bytes": None, "saved_storages": None, "state_bytes": None,
+                        "param_bytes": None, "optimizer_state_bytes": None})
+            row.update(memory.get(case, {}))
+            row.update({"peak_baseline_bytes": None, "peak_bytes": None,
+                        "peak_growth_bytes": None, "peak_source": None})
+            row.update(peaks.get(case, {}))
+            imed, ilo, ihi = _stats(infer.get((a, b, prec, T), []))
+            row.update({"infer_s": imed, "infer_s_min": ilo, "infer_s_max": ihi})
+            row["final_loss"] = losses.get(case)
+            row["samples"] = {"step_s": times[case],
+                              **{f"{p}_s": v for p, v in phases[case].items()},
+                              "step_cpu_s": load[case]["cpu_s"],
+                              "load_other": load[case]["load_other"],
+                              "page_faults": load[case]["page_faults"],
+                              "infer_s": infer.get((a, b, prec, T), [])}
+            rows.append(row)
+        grid = cfg.to_dict()
+        digest = hashlib.sha1(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:8]
+        stamp = created.replace("-", "").replace(":", "")
+        record = {
+            "bench_schema": BENCH_SCHEMA,
+            "kind": "esd-bench",
+            "bench_id": f"{stamp}-{cfg.device_type}-{digest}",
+            "created": created,
+            "device": _device_info(cfg, env),
+            "threads": cfg.threads,
+            "torch": torch.__version__,
+            "git_revision": git_revision(paths.code_root()),
+            "environment": env,
+            "grid": grid,
+            "wall_s": time.perf_counter() - started,
+            "rows": rows,
+        }
+        return to_jsonable(record)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str, precision: str) -> _Trainer:
+    """The never-trained, branch-free model used for the inference timings of ``arch``."""
+    key = (arch, "_infer", precision)
+    if key not in trainers:
+        trainers[key] = _Trainer(cfg, arch, "bptt", precision)
+    return trainers[key]
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Run ``esd bench``: measure, write the record, print the comparison table.
+
+    Args:
+        args: parsed options of :func:`add_bench_arguments`.
+
+    Returns:
+        Exit status (0 on success, 2 for an invalid configuration).
+    """
+    import pandas as pd
+
+    try:
+        cfg = config_from_args(args)
+    except ValueError as err:
+        print(f"esd bench: {err}", file=sys.stderr)
+        return 2
+    record = run_bench(cfg, progress=not args.no_progress)
+    path = write_bench_record(record, args.out)
+    df = bench_frame(record, str(path))
+    with pd.option_context("display.width", 200, "display.max_columns", None,
+                           "display.float_format", "{:.3g}".format):
+        print(phase_table(df).drop(columns="bench_id").to_string(index=False))
+        print()
+        print(bench_table(df).drop(columns=["bench_id", "device_name"]).to_string(index=False))
+    print(f"\nrecord: {path}")
+    return 0
