@@ -57,7 +57,7 @@ reproduce: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/esd bench
 
-book: $(STAMP)  # rebuild the HTML from the executed chapters in book/chapters
+book: $(STAMP)  # rebuild the HTML from the executed chapters in book/_executed
 	$(PY) -m esdlib.bookbuild build
 
 clean:

@@ -81,15 +81,15 @@ CHROMIUM_ARGS = (
 
 EXPECTED_CONTENT: dict[str, tuple[str, ...]] = {
     "intro.html": ("table",),
-    "chapters/01_introduction.html": ("table",),
-    "chapters/02_rate_bp.html": ("img", "mjx-container"),
-    "chapters/03_self_distillation.html": ("img", "table"),
-    "chapters/04_table1_static.html": ("table",),
-    "chapters/05_dvs.html": ("table",),
-    "chapters/06_scalability.html": ("table",),
-    "chapters/07_firing_rates.html": ("table",),
-    "chapters/08_gradient_error.html": ("table",),
-    "chapters/09_ablations.html": ("table",),
+    "_executed/01_introduction.html": ("table",),
+    "_executed/02_rate_bp.html": ("img", "mjx-container"),
+    "_executed/03_self_distillation.html": ("img", "table"),
+    "_executed/04_table1_static.html": ("table",),
+    "_executed/05_dvs.html": ("table",),
+    "_executed/06_scalability.html": ("table",),
+    "_executed/07_firing_rates.html": ("table",),
+    "_executed/08_gradient_error.html": ("table",),
+    "_executed/09_ablations.html": ("table",),
 }
 """Per built page (path relative to the HTML root), CSS selectors that must match at least one
 element inside the page's ``<article>``. Pages absent from the build are not checked (the toc
@@ -759,7 +759,7 @@ def screenshot_pages(html_dir: str | os.PathLike, pages: Sequence[str],
 
     Args:
         html_dir: the built HTML root.
-        pages: page paths relative to ``html_dir``, e.g. ``["chapters/02_rate_bp.html"]``.
+        pages: page paths relative to ``html_dir``, e.g. ``["_executed/02_rate_bp.html"]``.
         out_dir: folder for the PNGs (created); ``chapters/02_rate_bp.html`` →
             ``chapters__02_rate_bp.png``.
         chromium: Chromium executable.
@@ -809,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("execute", "build", "check", "screenshot", "all"))
     parser.add_argument("pages", nargs="*", help="pages to screenshot (relative to the html root)")
-    parser.add_argument("--src", default=str(root / "notebooks" / "chapters"))
+    parser.add_argument("--src", default=str(root / "book" / "chapters"))
     parser.add_argument("--book", default=str(root / "book"))
     parser.add_argument("--build-dir", default=None, help="default: the book folder")
     parser.add_argument("--profile", default="default")
@@ -821,7 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     book = Path(args.book)
     html = Path(args.build_dir or book) / "_build" / "html"
     if args.command in ("execute", "all"):
-        execute_chapters(args.src, book / "chapters",
+        execute_chapters(args.src, book / "_executed",
                          {"profile": args.profile, "results_dir": args.results_dir}, cwd=root,
                          threads=args.threads)
     if args.command in ("build", "all"):

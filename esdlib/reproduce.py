@@ -1,9 +1,9 @@
 """``esd reproduce``: run a profile's experiment grid through papermill, then build the book.
 
-The grid of every profile lives in one manifest, ``experiments/manifest.yaml``::
+The grid of every profile lives in one manifest, ``book/experiments/manifest.yaml``::
 
     experiments:                       # name -> experiment notebook
-      table1: notebooks/experiments/train.ipynb
+      table1: book/experiments/train.ipynb
     profiles:
       default:
         table1:
@@ -39,7 +39,7 @@ from typing import Any
 from esdlib.config import PROFILES, ConfigError, RunConfig
 from esdlib.results import make_run_id, record_exists
 
-MANIFEST = Path("experiments") / "manifest.yaml"
+MANIFEST = Path("book") / "experiments" / "manifest.yaml"
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
         runs_dir: executed experiment notebooks (default ``<root>/papermill_runs``).
         checkpoint_dir: checkpoints (default ``<root>/checkpoints``).
         book_dir: the book source (default ``<root>/book``; chapters are executed into
-            ``<book_dir>/chapters``).
+            ``<book_dir>/_executed``).
         build_dir: where the HTML goes (default ``<book_dir>/_build``).
         jobs: grid points run concurrently, each in its own kernel (default: one per CPU).
         threads: CPU threads per kernel. One thread per kernel with one kernel per CPU is
@@ -233,7 +233,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     bar.close()
     if not build:
         return None
-    execute_chapters(root / "notebooks" / "chapters", book / "chapters",
+    execute_chapters(book / "chapters", book / "_executed",
                      {"profile": profile, "results_dir": shown_path(results, root)},
                      progress=progress, cwd=root, threads=threads)
     return build_book(book, build_dir)

@@ -211,10 +211,10 @@ def environment_info(device: Any = None, *, include_hostname: bool = False) -> d
     return info
 
 
-GENERATED_PATHS = ("book/chapters", "papermill_runs", "results")
+GENERATED_PATHS = ("book/_executed", "papermill_runs", "results")
 """Tracked folders of generated outputs (executed chapters, executed experiment notebooks, run
 records and tables): :func:`git_revision` ignores changes there, since they are what the code
-produces, not the code. Executing the chapters rewrites ``book/chapters``; without this rule
+produces, not the code. Executing the chapters rewrites ``book/_executed``; without this rule
 the provenance chapter, executed last, would call its own build dirty."""
 
 

@@ -34,7 +34,7 @@ from esdlib.evidence import NO_VERDICT
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-SOURCES = ROOT / "notebooks" / "chapters"
+SOURCES = ROOT / "book" / "chapters"
 CHROMIUM = pathlib.Path(bookbuild.DEFAULT_CHROMIUM)
 NO_CHROMIUM = f"chromium not found at {CHROMIUM}: browser check skipped"
 
@@ -58,10 +58,10 @@ def test_toc_lists_exactly_the_chapter_notebooks():
     toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
     assert toc["format"] == "jb-book" and toc["root"] == "intro"
     listed = _toc_files()
-    expected = [f"chapters/{p.stem}" for p in chapter_notebooks(SOURCES)]
+    expected = [f"_executed/{p.stem}" for p in chapter_notebooks(SOURCES)]
     assert listed == expected, (
-        "book/_toc.yml must list every notebooks/chapters/NN_name.ipynb, in order, as "
-        f"`- file: chapters/NN_name`\n  toc:       {listed}\n  notebooks: {expected}"
+        "book/_toc.yml must list every book/chapters/NN_name.ipynb, in order, as "
+        f"`- file: _executed/NN_name`\n  toc:       {listed}\n  notebooks: {expected}"
     )
 
 
@@ -90,7 +90,7 @@ def test_config_needs_no_internet():
 
 def test_expected_content_keys_are_toc_pages():
     pages = {"intro.html"} | {f"{f}.html" for f in _toc_files()}
-    chapters = {f"chapters/{n}.html" for n in (
+    chapters = {f"_executed/{n}.html" for n in (
         "04_table1_static", "05_dvs", "06_scalability", "07_firing_rates", "08_gradient_error",
         "09_ablations")}
     assert set(bookbuild.EXPECTED_CONTENT) <= pages | chapters
@@ -138,7 +138,7 @@ def smoke_book(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("book")
     book = tmp / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__"))
     results = tmp / "results"
     for sub in ("paper", "bench"):
         if (ROOT / "results" / sub).is_dir():
@@ -146,7 +146,7 @@ def smoke_book(tmp_path_factory):
     index = reproduce("smoke", progress=False, results_dir=results,
                       runs_dir=tmp / "papermill_runs", checkpoint_dir=tmp / "checkpoints",
                       book_dir=book, build_dir=tmp / "build")
-    return {"executed": chapter_notebooks(book / "chapters"), "index": index,
+    return {"executed": chapter_notebooks(book / "_executed"), "index": index,
             "parameters": {"profile": "smoke", "results_dir": str(results)},
             "points": grid_points("smoke"), "tmp": tmp}
 
@@ -227,7 +227,7 @@ def test_failed_chapter_leaves_no_torn_notebook(tmp_path):
 @pytest.mark.pipeline
 def test_strict_build_fails_on_a_warning(tmp_path):
     book = tmp_path / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__"))
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
     (book / "intro.md").write_text("# Title\n\nA broken reference: {ref}`no-such-label`.\n")
     with pytest.raises(BookBuildError, match="undefined label: 'no-such-label'"):
@@ -236,7 +236,7 @@ def test_strict_build_fails_on_a_warning(tmp_path):
 
 def test_build_without_executed_chapters_says_what_to_do(tmp_path):
     book = tmp_path / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__"))
     with pytest.raises(BookBuildError, match="execute the chapters first"):
         build_book(book, tmp_path / "build")
 

@@ -1,8 +1,8 @@
 """Source notebooks: stored without outputs, typed papermill parameters, python3 kernel, thin.
 
-Checked for every notebook in ``notebooks/chapters`` and ``notebooks/experiments``:
+Checked for every notebook in ``book/chapters`` and ``book/experiments``:
 
-- no outputs and no execution counts (executed copies live in ``book/chapters`` and
+- no outputs and no execution counts (executed copies live in ``book/_executed`` and
   ``papermill_runs``, never beside the sources);
 - the first code cell is tagged ``parameters`` and holds only ``name = <primitive>`` assignments,
   each with a ``# type:`` comment (papermill and ``papermill.inspect_notebook`` read them);
@@ -21,8 +21,8 @@ import nbformat
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "notebooks" / "chapters").glob("*.ipynb"))
-EXPERIMENTS = sorted((ROOT / "notebooks" / "experiments").glob("*.ipynb"))
+CHAPTERS = sorted((ROOT / "book" / "chapters").glob("*.ipynb"))
+EXPERIMENTS = sorted((ROOT / "book" / "experiments").glob("*.ipynb"))
 NOTEBOOKS = CHAPTERS + EXPERIMENTS
 PRIMITIVES = (bool, int, float, str, type(None))
 DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s", re.MULTILINE)
@@ -56,7 +56,7 @@ def _parameters(cell) -> dict:
 
 
 def test_there_are_chapter_notebooks():
-    assert CHAPTERS, "no notebooks in notebooks/chapters"
+    assert CHAPTERS, "no notebooks in book/chapters"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))

@@ -169,7 +169,7 @@ def test_relative_out_dir_resolves_against_the_working_directory(tmp_path, monke
 
 # --------------------------------------------------------------------------- papermill parameters
 
-NOTEBOOKS = REPO / "notebooks"
+NOTEBOOKS = REPO / "book"
 
 
 def run_papermill(nb, out, params, cwd):
