@@ -1,4 +1,4 @@
-"""``esd reproduce``: run a profile's experiment grid through papermill, then build the book.
+"""``python -m esdbook reproduce``: run a profile's experiment grid, then build the book.
 
 The grid of every profile lives in one manifest, ``book/experiments/manifest.yaml``::
 
@@ -14,9 +14,10 @@ The grid of every profile lives in one manifest, ``book/experiments/manifest.yam
 ``grid`` may also be a list of such mappings: the union of their products (e.g. every method
 at T = 4 plus two methods at other T).
 
-``esd reproduce --fresh DIR`` (:func:`reproduce_fresh`) re-runs a profile's grid into ``DIR``
-without touching the committed records and reports, per cell and per claim of
-:mod:`esdlib.evidence`, the committed and the fresh numbers and whether every verdict holds.
+``python -m esdbook reproduce --fresh DIR`` (:func:`reproduce_fresh`) re-runs a profile's grid
+into ``DIR`` without touching the committed records and reports, per cell and per claim of
+:mod:`esdlib.analysis.evidence`, the committed and the fresh numbers and whether every verdict
+holds.
 
 Each grid point is one validated :class:`~esdlib.config.RunConfig` (``experiment`` = the
 experiment name) whose run id names both outputs: ``papermill_runs/<experiment>/<run_id>.ipynb``
@@ -62,7 +63,7 @@ class GridPoint:
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The folder holding ``pyproject.toml`` above ``start`` (default: cwd, then the package)."""
+    """The folder holding :data:`MANIFEST` above ``start`` (default: cwd, then the package)."""
     candidates = [start or Path.cwd(), Path(__file__).resolve().parent]
     for base in candidates:
         for folder in (base, *base.parents):
@@ -158,7 +159,7 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
             continue
         for overrides in expand_grid(spec):
             try:
-                cfg = RunConfig.profile(profile, experiment=name, **overrides)
+                cfg = RunConfig.from_profile(profile, experiment=name, **overrides)
             except ConfigError as err:
                 raise ConfigError(f"experiment {name!r}, point {overrides}: {err}") from err
             points.append(GridPoint(name, manifest["experiments"][name], overrides, cfg,
@@ -169,7 +170,7 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
 def run_point(point: GridPoint, root: Path, results: Path, runs: Path, checkpoints: Path,
               timeout: float | None = None) -> Path:
     """Execute one grid point's notebook with papermill (atomically) and return its path."""
-    from esdlib.bookbuild import run_notebook, shown_path
+    from esdbook.build import run_notebook, shown_path
 
     target = runs / point.experiment / f"{point.run_id}.ipynb"
     params = {"profile": point.config.profile, "experiment": point.experiment,
@@ -210,7 +211,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     """
     from tqdm import tqdm
 
-    from esdlib.bookbuild import build_book, execute_chapters, kernel_environment, shown_path
+    from esdbook.build import build_book, execute_chapters, kernel_environment, shown_path
 
     root = project_root()
     results = Path(results_dir or root / "results").resolve()
@@ -244,9 +245,9 @@ class FreshComparison:
     """What :func:`reproduce_fresh` found.
 
     Attributes:
-        cells: Per cell, committed vs fresh mean (:func:`esdlib.evidence.compare_cells`).
+        cells: Per cell, committed vs fresh mean (:func:`esdlib.analysis.evidence.compare_cells`).
         verdicts: Per claim, committed vs fresh verdict
-            (:func:`esdlib.evidence.compare_verdicts`).
+            (:func:`esdlib.analysis.evidence.compare_verdicts`).
         report: The written Markdown report (``<DIR>/comparison.md``).
     """
 
@@ -282,10 +283,10 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     The grid runs into ``<fresh_dir>/results``, ``<fresh_dir>/papermill_runs`` and
     ``<fresh_dir>/checkpoints`` (finished points there are skipped, so an interrupted check
     resumes); the committed records are only read. The report ``<fresh_dir>/comparison.md``
-    (and ``comparison.json``) lists, per cell of :data:`esdlib.evidence.CLAIMS`, the committed
-    and the fresh mean, and per claim both verdicts and whether the verdict holds. Digits are
-    not expected to match across machines (other CPUs pick other kernels; spiking thresholds
-    amplify last-bit differences); the verdicts are.
+    (and ``comparison.json``) lists, per cell of :data:`esdlib.analysis.evidence.CLAIMS`, the
+    committed and the fresh mean, and per claim both verdicts and whether the verdict holds.
+    Digits are not expected to match across machines (other CPUs pick other kernels; spiking
+    thresholds amplify last-bit differences); the verdicts are.
 
     Args:
         profile: The profile to re-run (usually ``default``).
@@ -304,8 +305,8 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
         ValueError: ``fresh_dir`` overlaps the committed folders.
         ConfigError: An invalid grid point (before any run).
     """
-    from esdlib import evidence
-    from esdlib.report import runs_of
+    from esdlib.analysis import evidence
+    from esdlib.analysis.runs import runs_of
     from esdlib.results import atomic_write_json, atomic_write_text, load_records
 
     root = project_root()
