@@ -642,8 +642,12 @@ def paper_table_names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in paper_dir().glob("*.csv")))
 
 
-def load_paper_table(name: str) -> "pd.DataFrame":
+def load_paper_table(name: str, root: str | os.PathLike | None = None) -> "pd.DataFrame":
     """Load one table of paper-reported values, e.g. ``"table1_static"``.
+
+    Args:
+        name: The table (a CSV file of ``<root>/paper``).
+        root: The results folder holding ``paper/`` (default: :func:`results_dir`).
 
     Tables: ``table1_static`` (CIFAR-10/100, ImageNet top-1 accuracy in %),
     ``table_dvs`` (CIFAR10-DVS top-1 in %), ``firing_rates`` (fractions per
@@ -656,9 +660,10 @@ def load_paper_table(name: str) -> "pd.DataFrame":
     """
     import pandas as pd
 
-    path = paper_dir() / f"{name}.csv"
+    folder = Path(root) / "paper" if root is not None else paper_dir()
+    path = folder / f"{name}.csv"
     if not path.is_file():
-        names = paper_table_names()
+        names = tuple(sorted(p.stem for p in folder.glob("*.csv")))
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise FileNotFoundError(

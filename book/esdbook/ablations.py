@@ -170,3 +170,23 @@ def branch_parameter_counts(records: Sequence[Mapping[str, Any]]) -> pd.DataFram
         rows[key] = {"backbone params": counts["backbone"], "branch params": counts["branches"],
                      "branches / backbone": round(counts["branches"] / counts["backbone"], 4)}
     return pd.DataFrame([[*k, *v.values()] for k, v in sorted(rows.items())], columns=cols)
+
+
+def vs_reference(table: pd.DataFrame, factor: str, setting: str | None = None) -> float:
+    """The ``vs_reference_pts`` of one factor (and setting) of :func:`ablation_table`, in
+    points; NaN when the profile did not run it."""
+    rows = ablation_rows(table, factor)
+    rows = rows[rows["factor"] != "reference"]
+    if setting is not None:
+        rows = rows[rows["setting"] == setting]
+    vals = rows["vs_reference_pts"].dropna()
+    return float(vals.iloc[0]) if len(vals) else float("nan")
+
+
+def branch_ratio(counts: pd.DataFrame, kind: str = "conv", base: str = "dsconv") -> float:
+    """Branch parameters of ``kind`` over those of ``base`` (:func:`branch_parameter_counts`,
+    first data set and architecture); NaN when either did not run."""
+    by_kind = counts.drop_duplicates("branch kind").set_index("branch kind")["branch params"]
+    if kind not in by_kind or base not in by_kind:
+        return float("nan")
+    return float(by_kind[kind] / by_kind[base])

@@ -19,6 +19,7 @@ __all__ = [
     "glue_all",
     "html_table",
     "indicative_banner",
+    "left_out_table",
     "note",
     "num",
     "signed",
@@ -106,3 +107,17 @@ def indicative_banner(profile: str) -> Any:
         "runs of one seed. Its numbers preview the layout of the page; they are not evidence "
         "and no claim gets a verdict. The <code>default</code> profile gives the verdicts."
         "</p></div>")
+
+
+def left_out_table(records: pd.DataFrame, profile: str) -> Any:
+    """The records a page does not count, as an HTML table captioned "Records not counted on
+    this page" (:func:`esdlib.analysis.runs.left_out`); ``None`` when every record counts."""
+    from IPython.display import HTML
+
+    from esdlib.analysis.runs import left_out
+
+    t = left_out(records, profile)
+    if not len(t):
+        return None
+    return HTML(t.style.hide(axis="index").set_caption("Records not counted on this page")
+                .to_html())

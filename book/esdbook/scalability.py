@@ -209,3 +209,12 @@ def memory_flat(growth: pd.DataFrame, flat: float = FLAT_MEMORY) -> str:
     if "bptt" not in g or not two_pass or any(v != v for v in [*two_pass, g["bptt"]]):
         return "cannot be checked"
     return "holds" if max(two_pass) < flat and g["bptt"] > max(two_pass) else "does not hold"
+
+
+def ratio_range(ratios: pd.DataFrame, name: str, unit: str = "×") -> str:
+    """One row of :func:`ratio_table` as a short range label, e.g. ``"1.85–2.10×"``
+    (``"n/a"`` when the run lacks it)."""
+    from esdbook.display import span
+
+    row = ratios[ratios["ratio"] == name]
+    return span([*row["min"], *row["max"]], unit)
