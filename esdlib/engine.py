@@ -96,7 +96,7 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_out_dir(path: str) -> Path:
     """A relative ``out_dir``/``checkpoint_dir`` is taken relative to the current working
-    directory (notebooks run by ``esd reproduce`` have the project root as theirs)."""
+    directory (notebooks run by ``python -m esdbook reproduce`` have the project root as theirs)."""
     return resolve_path(path)
 
 

@@ -140,3 +140,12 @@ def environment_table(repo: str | Path = ".") -> pd.DataFrame:
 
     info = {**environment_info(), "git revision": git_revision(repo)}
     return pd.DataFrame({"value": [str(v) for v in info.values()]}, index=list(info))
+
+
+def short_revision(revision: str | None) -> str:
+    """A git revision as a short label: 12 hex digits, ``+dirty`` kept (``"unknown"`` for
+    ``None``); the full revision is in :func:`environment_table`."""
+    if not revision:
+        return "unknown"
+    dirty = revision.endswith("+dirty")
+    return revision.removesuffix("+dirty")[:12] + ("+dirty" if dirty else "")

@@ -23,7 +23,7 @@ The rule (:func:`paired_verdict`), with ``n`` seeds, mean ``m`` and sample stand
 with the chapter that discusses it. :func:`claims_table` evaluates them on a table of run
 records (:func:`esdlib.results.load_records`); :func:`convergence_table` flags runs whose
 accuracy was still moving at the end; :func:`compare_verdicts` says whether the verdicts of a
-fresh re-run agree with the committed ones (``esd reproduce --fresh``).
+fresh re-run agree with the committed ones (``python -m esdbook reproduce --fresh``).
 """
 
 from __future__ import annotations
