@@ -169,6 +169,24 @@ def test_executed_pages_glue_numbers_and_short_labels(path):
     assert not long, f"glued sentences (write the words in the markdown): {long}"
 
 
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=_ids(CHAPTERS))
+def test_every_glued_name_in_the_text_is_glued_by_the_page(path):
+    """The prose quotes values by name ({glue:text}`name`); each name must be glued by a code
+    cell of the executed page, or the strict build fails on a missing key."""
+    executed = _executed(path)
+    if not executed.is_file():
+        pytest.skip(f"{executed.name} not executed yet")
+    nb = nbformat.read(executed, as_version=4)
+    quoted = {m for c in nb.cells if c.cell_type == "markdown"
+              for m in GLUE_ROLE.findall(c.source)}
+    glued = {out.get("metadata", {}).get("scrapbook", {}).get("name")
+             for c in nb.cells for out in c.get("outputs", [])}
+    assert not quoted - glued, f"quoted but never glued: {sorted(quoted - glued)}"
+
+
 def test_glue_limit_is_the_book_packages():
     from esdbook.display import MAX_GLUE as BOOK_LIMIT
 

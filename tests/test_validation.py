@@ -218,7 +218,8 @@ def test_notebook_checks_name_exactly_the_declared_parameters():
 
     from esdbook.chapter import CHAPTER_PARAMETERS
 
-    for path in sorted(NOTEBOOKS.glob("*/*.ipynb")):
+    for path in sorted([*NOTEBOOKS.glob("chapters/*.ipynb"),
+                        *NOTEBOOKS.glob("experiments/*.ipynb")]):
         declared = list(papermill.inspect_notebook(str(path)))
         nb = nbformat.read(path, as_version=4)
         source = [c for c in nb.cells if c.cell_type == "code"][1].source
