@@ -49,8 +49,8 @@ def test_runs_of_keeps_complete_runs_of_one_profile_and_lists_what_was_left_out(
     df = records_table([{}, {"config.profile": "smoke"}, {"status": "running"}])
     assert list(analysis.runs_of(df, "default")["run_id"]) == ["run0"]
     left = runs_mod.left_out(df, "default")
-    assert left.values.tolist() == [["run1", "complete", "profile smoke"],
-                                    ["run2", "running", "not finished"]]
+    assert left.values.tolist() == [["run2", "running", "not finished"],
+                                    ["1 run", "complete", "profile smoke"]]
     assert len(runs_mod.left_out(records_table([{}]), "default")) == 0
 
 

@@ -197,15 +197,17 @@ def left_out(df: pd.DataFrame, profile: str) -> pd.DataFrame:
 
     Returns:
         Columns ``record`` (run id; for an unreadable file ``"damaged record: <path>"``, see
-        :data:`DAMAGED_MARKER`), ``status`` and ``why``: complete runs of other profiles,
-        diverged, unfinished or failed runs, damaged files, and shown runs of branch methods
-        trained before the published branch block (:func:`runs_before_branch_fix`). Empty
-        when every record counts.
+        :data:`DAMAGED_MARKER`; for complete runs of another profile one row per profile,
+        ``"<n> runs"``), ``status`` and ``why``: complete runs of other profiles, diverged,
+        unfinished or failed runs, damaged files, and shown runs of branch methods trained
+        before the published branch block (:func:`runs_before_branch_fix`). Empty when every
+        record counts.
     """
     cols = ["record", "status", "why"]
     if not len(df):
         return pd.DataFrame(columns=cols)
     rows = []
+    other: dict[str, int] = {}
     for _, r in df.iterrows():
         status = r["status"]
         if status == "damaged":
@@ -215,8 +217,9 @@ def left_out(df: pd.DataFrame, profile: str) -> pd.DataFrame:
             rows.append({"record": r["run_id"], "status": status,
                          "why": "diverged" if status == "diverged" else "not finished"})
         elif r.get("config.profile") != profile:
-            rows.append({"record": r["run_id"], "status": status,
-                         "why": f"profile {r.get('config.profile')}"})
+            other[str(r.get("config.profile"))] = other.get(str(r.get("config.profile")), 0) + 1
+    rows += [{"record": f"{n} run{'s' if n != 1 else ''}", "status": "complete",
+              "why": f"profile {name}"} for name, n in sorted(other.items())]
     stale = runs_before_branch_fix(runs_of(df, profile))
     rows += [{"record": rid, "status": "complete",
               "why": "shown; branches predate the published block (dsconv_wide)"}
