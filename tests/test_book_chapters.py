@@ -330,6 +330,14 @@ def test_glue_refuses_sentences():
         display.glue_all({"sentence": "x" * (display.MAX_GLUE + 1)})
 
 
+def test_mean_and_std_columns_are_formatted_at_display_time():
+    df = pd.DataFrame({"method": ["a", "b"], "final_mean_%": [91.0, 80.0],
+                       "final_std_%": [math.sqrt(2), float("nan")], "seeds": [2, 1]})
+    shown = display.pm_columns(df, "final")
+    assert list(shown.columns) == ["method", "final_%", "seeds"]
+    assert shown["final_%"].tolist() == ["91.00 ± 1.41", "80.00"]
+
+
 def test_formatting_helpers():
     assert display.signed(1.234) == "+1.23 pts" and display.signed(float("nan")) == "n/a"
     assert display.num(None) == "n/a" and display.num(2.5, 1, "×") == "2.5×"

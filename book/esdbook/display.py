@@ -22,6 +22,7 @@ __all__ = [
     "left_out_table",
     "note",
     "num",
+    "pm_columns",
     "signed",
     "span",
 ]
@@ -121,3 +122,18 @@ def left_out_table(records: pd.DataFrame, profile: str) -> Any:
         return None
     return HTML(t.style.hide(axis="index").set_caption("Records not counted on this page")
                 .to_html())
+
+
+def pm_columns(df: pd.DataFrame, *names: str, digits: int = 2) -> pd.DataFrame:
+    """A display copy of ``df`` whose ``<name>_mean_%`` and ``<name>_std_%`` columns become one
+    ``<name>_%`` column ``"mean ± std"`` (``"mean"`` alone where std is NaN, one seed)."""
+    columns: dict[str, Any] = {}
+    for col in df.columns:
+        name = col.removesuffix("_mean_%")
+        if col.endswith("_mean_%") and name in names:
+            columns[f"{name}_%"] = [
+                num(m, digits) if _missing(sd) else f"{m:.{digits}f} ± {sd:.{digits}f}"
+                for m, sd in zip(df[col], df[f"{name}_std_%"], strict=True)]
+        elif not (col.endswith("_std_%") and col.removesuffix("_std_%") in names):
+            columns[col] = df[col]
+    return pd.DataFrame(columns, index=df.index)
