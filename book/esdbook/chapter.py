@@ -129,6 +129,19 @@ class Chapter:
         """The executed experiment notebooks: ``papermill_runs/`` beside the results folder."""
         return self.results.parent / "papermill_runs"
 
+    def bench(self) -> pd.DataFrame:
+        """The benchmark records of ``<results>/bench`` (:func:`esdlib.bench.load_bench`)."""
+        from esdlib.bench import load_bench
+
+        return load_bench(self.bench_dir)
+
+    def revision(self) -> str | None:
+        """The git revision of the checkout the page is executed in (``+dirty`` with
+        uncommitted changes; :func:`esdlib.results.git_revision`)."""
+        from esdlib.results import git_revision
+
+        return git_revision(self.results.parent)
+
     def records(self, experiment: str | None = None) -> pd.DataFrame:
         """Every record of ``experiment`` (all experiments when ``None``), any profile or
         status; unreadable files are rows with ``status == "damaged"``."""

@@ -106,11 +106,21 @@ def convergence_summary(df: pd.DataFrame) -> Any:
 
 
 
-def convergence_counts(df: pd.DataFrame) -> dict[str, int]:
-    """How many complete runs of ``df`` were checked for convergence and how many settled
-    (:func:`esdlib.analysis.evidence.convergence_table`)."""
-    from esdlib.analysis.evidence import convergence_table
+def convergence_counts(df: pd.DataFrame) -> dict[str, Any]:
+    """How many complete runs of ``df`` were checked for convergence, how many settled, and the
+    rule's window (epochs) and threshold (points)
+    (:func:`esdlib.analysis.evidence.convergence_table`).
+
+    Returns:
+        ``n_checked``, ``n_settled``, ``n_unsettled``, ``conv_window``, ``conv_threshold``.
+    """
+    from esdlib.analysis.evidence import (
+        CONVERGENCE_THRESHOLD,
+        CONVERGENCE_WINDOW,
+        convergence_table,
+    )
 
     t = convergence_table(df)
     settled = int(t["converged"].astype(bool).sum()) if len(t) else 0
-    return {"n_checked": len(t), "n_settled": settled, "n_unsettled": len(t) - settled}
+    return {"n_checked": len(t), "n_settled": settled, "n_unsettled": len(t) - settled,
+            "conv_window": CONVERGENCE_WINDOW, "conv_threshold": CONVERGENCE_THRESHOLD}
