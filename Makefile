@@ -1,4 +1,5 @@
-# esdlib / ESD reproducibility book — every command users run.
+# esdlib / ESD reproducibility book — every command users run, one target per job:
+# make test | reproduce | book | bench.
 # `make test` works on a fresh clone: it creates .venv, installs the package with its extras, runs
 # ruff and pytest (unit tests + the smoke profile of the whole pipeline), then the cross-checks
 # against SpikingJelly (tests marked `peer`) in their own pytest run.
@@ -51,14 +52,16 @@ test-fast: $(STAMP)
 test-peer: $(PEER_STAMP)
 	$(PEER_PYTEST)
 
+# The experiment grid of book/experiments/manifest.yaml (records skip finished points), then
+# every chapter executed into book/_executed and the HTML built.
 reproduce: $(STAMP)
-	$(VENV)/bin/esd reproduce --profile default
+	$(PY) -m esdbook reproduce --profile default
 
 bench: $(STAMP)
 	$(VENV)/bin/esd bench
 
-book: $(STAMP)  # rebuild the HTML from the executed chapters in book/chapters
-	$(PY) -m esdlib.bookbuild build
+book: $(STAMP)  # rebuild the HTML from the executed chapters in book/_executed
+	$(PY) -m esdbook build
 
 clean:
 	rm -rf book/_build .pytest_cache

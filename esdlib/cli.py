@@ -1,4 +1,4 @@
-"""The ``esd`` command line: ``train``, ``evaluate``, ``info``, ``bench``, ``reproduce``.
+"""The ``esd`` command line: ``train``, ``evaluate``, ``info``, ``bench``.
 
 Examples::
 
@@ -9,7 +9,6 @@ Examples::
     esd evaluate checkpoints/<run_id>/last.pt --T 6
     esd info
     esd bench --methods bptt,ratebp,esd --T 1,2,4,6,8
-    esd reproduce --profile default
 
 Every ``--set key=value`` is validated (with the list of valid keys/choices) before any data
 is loaded or any file is written.
@@ -162,35 +161,6 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_command(args)
 
 
-def _reproduce(args: argparse.Namespace) -> int:
-    from esdlib.reproduce import reproduce
-
-    if args.jobs is not None and args.jobs < 1:
-        raise CommandError(f"--jobs must be >= 1 (leave it out for one per CPU), got {args.jobs}")
-    if args.threads < 1:
-        raise CommandError(f"--threads must be >= 1, got {args.threads}")
-    if args.fresh is not None:
-        from esdlib.reproduce import reproduce_fresh
-
-        try:
-            found = reproduce_fresh(args.profile, args.fresh, progress=not args.quiet,
-                                    only=args.only, jobs=args.jobs, threads=args.threads)
-        except ValueError as err:
-            raise CommandError(str(err)) from None
-        v = found.verdicts
-        for row in v.itertuples():
-            mark = "holds" if row.holds else "DIFFERS"
-            print(f"{mark:8} {row.key:22} committed: {row.verdict_committed:14} "
-                  f"fresh: {row.verdict_fresh}")
-        print(f"{int(v['holds'].sum())} of {len(v)} verdicts hold; report: {found.report}")
-        return 0 if found.all_hold else 1
-    index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
-                      only=args.only, jobs=args.jobs, threads=args.threads)
-    if index is not None:
-        print(f"book: {index}")
-    return 0
-
-
 def _config_keys() -> list[str]:
     import dataclasses
 
@@ -242,21 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("reproduce", help="run a profile's experiment grid through papermill "
-                                         "and build the book")
-    p.add_argument("--profile", choices=PROFILES, default="default")
-    p.add_argument("--only", action="append", metavar="EXPERIMENT",
-                   help="run only these experiments of the manifest (repeatable)")
-    p.add_argument("--no-book", action="store_true", help="run the grid only")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="grid points run at once, each in its own kernel (default: one per CPU)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads per kernel (default 1)")
-    p.add_argument("--fresh", metavar="DIR", default=None,
-                   help="re-run the grid into DIR (never touching the committed records), then "
-                        "compare every cell and verdict with the committed runs; writes "
-                        "DIR/comparison.md and exits 1 when a verdict does not hold")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_reproduce)
     return parser
 
 

@@ -21,21 +21,22 @@ import numpy as np
 import pytest
 import yaml
 
-from esdlib import bookbuild
-from esdlib.bookbuild import (
+import esdbook
+from esdbook import build, check
+from esdbook.build import (
     BookBuildError,
     ChapterExecutionError,
     build_book,
     chapter_notebooks,
-    check_pages,
     execute_chapters,
 )
-from esdlib.evidence import NO_VERDICT
+from esdbook.check import check_pages
+from esdlib.analysis.evidence import NO_VERDICT
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-SOURCES = ROOT / "notebooks" / "chapters"
-CHROMIUM = pathlib.Path(bookbuild.DEFAULT_CHROMIUM)
+SOURCES = ROOT / "book" / "chapters"
+CHROMIUM = pathlib.Path(check.DEFAULT_CHROMIUM)
 NO_CHROMIUM = f"chromium not found at {CHROMIUM}: browser check skipped"
 
 
@@ -57,18 +58,26 @@ def _toc_files() -> list[str]:
 def test_toc_lists_exactly_the_chapter_notebooks():
     toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
     assert toc["format"] == "jb-book" and toc["root"] == "intro"
-    listed = _toc_files()
-    expected = [f"chapters/{p.stem}" for p in chapter_notebooks(SOURCES)]
+    listed = [f for f in _toc_files() if f.startswith("_executed/")]
+    expected = [f"_executed/{p.stem}" for p in chapter_notebooks(SOURCES)]
     assert listed == expected, (
-        "book/_toc.yml must list every notebooks/chapters/NN_name.ipynb, in order, as "
-        f"`- file: chapters/NN_name`\n  toc:       {listed}\n  notebooks: {expected}"
+        "book/_toc.yml must list every book/chapters/NN_name.ipynb, in order, as "
+        f"`- file: _executed/NN_name`\n  toc:       {listed}\n  notebooks: {expected}"
     )
 
 
 def test_landing_page_links_every_chapter():
     intro = (BOOK / "intro.md").read_text()
-    missing = [f for f in _toc_files() if f"({f}.ipynb)" not in intro]
+    missing = [f for f in _toc_files()
+               if f"({f}.ipynb)" not in intro and f"({f}.md)" not in intro]
     assert not missing, f"book/intro.md has no table row linking {missing}"
+
+
+def test_measurement_notes_are_one_page_of_the_book():
+    assert "appendix_performance" in _toc_files()
+    assert (BOOK / "appendix_performance.md").is_file()
+    pointer = (ROOT / "benchmarks" / "README.md").read_text()
+    assert len(pointer.splitlines()) <= 6 and "appendix_performance.md" in pointer
 
 
 def test_config_needs_no_internet():
@@ -90,10 +99,10 @@ def test_config_needs_no_internet():
 
 def test_expected_content_keys_are_toc_pages():
     pages = {"intro.html"} | {f"{f}.html" for f in _toc_files()}
-    chapters = {f"chapters/{n}.html" for n in (
+    chapters = {f"_executed/{n}.html" for n in (
         "04_table1_static", "05_dvs", "06_scalability", "07_firing_rates", "08_gradient_error",
         "09_ablations")}
-    assert set(bookbuild.EXPECTED_CONTENT) <= pages | chapters
+    assert set(check.EXPECTED_CONTENT) <= pages | chapters
 
 
 def test_unknown_parameter_fails_before_any_kernel(tmp_path):
@@ -102,15 +111,18 @@ def test_unknown_parameter_fails_before_any_kernel(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_check_chapter_parameters_lists_valid_profiles(tmp_path):
+def test_open_chapter_checks_its_parameters_and_finds_the_folders(tmp_path):
     with pytest.raises(ValueError, match="smoke, quick, default, paper"):
-        bookbuild.check_chapter_parameters("fast", ROOT / "results")
+        esdbook.open_chapter("fast", ROOT / "results")
     with pytest.raises(ValueError, match="no 'paper/' folder"):
-        bookbuild.check_chapter_parameters("smoke", tmp_path)
-    assert bookbuild.check_chapter_parameters("smoke", "results").is_absolute()
+        esdbook.open_chapter("smoke", tmp_path)
+    ch = esdbook.open_chapter("smoke", ROOT / "results")
+    assert ch.results.is_absolute() and ch.bench_dir == ch.results / "bench"
+    assert ch.papermill_runs == ROOT / "papermill_runs"
+    assert "training" in ch.paper("table_dvs").columns
     for bad in (5, None, ""):  # e.g. `papermill … -p results_dir 5` injects an int
         with pytest.raises(ValueError, match="results_dir must be a folder path"):
-            bookbuild.check_chapter_parameters("smoke", bad)
+            esdbook.open_chapter("smoke", bad)
 
 
 def test_kernel_environment_drops_mplbackend_and_restores(monkeypatch):
@@ -118,10 +130,10 @@ def test_kernel_environment_drops_mplbackend_and_restores(monkeypatch):
 
     monkeypatch.setenv("MPLBACKEND", "Agg")  # would silently drop every figure of the book
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    with bookbuild.kernel_environment(threads=1):
+    with build.kernel_environment(threads=1):
         assert "MPLBACKEND" not in os.environ and os.environ["OMP_NUM_THREADS"] == "1"
     assert os.environ["MPLBACKEND"] == "Agg" and "OMP_NUM_THREADS" not in os.environ
-    with pytest.raises(ValueError, match="positive int"), bookbuild.kernel_environment(0):
+    with pytest.raises(ValueError, match="positive int"), build.kernel_environment(0):
         pass
 
 
@@ -134,11 +146,11 @@ def test_kernel_environment_drops_mplbackend_and_restores(monkeypatch):
 def smoke_book(tmp_path_factory):
     """The whole smoke pipeline in a temporary tree: the manifest's smoke grid through papermill
     (records + executed experiment notebooks), every chapter executed, the book built strictly."""
-    from esdlib.reproduce import grid_points, reproduce
+    from esdbook.reproduce import grid_points, reproduce
 
     tmp = tmp_path_factory.mktemp("book")
     book = tmp / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__"))
     results = tmp / "results"
     for sub in ("paper", "bench"):
         if (ROOT / "results" / sub).is_dir():
@@ -146,7 +158,7 @@ def smoke_book(tmp_path_factory):
     index = reproduce("smoke", progress=False, results_dir=results,
                       runs_dir=tmp / "papermill_runs", checkpoint_dir=tmp / "checkpoints",
                       book_dir=book, build_dir=tmp / "build")
-    return {"executed": chapter_notebooks(book / "chapters"), "index": index,
+    return {"executed": chapter_notebooks(book / "_executed"), "index": index,
             "parameters": {"profile": "smoke", "results_dir": str(results)},
             "points": grid_points("smoke"), "tmp": tmp}
 
@@ -184,7 +196,7 @@ def test_pipeline_smoke(smoke_book):
 
 @pytest.mark.pipeline
 def test_fresh_rerun_compares_without_touching_the_committed_records(smoke_book):
-    from esdlib.reproduce import reproduce_fresh
+    from esdbook.reproduce import reproduce_fresh
 
     tmp = smoke_book["tmp"]
     committed = tmp / "results"
@@ -227,7 +239,7 @@ def test_failed_chapter_leaves_no_torn_notebook(tmp_path):
 @pytest.mark.pipeline
 def test_strict_build_fails_on_a_warning(tmp_path):
     book = tmp_path / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__"))
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
     (book / "intro.md").write_text("# Title\n\nA broken reference: {ref}`no-such-label`.\n")
     with pytest.raises(BookBuildError, match="undefined label: 'no-such-label'"):
@@ -236,7 +248,7 @@ def test_strict_build_fails_on_a_warning(tmp_path):
 
 def test_build_without_executed_chapters_says_what_to_do(tmp_path):
     book = tmp_path / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__"))
     with pytest.raises(BookBuildError, match="execute the chapters first"):
         build_book(book, tmp_path / "build")
 
@@ -265,6 +277,6 @@ def test_browser_check_reports_each_kind_of_problem(tmp_path):
 def test_shown_path_is_relative_inside_the_project_only(tmp_path):
     root = tmp_path / "project"
     (root / "results").mkdir(parents=True)
-    assert bookbuild.shown_path(root / "results", root) == "results"
-    assert bookbuild.shown_path(root / "book" / ".." / "results", root) == "results"
-    assert bookbuild.shown_path(tmp_path / "elsewhere", root) == str(tmp_path / "elsewhere")
+    assert build.shown_path(root / "results", root) == "results"
+    assert build.shown_path(root / "book" / ".." / "results", root) == "results"
+    assert build.shown_path(tmp_path / "elsewhere", root) == str(tmp_path / "elsewhere")

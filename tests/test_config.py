@@ -506,7 +506,7 @@ def test_old_amp_dicts_load_and_contradictions_are_refused():
 
 def test_committed_records_keep_their_run_ids():
     """Every run record under results/ rebuilds to its own config hash and run id, so
-    `esd reproduce` still finds them complete (configs written with ``amp``, NCHW)."""
+    `python -m esdbook reproduce` still finds them complete (configs written with ``amp``, NCHW)."""
     import json
 
     from esdlib.train.paths import results_dir

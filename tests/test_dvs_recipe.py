@@ -5,7 +5,7 @@ official ESD script) divides the loss by T. With 1/T on emulated DVS the RateBP 
 at chance (train loss 2.35 -> 2.29, test 20 %) while the unscaled one reached 82 %.
 """
 
-from esdlib.reproduce import grid_points
+from esdbook.reproduce import grid_points
 
 
 def _dvs_points(profile):

@@ -139,7 +139,7 @@ def test_cli_help_lists_every_command_and_key():
     assert proc.returncode == 0 and "batch_size" in proc.stdout and "--profile" in proc.stdout
     top = subprocess.run([sys.executable, "-m", "esdlib.cli", "--help"], capture_output=True,
                          text=True, timeout=60)
-    for cmd in ("train", "evaluate", "info", "bench", "reproduce"):
+    for cmd in ("train", "evaluate", "info", "bench"):
         assert cmd in top.stdout
 
 

@@ -1,5 +1,5 @@
 """The book's verdict rule, the claims' paired statistics, convergence flags and the fresh-run
-comparison (esdlib.evidence), checked against hand computations on small tables."""
+comparison (esdlib.analysis.evidence), checked against hand computations on small tables."""
 
 import json
 import math
@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from esdlib import evidence
-from esdlib.evidence import (
+from esdlib.analysis import evidence
+from esdlib.analysis.evidence import (
     CLAIMS,
     NO_VERDICT,
     Cell,
@@ -184,7 +184,7 @@ def test_custom_claim_with_one_term():
 
 
 def test_grid_may_be_a_list_of_grids():
-    from esdlib.reproduce import expand_grid
+    from esdbook.reproduce import expand_grid
 
     points = expand_grid({"base": {"epochs": 2},
                           "grid": [{"method": ["a", "b"], "seed": [0, 1]},
@@ -196,7 +196,7 @@ def test_grid_may_be_a_list_of_grids():
 
 
 def test_default_grid_pairs_every_claim_cell_over_five_seeds():
-    from esdlib.reproduce import grid_points
+    from esdbook.reproduce import grid_points
 
     points = grid_points("default")
     rows = pd.DataFrame([{"experiment": p.experiment, "status": "complete",
@@ -216,7 +216,7 @@ def test_default_grid_pairs_every_claim_cell_over_five_seeds():
 
 
 def test_fresh_run_refuses_the_committed_folders(tmp_path):
-    from esdlib.reproduce import project_root, reproduce_fresh
+    from esdbook.reproduce import project_root, reproduce_fresh
 
     root = project_root()
     for bad in (root, root / "results", root / "results" / "fresh", root / "checkpoints"):

@@ -23,6 +23,12 @@ def run_cli(args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+def run_book_cli(args, cwd):
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'book'}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "esdbook", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
 def assert_clear_error(proc, *needles):
     assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -110,17 +116,18 @@ def test_evaluate_bad_inputs_are_one_line_errors(tmp_path, not_a_checkpoint, for
                                               (["--jobs", "-1"], "--jobs"),
                                               (["--threads", "0"], "--threads")])
 def test_reproduce_jobs_and_threads_must_be_positive(tmp_path, args, needle):
-    assert_clear_error(run_cli(["reproduce", "--profile", "smoke", "--no-book", *args],
-                               tmp_path), needle, ">= 1")
+    assert_clear_error(run_book_cli(["reproduce", "--profile", "smoke", "--no-book", *args],
+                                    tmp_path), needle, ">= 1")
 
 
 def test_reproduce_fresh_refuses_the_committed_records(tmp_path):
-    proc = run_cli(["reproduce", "--profile", "smoke", "--fresh", str(REPO / "results")], tmp_path)
+    proc = run_book_cli(["reproduce", "--profile", "smoke", "--fresh", str(REPO / "results")],
+                        tmp_path)
     assert_clear_error(proc, "--fresh", "separate folder")
 
 
 def test_broken_manifest_names_the_file(tmp_path):
-    from esdlib.reproduce import load_manifest
+    from esdbook.reproduce import load_manifest
 
     bad = tmp_path / "manifest.yaml"
     bad.write_text("experiments: {table1: [unclosed\n")
@@ -170,14 +177,14 @@ def test_relative_out_dir_resolves_against_the_working_directory(tmp_path, monke
 
 # --------------------------------------------------------------------------- papermill parameters
 
-NOTEBOOKS = REPO / "notebooks"
+NOTEBOOKS = REPO / "book"
 
 
 def run_papermill(nb, out, params, cwd):
     args = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(REPO)]
     for k, v in params:
         args += ["-p", k, v]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'book'}", "OMP_NUM_THREADS": "1"}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -196,7 +203,7 @@ def test_plain_papermill_refuses_unknown_parameters(tmp_path, nb, params, needle
 
 
 def test_run_notebook_refuses_unknown_parameters_before_running(tmp_path):
-    from esdlib.bookbuild import run_notebook
+    from esdbook.build import run_notebook
 
     with pytest.raises(ValueError, match=r"'T'.*valid parameters: profile, experiment"):
         run_notebook(NOTEBOOKS / "experiments" / "train.ipynb", tmp_path / "o.ipynb",
@@ -210,17 +217,18 @@ def test_notebook_checks_name_exactly_the_declared_parameters():
     import nbformat
     import papermill
 
-    from esdlib.bookbuild import CHAPTER_PARAMETERS
+    from esdbook.chapter import CHAPTER_PARAMETERS
 
-    for path in sorted(NOTEBOOKS.glob("*/*.ipynb")):
+    for path in sorted([*NOTEBOOKS.glob("chapters/*.ipynb"),
+                        *NOTEBOOKS.glob("experiments/*.ipynb")]):
         declared = list(papermill.inspect_notebook(str(path)))
         nb = nbformat.read(path, as_version=4)
         source = [c for c in nb.cells if c.cell_type == "code"][1].source
         calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
                  and getattr(n.func, "id", getattr(n.func, "attr", "")) in
-                 ("check_notebook_parameters", "check_chapter_parameters")]
+                 ("check_notebook_parameters", "open_chapter")]
         assert calls, f"{path.name}: no parameter check in the cell after the parameters"
-        if calls[0].func.id == "check_notebook_parameters":
+        if getattr(calls[0].func, "id", "") == "check_notebook_parameters":
             assert ast.literal_eval(calls[0].args[0]) == declared, path.name
         else:
             assert list(CHAPTER_PARAMETERS) == declared, path.name

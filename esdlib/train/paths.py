@@ -9,7 +9,7 @@ Every other module asks here instead of searching for folders itself::
         bench/*.json                    bench_dir(): benchmark records (esdlib.bench)
       checkpoints/                      checkpoints_dir(): <run_id>/ training checkpoints
       papermill_runs/                   papermill_runs_dir(): executed experiment notebooks
-      book/chapters/                    executed chapters (with the two above: GENERATED_PATHS)
+      book/_executed/                   executed chapters (with the two above: GENERATED_PATHS)
 
 A function that takes ``root`` uses it as given (an explicit folder always wins); ``None``
 means the discovered project root. No environment variable changes these answers: a caller
@@ -42,11 +42,11 @@ __all__ = [
 ROOT_MARKERS = ("pyproject.toml", "results/paper")
 """Relative paths that must all exist in a folder for it to be the project root."""
 
-GENERATED_PATHS = ("book/chapters", "papermill_runs", "results")
+GENERATED_PATHS = ("book/_executed", "papermill_runs", "results")
 """Tracked folders of generated outputs, relative to the project root (executed chapters,
 executed experiment notebooks, run records and tables):
 :func:`esdlib.train.records.git_revision` ignores changes there, since they are what the code
-produces, not the code. Executing the chapters rewrites ``book/chapters``; without this rule
+produces, not the code. Executing the chapters rewrites ``book/_executed``; without this rule
 the provenance chapter, executed last, would call its own build dirty."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # esdlib/ (this file is esdlib/train/paths.py)

@@ -597,6 +597,10 @@ def paper_table_names(root: str | os.PathLike | None = None) -> tuple[str, ...]:
 def load_paper_table(name: str, root: str | os.PathLike | None = None) -> "pd.DataFrame":
     """Load one table of paper-reported values, e.g. ``"table1_static"``.
 
+    Args:
+        name: The table (a CSV file of ``<root>/paper``).
+        root: The results folder holding ``paper/`` (default: :func:`results_dir`).
+
     Tables: ``table1_static`` (CIFAR-10/100, ImageNet top-1 accuracy in %),
     ``table_dvs`` (CIFAR10-DVS top-1 in %), ``firing_rates`` (fractions per
     timestep). Only empty cells are missing values (NaN); numbers are parsed as

@@ -1,0 +1,133 @@
+"""Command line of the book: ``python -m esdbook {reproduce,execute,build,check,screenshot,all}``.
+
+::
+
+    python -m esdbook reproduce --profile default        # grid -> records, chapters, HTML
+    python -m esdbook reproduce --profile default --fresh /tmp/esd-fresh   # re-run check
+    python -m esdbook execute --profile default --results-dir results
+    python -m esdbook build                              # HTML from book/_executed
+    python -m esdbook check                              # every built page in Chromium
+    python -m esdbook all --profile smoke                # execute + build + check
+    python -m esdbook screenshot _executed/02_rate_bp.html --out screenshots
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from esdbook.build import build_book, execute_chapters, project_root
+from esdbook.check import DEFAULT_CHROMIUM, check_pages, screenshot_pages
+from esdlib.train.config import PROFILES
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from esdbook.reproduce import reproduce, reproduce_fresh
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (leave it out for one per CPU), got {args.jobs}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.fresh is not None:
+        found = reproduce_fresh(args.profile, args.fresh, progress=not args.quiet,
+                                only=args.only, jobs=args.jobs, threads=args.threads)
+        v = found.verdicts
+        for row in v.itertuples():
+            mark = "holds" if row.holds else "DIFFERS"
+            print(f"{mark:8} {row.key:22} committed: {row.verdict_committed:14} "
+                  f"fresh: {row.verdict_fresh}")
+        print(f"{int(v['holds'].sum())} of {len(v)} verdicts hold; report: {found.report}")
+        return 0 if found.all_hold else 1
+    index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
+                      only=args.only, jobs=args.jobs, threads=args.threads)
+    if index is not None:
+        print(f"book: {index}")
+    return 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    book = Path(args.book)
+    html = Path(args.build_dir or book) / "_build" / "html"
+    if args.command in ("execute", "all"):
+        execute_chapters(book / "chapters", book / "_executed",
+                         {"profile": args.profile, "results_dir": args.results_dir},
+                         cwd=project_root(), threads=args.threads)
+    if args.command in ("build", "all"):
+        print(build_book(book, args.build_dir))
+    if args.command in ("check", "all"):
+        problems = check_pages(html, args.chromium)
+        print("\n".join(problems) or f"all pages of {html} are fine")
+        if problems:
+            return 1
+    if args.command == "screenshot":
+        for path in screenshot_pages(html, args.pages, args.out, args.chromium):
+            print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m esdbook`` argument parser."""
+    root = project_root()
+    parser = argparse.ArgumentParser(prog="python -m esdbook", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("reproduce", help="run a profile's experiment grid through papermill "
+                                         "and build the book")
+    p.add_argument("--profile", choices=PROFILES, default="default")
+    p.add_argument("--only", action="append", metavar="EXPERIMENT",
+                   help="run only these experiments of the manifest (repeatable)")
+    p.add_argument("--no-book", action="store_true", help="run the grid only")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="grid points run at once, each in its own kernel (default: one per CPU)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per kernel (default 1)")
+    p.add_argument("--fresh", metavar="DIR", default=None,
+                   help="re-run the grid into DIR (never touching the committed records), then "
+                        "compare every cell and verdict with the committed runs; writes "
+                        "DIR/comparison.md and exits 1 when a verdict does not hold")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_reproduce)
+
+    for name, text in (("execute", "execute book/chapters into book/_executed"),
+                       ("build", "build the HTML from book/_executed (jupyter-book, strict)"),
+                       ("check", "check every built page in Chromium"),
+                       ("all", "execute, build and check"),
+                       ("screenshot", "PNG screenshots of built pages")):
+        p = sub.add_parser(name, help=text)
+        if name == "screenshot":
+            p.add_argument("pages", nargs="+", help="pages relative to the html root")
+            p.add_argument("--out", default="screenshots", help="screenshot folder")
+        p.add_argument("--book", default=str(root / "book"))
+        p.add_argument("--build-dir", default=None, help="default: the book folder")
+        p.add_argument("--profile", choices=PROFILES, default="default")
+        p.add_argument("--results-dir", default="results")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads per kernel")
+        p.add_argument("--chromium", default=DEFAULT_CHROMIUM)
+        p.set_defaults(func=_book)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m esdbook``.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        Exit status: 0 on success, 1 when a check failed (a page problem, a verdict of a fresh
+        re-run that does not hold), 2 for invalid arguments or an invalid grid.
+    """
+    from esdlib.train.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as err:
+        print(f"esdbook {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Execute the chapter notebooks and build the book's HTML.
+
+1. :func:`execute_chapters` runs every chapter source ``book/chapters/NN_name.ipynb`` (stored
+   without outputs) through papermill with the given parameters and writes the executed copy to
+   ``book/_executed/NN_name.ipynb``, atomically (:func:`run_notebook` runs one notebook, also
+   the experiment notebooks of :mod:`esdbook.reproduce`);
+2. :func:`build_book` runs ``jupyter-book build`` (1.x) strictly (warnings are errors) and
+   returns the path of the built ``index.html``.
+
+The browser check of the built pages is :mod:`esdbook.check`; the command line is
+``python -m esdbook {execute,build,check,all}``. Importing this module has no side effects;
+papermill and jupyter-book are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from esdbook.chapter import check_parameter_names
+from esdlib.io import commit_temp, remove_stale_temps, temp_path_for
+
+__all__ = [
+    "BookBuildError",
+    "CHAPTER_PATTERN",
+    "ChapterExecutionError",
+    "build_book",
+    "chapter_notebooks",
+    "execute_chapters",
+    "execution_error_message",
+    "kernel_environment",
+    "project_root",
+    "run_notebook",
+    "shown_path",
+]
+
+CHAPTER_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+"""File names of chapter notebooks: two digits, an underscore, a name (``02_rate_bp.ipynb``)."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class ChapterExecutionError(RuntimeError):
+    """A chapter (or experiment) notebook failed to execute; the message names the notebook,
+    cell and error.
+
+    Attributes:
+        notebook: file name of the failing source notebook.
+    """
+
+    def __init__(self, notebook: str, message: str) -> None:
+        super().__init__(f"{notebook}: {message}")
+        self.notebook = notebook
+
+
+class BookBuildError(RuntimeError):
+    """``jupyter-book build`` failed (or warned, in strict mode); the message ends with its log."""
+
+
+def chapter_notebooks(src_dir: str | os.PathLike) -> list[Path]:
+    """The chapter notebooks of a folder, in chapter order.
+
+    Args:
+        src_dir: folder holding ``NN_name.ipynb`` files.
+
+    Returns:
+        Sorted paths of the files matching :data:`CHAPTER_PATTERN`.
+    """
+    return sorted(p for p in Path(src_dir).iterdir() if CHAPTER_PATTERN.match(p.name))
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The project root, as :func:`esdlib.train.paths.project_root` decides it.
+
+    Args:
+        start: where to start looking (default: the current directory).
+    """
+    from esdlib.train import paths
+
+    return paths.project_root(start)
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def kernel_environment(threads: int | None = None) -> Iterator[None]:
+    """Environment for Jupyter kernels started inside the block (restored on exit).
+
+    Kernels inherit this process's environment. ``MPLBACKEND`` is removed: a kernel started
+    with ``MPLBACKEND=Agg`` renders figures nowhere and the pages silently lose them, while
+    ipykernel picks the inline backend itself when the variable is unset. With ``threads``,
+    ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` are set so each kernel's PyTorch uses that many
+    intra-op threads. This changes ``os.environ`` of the whole process for the block's duration.
+
+    Args:
+        threads: CPU threads per kernel, or ``None`` to leave the thread variables alone.
+
+    Yields:
+        Nothing.
+
+    Raises:
+        ValueError: ``threads`` is not a positive int or ``None``.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    changes: dict[str, str | None] = {"MPLBACKEND": None}
+    if threads is not None:
+        changes.update({name: str(threads) for name in _THREAD_VARIABLES})
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        _set_environment(changes)
+        yield
+    finally:
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def execution_error_message(exc: BaseException) -> str:
+    """A readable message for a failed papermill execution (cell, error, source, traceback end).
+
+    Args:
+        exc: the exception raised by ``papermill.execute_notebook``.
+
+    Returns:
+        For a ``PapermillExecutionError``: the cell's execution count, the error name and value,
+        the cell source and the last traceback lines (ANSI colours removed); otherwise
+        ``"<ExceptionType>: <message>"``.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        trace = _ANSI.sub("", "\n".join(exc.traceback)).strip().splitlines()
+        tail = "\n".join(trace[-15:])
+        return (f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}\n"
+                f"--- cell source ---\n{exc.source}\n--- traceback (end) ---\n{tail}")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def execute_chapters(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    parameters: Mapping[str, Any],
+    kernel: str = "python3",
+    progress: bool = True,
+    *,
+    cwd: str | os.PathLike | None = None,
+    timeout: float | None = 900.0,
+    threads: int | None = None,
+) -> list[Path]:
+    """Execute every chapter notebook of ``src_dir`` with papermill into ``out_dir``.
+
+    Each notebook receives the entries of ``parameters`` that its ``parameters`` cell declares
+    (papermill injects them after that cell). The executed notebook is written to a hidden
+    temporary file in ``out_dir`` and moved over ``out_dir/<same name>`` only when execution
+    succeeded, so a failure never leaves a torn or half-executed chapter behind. Notebooks run
+    with the working directory ``cwd`` (default: the project root above ``src_dir``, where
+    ``pyproject.toml`` lives), so relative paths such as ``results`` resolve; ``MPLBACKEND`` is
+    removed from the kernels' environment so figures display inline.
+
+    Args:
+        src_dir: folder of source notebooks ``NN_name.ipynb`` (stored without outputs).
+        out_dir: destination folder (created if needed), e.g. ``book/_executed``.
+        parameters: papermill parameters, e.g. ``{"profile": "smoke", "results_dir": "results"}``.
+        kernel: Jupyter kernel name.
+        progress: show a tqdm progress bar over the notebooks.
+        cwd: working directory of the kernels.
+        timeout: per-cell time limit in seconds (``None``: no limit).
+        threads: CPU threads per kernel (sets ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` for
+            the kernels); ``None`` keeps the environment's setting. On a small, shared CPU
+            ``threads=1`` is often several times faster for the small networks of the book.
+
+    Returns:
+        Paths of the executed notebooks, in chapter order.
+
+    Raises:
+        FileNotFoundError: ``src_dir`` has no chapter notebooks.
+        ValueError: a parameter that no notebook declares (the message lists the declared
+            ones), or a bad ``threads``.
+        ChapterExecutionError: a notebook failed; names it and gives the papermill error.
+    """
+    import papermill
+    from tqdm import tqdm
+
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    notebooks = chapter_notebooks(src_dir)
+    if not notebooks:
+        raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {src_dir}")
+    declared = {nb: set(papermill.inspect_notebook(str(nb))) for nb in notebooks}
+    known = set().union(*declared.values())
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(f"unknown chapter parameter(s) {unknown}; the notebooks in {src_dir} "
+                         f"declare: {sorted(known)}")
+    workdir = Path(cwd) if cwd is not None else project_root(src_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    bar = tqdm(notebooks, desc="chapters", unit="nb", disable=not progress)
+    with kernel_environment(threads):
+        for nb_path in bar:
+            bar.set_postfix_str(nb_path.name)
+            params = {k: v for k, v in parameters.items() if k in declared[nb_path]}
+            target = run_notebook(nb_path, out_dir / nb_path.name, params, cwd=workdir,
+                                  timeout=timeout, kernel=kernel)
+            written.append(target)
+    return written
+
+
+def shown_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to ``root`` when it lies inside it, else as given (absolute).
+
+    Executed notebooks are read by people on other machines: a path inside the project is
+    written relative to it, so pages and metadata carry no machine paths.
+    """
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
+                 parameters: Mapping[str, Any], *, cwd: str | os.PathLike,
+                 timeout: float | None = None, kernel: str = "python3") -> Path:
+    """Execute ``src`` with papermill into ``target`` atomically.
+
+    The executed notebook is written to a hidden temporary file beside ``target`` (its papermill
+    metadata pointing at ``target``) and renamed over it only on success, so a failure or an
+    interruption never leaves a torn or half-executed notebook.
+
+    Args:
+        src: source notebook.
+        target: executed copy (its folder is created if needed).
+        parameters: papermill parameters (injected after the ``parameters`` cell).
+        cwd: working directory of the kernel.
+        timeout: per-cell limit in seconds (``None``: none).
+        kernel: Jupyter kernel name.
+
+    Returns:
+        ``target`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a parameter the notebook's ``parameters`` cell does not declare (before
+            anything runs; the message lists the valid names).
+        ChapterExecutionError: the notebook failed (names it and gives the cell's error).
+    """
+    import nbformat
+    import papermill
+
+    src, target = Path(src), Path(target)
+    check_parameter_names(parameters, papermill.inspect_notebook(str(src)), src.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
+    remove_stale_temps(target.with_name(target.stem), ".ipynb")  # older ".<stem>.*.ipynb" ones
+    try:
+        papermill.execute_notebook(
+            str(src), str(tmp), parameters=dict(parameters), kernel_name=kernel,
+            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+            cwd=str(cwd), execution_timeout=timeout,
+        )
+        nb = nbformat.read(tmp, as_version=4)
+        meta = nb.metadata.setdefault("papermill", {})
+        meta["input_path"] = shown_path(src, cwd)  # no machine paths in what readers get
+        meta["output_path"] = shown_path(target, cwd)
+        nbformat.write(nb, tmp)
+        commit_temp(tmp, target)  # mode from the umask (mkstemp alone gives 0600)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, Exception):
+            raise ChapterExecutionError(src.name, execution_error_message(exc)) from exc
+        raise
+    return target
+
+
+
+def _jupyter_book_command() -> list[str]:
+    script = Path(sys.executable).with_name("jupyter-book")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
+
+
+def _toc_files(book_dir: Path) -> list[str]:
+    import yaml
+
+    toc = yaml.safe_load((book_dir / "_toc.yml").read_text(encoding="utf-8")) or {}
+    entries = [toc["root"]] if "root" in toc else []
+    stack = [toc]
+    while stack:
+        node = stack.pop()
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []) or []:
+                if "file" in child:
+                    entries.append(str(child["file"]))
+                stack.append(child)
+    return [e.removesuffix(".ipynb").removesuffix(".md") for e in entries]
+
+
+def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None = None,
+               strict: bool = True) -> Path:
+    """Build the book with ``jupyter-book build`` (1.x); chapters must already be executed.
+
+    Runs ``jupyter-book build <book_dir> --path-output <build_dir> --all`` plus ``-W
+    --keep-going`` when ``strict`` (every Sphinx warning fails the build, after all warnings
+    have been reported). ``--all`` rebuilds every page so a warning is never hidden by an
+    incremental build.
+
+    Args:
+        book_dir: the book source (holds ``_config.yml``, ``_toc.yml``).
+        build_dir: output folder; the HTML lands in ``<build_dir>/_build/html``
+            (default: ``book_dir``).
+        strict: treat warnings as errors.
+
+    Returns:
+        Path of the built ``index.html``.
+
+    Raises:
+        BookBuildError: a page listed in ``_toc.yml`` does not exist (chapters not executed
+            yet), or the build failed (the message ends with the last lines of its log), or,
+            when ``strict``, a page shows a damaged record (:func:`damaged_record_pages`).
+    """
+    book_dir = Path(book_dir)
+    build_dir = Path(build_dir) if build_dir is not None else book_dir
+    missing = [f for f in _toc_files(book_dir)
+               if not any((book_dir / f"{f}{ext}").is_file() for ext in (".ipynb", ".md"))]
+    if missing:
+        raise BookBuildError(
+            f"{book_dir / '_toc.yml'} lists pages that do not exist: {missing}; execute the "
+            "chapters first (`python -m esdbook execute`)"
+        )
+    cmd = [*_jupyter_book_command(), "build", str(book_dir), "--path-output", str(build_dir),
+           "--all"]
+    if strict:
+        cmd += ["-W", "--keep-going"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    log = _ANSI.sub("", proc.stdout + proc.stderr)
+    index = build_dir / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.is_file():
+        tail = "\n".join(log.strip().splitlines()[-60:])
+        warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+        summary = "\n".join(warnings[:30])
+        raise BookBuildError(
+            f"jupyter-book build failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
+            f"--- warnings/errors ---\n{summary}\n--- log (end) ---\n{tail}"
+        )
+    from esdbook.check import damaged_record_pages
+
+    damaged = damaged_record_pages(index.parent) if strict else []
+    if damaged:
+        raise BookBuildError("pages show damaged run records (repair or re-run them, e.g. "
+                             "`python -m esdbook reproduce`):\n" + "\n".join(damaged))
+    return index

@@ -1,0 +1,316 @@
+"""Check the built book in a browser: every page loads offline, with its images, math and tables.
+
+:func:`check_pages` opens every built page in Chromium (Playwright, served over a localhost HTTP
+server, every non-local request blocked) and lists the problems: failed requests, broken images,
+untypeset math, missing tables, damaged run records. :func:`screenshot_pages` saves PNGs.
+Playwright is imported only by the functions that open a browser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import html as html_lib
+import http.server
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from esdlib.analysis.runs import DAMAGED_MARKER
+
+__all__ = [
+    "CHROMIUM_ARGS",
+    "DEFAULT_CHROMIUM",
+    "EXPECTED_CONTENT",
+    "check_pages",
+    "damaged_record_pages",
+    "screenshot_pages",
+]
+
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium (``apt-get install chromium``); Playwright's own browsers are never used."""
+
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""Command-line switches for Chromium: headless, no background traffic to the internet."""
+
+EXPECTED_CONTENT: dict[str, tuple[str, ...]] = {
+    "intro.html": ("table",),
+    "_executed/01_introduction.html": ("table",),
+    "_executed/02_rate_bp.html": ("img", "mjx-container"),
+    "_executed/03_self_distillation.html": ("img", "table"),
+    "_executed/04_table1_static.html": ("table",),
+    "_executed/05_dvs.html": ("table",),
+    "_executed/06_scalability.html": ("table",),
+    "_executed/07_firing_rates.html": ("table",),
+    "_executed/08_gradient_error.html": ("table",),
+    "_executed/09_ablations.html": ("table",),
+    "appendix_performance.html": ("table",),
+}
+"""Per built page (path relative to the HTML root), CSS selectors that must match at least one
+element inside the page's ``<article>``. Pages absent from the build are not checked (the toc
+test guards which chapters exist)."""
+
+_REFRESH = re.compile(
+    r"""<meta\s+http-equiv=["']refresh["']\s+content=["'][^"']*?url=([^"']+)["']""", re.IGNORECASE
+)
+_EXCLUDED_HTML_DIRS = ("_static", "_sources", "_images", "_downloads")
+
+
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        pass
+
+
+@contextlib.contextmanager
+def _serve(html_dir: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(html_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _browser_context(chromium: str | os.PathLike, base: str, blocked: list[str]):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                    args=list(CHROMIUM_ARGS))
+        try:
+            context = browser.new_context(service_workers="block",
+                                          viewport={"width": 1280, "height": 900})
+
+            def route(r):
+                url = r.request.url
+                if url.startswith(base) or url.startswith("data:") or url.startswith("blob:"):
+                    r.continue_()
+                else:  # the network is cut: anything non-local is a problem
+                    blocked.append(url)
+                    r.abort("blockedbyclient")
+
+            context.route("**/*", route)
+            yield context
+        finally:
+            browser.close()
+
+
+_WAIT_MATH = """async (timeoutMs) => {
+  const math = document.querySelectorAll('article .math');
+  if (math.length === 0) return 'no-math';
+  const deadline = Date.now() + timeoutMs;
+  while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+    if (Date.now() > deadline) return 'no-mathjax';
+    await new Promise(r => setTimeout(r, 50));
+  }
+  const left = Math.max(deadline - Date.now(), 0);
+  const timer = new Promise(r => setTimeout(() => r('timeout'), left));
+  return await Promise.race([MathJax.startup.promise.then(() => 'typeset'), timer]);
+}"""
+
+_IMAGES = """() => Array.from(document.querySelectorAll('article img')).map(
+  i => [i.getAttribute('src'), i.complete, i.naturalWidth])"""
+
+
+def _load(page, url: str, timeout_s: float) -> str:
+    page.goto(url, wait_until="load", timeout=timeout_s * 1000)
+    state = page.evaluate(_WAIT_MATH, timeout_s * 1000)
+    page.wait_for_load_state("networkidle", timeout=timeout_s * 1000)
+    with contextlib.suppress(Exception):  # lazy images: give them a moment to finish
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('article img')).every(i => i.complete)",
+            timeout=timeout_s * 1000)
+    return state
+
+
+def _html_pages(html_dir: Path) -> list[str]:
+    pages = []
+    for path in sorted(html_dir.rglob("*.html")):
+        rel = path.relative_to(html_dir).as_posix()
+        if not rel.startswith(tuple(d + "/" for d in _EXCLUDED_HTML_DIRS)):
+            pages.append(rel)
+    return pages
+
+
+def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAULT_CHROMIUM,
+                expected: Mapping[str, Sequence[str]] | None = None,
+                timeout_s: float = 60.0) -> list[str]:
+    """Open every built HTML page in Chromium and list what is wrong with it.
+
+    The folder is served by a localhost HTTP server (not ``file://``); every request to another
+    origin is blocked (as if there were no internet) and reported. For each page, problems are:
+
+    - a failed request, a response with status ≥ 400, or a blocked non-local request;
+    - a JavaScript exception or a console error;
+    - an ``<img>`` inside the ``<article>`` that did not load (``naturalWidth == 0``);
+    - math on the page (Sphinx ``.math`` elements) that MathJax did not typeset (no
+      ``mjx-container``) or typeset with an error (``mjx-merror``);
+    - a selector of ``expected[page]`` that matches nothing inside the ``<article>``;
+    - a redirect stub (``<meta http-equiv="refresh">``, e.g. ``index.html``) whose target page
+      does not exist (stubs are not opened; their target is checked as a page).
+
+    Args:
+        html_dir: the built HTML root (``<build_dir>/_build/html``).
+        chromium: Chromium executable (Debian's; Playwright's bundled browsers are not used).
+        expected: page → CSS selectors that must be present; default :data:`EXPECTED_CONTENT`.
+        timeout_s: per-page load timeout in seconds.
+
+    Returns:
+        Problem descriptions ``"<page>: <what>"``; empty when every page is fine.
+
+    Raises:
+        FileNotFoundError: ``html_dir`` has no ``index.html`` or ``chromium`` does not exist.
+    """
+    html_dir = Path(html_dir)
+    if not (html_dir / "index.html").is_file():
+        raise FileNotFoundError(f"no index.html in {html_dir}: build the book first")
+    if not Path(chromium).is_file():
+        raise FileNotFoundError(f"chromium not found at {chromium}")
+    expected = EXPECTED_CONTENT if expected is None else expected
+    problems: list[str] = []
+    pages, redirects = [], {}
+    for rel in _html_pages(html_dir):
+        match = _REFRESH.search((html_dir / rel).read_text(encoding="utf-8", errors="replace"))
+        if match:
+            redirects[rel] = match.group(1).strip()
+        else:
+            pages.append(rel)
+    # A redirect stub (jupyter-book's index.html) has no content: check that its target exists;
+    # the target is checked as a page of its own.
+    for rel, target in redirects.items():
+        if not (html_dir / rel).parent.joinpath(target).is_file():
+            problems.append(f"{rel}: redirects to missing page {target}")
+    problems += damaged_record_pages(html_dir)
+    with _serve(html_dir) as base:
+        blocked: list[str] = []
+        with _browser_context(chromium, base, blocked) as context:
+            for rel in pages:
+                problems += _check_page(context, base, rel, blocked, expected.get(rel, ()),
+                                        timeout_s)
+    return problems
+
+
+def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
+    """Built pages that show a damaged record (:data:`esdlib.analysis.runs.DAMAGED_MARKER`).
+
+    Args:
+        html_dir: the HTML output folder of the book.
+
+    Returns:
+        One line per page: ``"<page>: shows damaged record: <file> ..."``.
+    """
+    found = []
+    tag = re.compile(r"<[^>]+>")
+    for rel in _html_pages(Path(html_dir)):
+        text = (Path(html_dir) / rel).read_text(encoding="utf-8", errors="replace")
+        if DAMAGED_MARKER not in text:
+            continue
+        plain = " ".join(html_lib.unescape(tag.sub(" ", text)).split())
+        hits = [m.group(0) for m in re.finditer(re.escape(DAMAGED_MARKER) + r" \S+", plain)]
+        found.append(f"{rel}: shows {'; '.join(dict.fromkeys(hits)) or DAMAGED_MARKER}")
+    return found
+
+
+def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Sequence[str],
+                timeout_s: float) -> list[str]:
+    found: list[str] = []
+
+    def short(url: str) -> str:
+        return url[len(base):] if url.startswith(base) else url
+
+    def on_failed(request) -> None:
+        if request.url not in blocked:
+            found.append(f"failed request {short(request.url)} ({request.failure})")
+
+    def on_response(response) -> None:
+        if response.status >= 400:
+            found.append(f"HTTP {response.status} for {short(response.url)}")
+
+    def on_console(msg) -> None:
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            found.append(f"console error: {msg.text}")
+
+    page = context.new_page()
+    page.on("requestfailed", on_failed)
+    page.on("response", on_response)
+    page.on("pageerror", lambda exc: found.append(f"JavaScript error: {exc}"))
+    page.on("console", on_console)
+    n_blocked = len(blocked)
+    try:
+        math_state = _load(page, base + rel, timeout_s)
+        if math_state == "no-mathjax":
+            found.append("page has math but MathJax never loaded")
+        elif math_state == "timeout":
+            found.append("page has math but MathJax did not finish typesetting")
+        elif math_state == "typeset":
+            if page.locator("article mjx-container").count() == 0:
+                found.append("page has math but MathJax typeset none of it (no mjx-container)")
+            if page.locator("article mjx-merror").count():
+                found.append("MathJax reported a TeX error (mjx-merror)")
+        for src, complete, width in page.evaluate(_IMAGES):
+            if not complete or width == 0:
+                found.append(f"image did not load: {src}")
+        for selector in selectors:
+            if page.locator(f"article {selector}").count() == 0:
+                found.append(f"expected content missing: no '{selector}' in the article")
+    except Exception as exc:  # a timeout or navigation error is a problem of this page
+        found.append(f"could not load page: {type(exc).__name__}: {exc}")
+    finally:
+        page.close()
+    found += [f"blocked non-local request {url}" for url in blocked[n_blocked:]]
+    return [f"{rel}: {msg}" for msg in dict.fromkeys(found)]
+
+
+def screenshot_pages(html_dir: str | os.PathLike, pages: Sequence[str],
+                     out_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAULT_CHROMIUM,
+                     full_page: bool = True, timeout_s: float = 60.0) -> list[Path]:
+    """Save PNG screenshots of chosen built pages (after MathJax has typeset them).
+
+    Args:
+        html_dir: the built HTML root.
+        pages: page paths relative to ``html_dir``, e.g. ``["_executed/02_rate_bp.html"]``.
+        out_dir: folder for the PNGs (created); ``chapters/02_rate_bp.html`` →
+            ``chapters__02_rate_bp.png``.
+        chromium: Chromium executable.
+        full_page: capture the whole scrollable page, not only the viewport.
+        timeout_s: per-page load timeout in seconds.
+
+    Returns:
+        Paths of the PNG files written.
+    """
+    html_dir, out_dir = Path(html_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in pages if not (html_dir / p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such page(s) in {html_dir}: {missing}")
+    written = []
+    with _serve(html_dir) as base, _browser_context(chromium, base, []) as context:
+        for rel in pages:
+            page = context.new_page()
+            try:
+                _load(page, base + rel, timeout_s)
+                target = out_dir / (rel.removesuffix(".html").replace("/", "__") + ".png")
+                page.screenshot(path=str(target), full_page=full_page)
+                written.append(target)
+            finally:
+                page.close()
+    return written

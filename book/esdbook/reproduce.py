@@ -1,0 +1,338 @@
+"""``python -m esdbook reproduce``: run a profile's experiment grid, then build the book.
+
+The grid of every profile lives in one manifest, ``book/experiments/manifest.yaml``::
+
+    experiments:                       # name -> experiment notebook
+      table1: book/experiments/train.ipynb
+    profiles:
+      default:
+        table1:
+          base: {epochs: 12}           # RunConfig overrides shared by the grid
+          grid: {method: [bptt, esd], seed: [0, 1, 2]}   # cartesian product
+          extra: [{arch: spiking_resnet19, method: esd}]  # single points added to the product
+
+``grid`` may also be a list of such mappings: the union of their products (e.g. every method
+at T = 4 plus two methods at other T).
+
+``python -m esdbook reproduce --fresh DIR`` (:func:`reproduce_fresh`) re-runs a profile's grid
+into ``DIR`` without touching the committed records and reports, per cell and per claim of
+:mod:`esdlib.analysis.evidence`, the committed and the fresh numbers and whether every verdict
+holds.
+
+Each grid point is one validated :class:`~esdlib.train.config.RunConfig` (``experiment`` = the
+experiment name) whose run id names both outputs: ``papermill_runs/<experiment>/<run_id>.ipynb``
+(the executed notebook) and ``results/<experiment>/<run_id>.json`` (the run record). A point
+whose complete record already exists is skipped, so re-runs are incremental. Every point is
+validated before any notebook runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esdlib.train.config import PROFILES, ConfigError, RunConfig
+from esdlib.train.records import make_run_id, record_exists
+
+MANIFEST = Path("book") / "experiments" / "manifest.yaml"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One experiment run of a manifest.
+
+    Attributes:
+        experiment: experiment name (results sub-folder).
+        notebook: experiment notebook (relative to the project root).
+        overrides: RunConfig overrides on top of the profile (JSON-able primitives).
+        config: the validated config.
+        run_id: its run id.
+    """
+
+    experiment: str
+    notebook: str
+    overrides: Mapping[str, Any]
+    config: RunConfig
+    run_id: str
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project root (:func:`esdlib.train.paths.project_root`); it must hold the manifest."""
+    from esdlib.train import paths
+
+    root = paths.project_root(start)
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in the project root {root}")
+    return root
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read and check the manifest (experiments exist, profiles are known).
+
+    Raises:
+        ConfigError: the file is not valid YAML or not a valid manifest (names the file).
+    """
+    import yaml
+
+    path = Path(path) if path is not None else project_root() / MANIFEST
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict) or set(data) != {"experiments", "profiles"}:
+        raise ConfigError(f"{path}: expected top-level keys 'experiments' and 'profiles'")
+    for prof, exps in data["profiles"].items():
+        if prof not in PROFILES:
+            raise ConfigError(f"{path}: unknown profile {prof!r}; valid: {PROFILES}")
+        for name in exps:
+            if name not in data["experiments"]:
+                raise ConfigError(f"{path}: profile {prof!r} uses unknown experiment {name!r}; "
+                                 f"declared: {sorted(data['experiments'])}")
+    return data
+
+
+def expand_grid(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Overrides of every point of one experiment spec (``base`` × product(``grid``) + ``extra``).
+
+    Args:
+        spec: ``{"base": {...}, "grid": {key: [values]}, "extra": [{...}]}`` (all optional);
+            ``grid`` may be a list of such mappings (the union of their products).
+
+    Returns:
+        A list of override dicts, in a deterministic order, without duplicates.
+    """
+    unknown = set(spec) - {"base", "grid", "extra"}
+    if unknown:
+        raise ValueError(f"unknown experiment keys {sorted(unknown)}; use base, grid, extra")
+    base = dict(spec.get("base") or {})
+    grids = spec.get("grid") or {}
+    points = []
+    for grid in grids if isinstance(grids, list) else [grids]:
+        if not isinstance(grid, Mapping) or not all(isinstance(v, list) for v in grid.values()):
+            raise ValueError(f"a grid maps each key to a list of values, got {grid!r}")
+        keys = list(grid)
+        points += [base | dict(zip(keys, values, strict=True))
+                   for values in itertools.product(*(grid[k] for k in keys))]
+    points += [base | dict(p) for p in spec.get("extra") or []]
+    unique, seen = [], set()
+    for p in points:
+        key = json.dumps(p, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
+                only: Iterable[str] | None = None) -> list[GridPoint]:
+    """All grid points of a profile, each validated (errors name the experiment and point).
+
+    Args:
+        profile: one of :data:`esdlib.train.config.PROFILES`.
+        manifest: a loaded manifest (default: the repository's).
+        only: restrict to these experiment names.
+
+    Returns:
+        The points, experiments in manifest order.
+
+    Raises:
+        ConfigError: an invalid point or an unknown experiment in ``only``.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    manifest = manifest or load_manifest()
+    exps = manifest["profiles"].get(profile, {})
+    if only:
+        missing = sorted(set(only) - set(exps))
+        if missing:
+            raise ConfigError(f"profile {profile!r} has no experiment(s) {missing}; "
+                              f"available: {sorted(exps)}")
+    points = []
+    for name, spec in exps.items():
+        if only and name not in only:
+            continue
+        for overrides in expand_grid(spec):
+            try:
+                cfg = RunConfig.from_profile(profile, experiment=name, **overrides)
+            except ConfigError as err:
+                raise ConfigError(f"experiment {name!r}, point {overrides}: {err}") from err
+            points.append(GridPoint(name, manifest["experiments"][name], overrides, cfg,
+                                    make_run_id(cfg)))
+    return points
+
+
+def run_point(point: GridPoint, root: Path, results: Path, runs: Path, checkpoints: Path,
+              timeout: float | None = None) -> Path:
+    """Execute one grid point's notebook with papermill (atomically) and return its path."""
+    from esdbook.build import run_notebook, shown_path
+
+    target = runs / point.experiment / f"{point.run_id}.ipynb"
+    params = {"profile": point.config.profile, "experiment": point.experiment,
+              "overrides_json": json.dumps(dict(point.overrides), sort_keys=True),
+              "results_dir": shown_path(results, root),
+              "checkpoint_dir": shown_path(checkpoints, root)}
+    run_notebook(root / point.notebook, target, params, cwd=root, timeout=timeout)
+    return target
+
+
+def reproduce(profile: str = "default", *, build: bool = True, progress: bool = True,
+              only: Iterable[str] | None = None, results_dir: str | os.PathLike | None = None,
+              runs_dir: str | os.PathLike | None = None,
+              checkpoint_dir: str | os.PathLike | None = None,
+              book_dir: str | os.PathLike | None = None,
+              build_dir: str | os.PathLike | None = None, jobs: int | None = None,
+              threads: int = 1) -> Path | None:
+    """Run the grid of ``profile`` (skipping finished points), execute the chapters, build the book.
+
+    Args:
+        profile: ``smoke``, ``default`` or ``paper``.
+        build: also execute the chapter notebooks and build the book.
+        progress: progress bars.
+        only: run only these experiments.
+        results_dir: run records (default ``<root>/results``; must contain ``paper/`` for the
+            chapters).
+        runs_dir: executed experiment notebooks (default ``<root>/papermill_runs``).
+        checkpoint_dir: checkpoints (default ``<root>/checkpoints``).
+        book_dir: the book source (default ``<root>/book``; chapters are executed into
+            ``<book_dir>/_executed``).
+        build_dir: where the HTML goes (default ``<book_dir>/_build``).
+        jobs: grid points run concurrently, each in its own kernel (default: one per CPU).
+        threads: CPU threads per kernel. One thread per kernel with one kernel per CPU is
+            several times faster for the book's small networks than fewer, wider kernels.
+
+    Returns:
+        Path of the built ``index.html`` (``None`` when ``build`` is False).
+    """
+    from tqdm import tqdm
+
+    from esdbook.build import build_book, execute_chapters, kernel_environment, shown_path
+
+    root = project_root()
+    results = Path(results_dir or root / "results").resolve()
+    runs = Path(runs_dir or root / "papermill_runs").resolve()
+    ckpts = Path(checkpoint_dir or root / "checkpoints").resolve()
+    book = Path(book_dir or root / "book").resolve()
+    points = grid_points(profile, only=only)  # validates everything before any work
+    jobs = jobs or os.cpu_count() or 1
+    if jobs < 1 or threads < 1:
+        raise ValueError(f"jobs and threads must be >= 1, got {jobs}, {threads}")
+    todo = [p for p in points if not record_exists(results, p.experiment, p.run_id)]
+    bar = tqdm(total=len(points), initial=len(points) - len(todo), desc=f"grid ({profile})",
+               unit="run", disable=not progress)
+    with kernel_environment(threads), cf.ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(run_point, p, root, results, runs, ckpts): p for p in todo}
+        for fut in cf.as_completed(futures):
+            fut.result()
+            bar.set_postfix_str(futures[fut].run_id[-30:])
+            bar.update(1)
+    bar.close()
+    if not build:
+        return None
+    execute_chapters(book / "chapters", book / "_executed",
+                     {"profile": profile, "results_dir": shown_path(results, root)},
+                     progress=progress, cwd=root, threads=threads)
+    return build_book(book, build_dir)
+
+
+@dataclass(frozen=True)
+class FreshComparison:
+    """What :func:`reproduce_fresh` found.
+
+    Attributes:
+        cells: Per cell, committed vs fresh mean (:func:`esdlib.analysis.evidence.compare_cells`).
+        verdicts: Per claim, committed vs fresh verdict
+            (:func:`esdlib.analysis.evidence.compare_verdicts`).
+        report: The written Markdown report (``<DIR>/comparison.md``).
+    """
+
+    cells: Any
+    verdicts: Any
+    report: Path
+
+    @property
+    def all_hold(self) -> bool:
+        """Whether every committed verdict is also the fresh one."""
+        return bool(self.verdicts["holds"].all())
+
+
+def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) -> dict[str, Path]:
+    fresh = Path(fresh_dir).resolve()
+    folders = {name: fresh / name for name in ("results", "papermill_runs", "checkpoints")}
+    for kept in (committed, root / "papermill_runs", root / "checkpoints"):
+        # the sub-folders are safe when their parent is neither a committed folder, inside one,
+        # nor above one
+        if fresh == kept or kept in fresh.parents or fresh in kept.parents:
+            raise ValueError(f"--fresh {fresh_dir}: the fresh re-run must not write into or "
+                             f"above {kept} (the committed runs); choose a separate folder, "
+                             "e.g. /tmp/esd-fresh")
+    return folders
+
+
+def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
+                    committed_dir: str | os.PathLike | None = None, progress: bool = True,
+                    only: Iterable[str] | None = None, jobs: int | None = None,
+                    threads: int = 1) -> FreshComparison:
+    """Re-run a profile's grid into a separate folder and compare it with the committed runs.
+
+    The grid runs into ``<fresh_dir>/results``, ``<fresh_dir>/papermill_runs`` and
+    ``<fresh_dir>/checkpoints`` (finished points there are skipped, so an interrupted check
+    resumes); the committed records are only read. The report ``<fresh_dir>/comparison.md``
+    (and ``comparison.json``) lists, per cell of :data:`esdlib.analysis.evidence.CLAIMS`, the
+    committed and the fresh mean, and per claim both verdicts and whether the verdict holds.
+    Digits are not expected to match across machines (other CPUs pick other kernels; spiking
+    thresholds amplify last-bit differences); the verdicts are.
+
+    Args:
+        profile: The profile to re-run (usually ``default``).
+        fresh_dir: Folder of the fresh re-run; must not be, contain or lie inside the
+            committed results, papermill runs or checkpoints.
+        committed_dir: The committed results (default ``<root>/results``).
+        progress: Progress bars.
+        only: Re-run only these experiments (the comparison still lists every claim).
+        jobs: Grid points run at once (default: one per CPU).
+        threads: CPU threads per kernel.
+
+    Returns:
+        The :class:`FreshComparison`.
+
+    Raises:
+        ValueError: ``fresh_dir`` overlaps the committed folders.
+        ConfigError: An invalid grid point (before any run).
+    """
+    from esdlib.analysis import evidence
+    from esdlib.analysis.runs import runs_of
+    from esdlib.io import atomic_write_json, atomic_write_text
+    from esdlib.train.records import load_records
+
+    root = project_root()
+    committed = Path(committed_dir or root / "results").resolve()
+    folders = _fresh_folders(fresh_dir, committed, root)
+    reproduce(profile, build=False, progress=progress, only=only,
+              results_dir=folders["results"], runs_dir=folders["papermill_runs"],
+              checkpoint_dir=folders["checkpoints"], jobs=jobs, threads=threads)
+    old = runs_of(load_records(committed, strict=False), profile)
+    new = runs_of(load_records(folders["results"], strict=False), profile)
+    cells = evidence.compare_cells(old, new)
+    verdicts = evidence.compare_verdicts(old, new)
+    out = folders["results"].parent
+    atomic_write_json(out / "comparison.json", {
+        "profile": profile, "committed": str(committed), "fresh": str(folders["results"]),
+        "cells": json.loads(cells.to_json(orient="records")),
+        "verdicts": json.loads(verdicts.to_json(orient="records"))})
+    held = int(verdicts["holds"].sum())
+    text = "\n".join([
+        f"# Fresh re-run of the {profile} profile", "",
+        f"- committed records: {committed}", f"- fresh records: {folders['results']}",
+        f"- verdicts that hold: {held} of {len(verdicts)}", "",
+        "## Verdicts", "", "```",
+        verdicts.drop(columns=["claim"]).to_string(index=False, float_format="{:+.2f}".format),
+        "```", "", "## Cells (mean over seeds)", "", "```",
+        cells.to_string(index=False, float_format="{:.2f}".format), "```", ""])
+    report = atomic_write_text(out / "comparison.md", text)
+    return FreshComparison(cells, verdicts, report)

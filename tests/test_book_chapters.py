@@ -1,0 +1,361 @@
+"""The book's chapter modules (book/esdbook) on synthetic records: tables, numbers, verdicts.
+
+Each chapter module returns the expected rows and columns for the synthetic records of
+tests/synthetic.py; every expected value is computed by hand. The words of the chapters are in
+their markdown and are not pinned here.
+"""
+
+import math
+
+import pandas as pd
+import pytest
+from synthetic import (
+    REPO,
+    accs,
+    bench_rows,
+    real_paper,
+    records_table,
+    synthetic_paper,
+    write_nb,
+)
+
+from esdbook import ablations, display, dvs, provenance, scalability, table1, verdicts
+from esdbook import paper as paper_tables
+from esdlib.analysis.runs import pm, scale_of
+from esdlib.train.config import ConfigError
+
+
+@pytest.fixture
+def paper():
+    return synthetic_paper()
+
+
+# ---------------------------------------------------------------------------
+# chapter 4: static table
+# ---------------------------------------------------------------------------
+
+
+def test_static_comparison_matches_the_paper_row_by_method_arch_and_T(paper):
+    df = records_table(accs("esd", [0.90, 0.94]) + accs("ratebp", [0.88])
+                       + accs("bptt", [0.91]) + accs("esd", [0.5], **{"config.T": 2}))
+    t = table1.static_comparison(df, paper).set_index(["method", "T"])
+    esd = t.loc[("ESD (rate-BP)", 4)]
+    assert esd["paper_%"] == 96.0 and esd["paper column"] == "cifar10"
+    assert esd["ours_%"] == pm(92.0, math.sqrt(8))
+    assert esd["difference_pts"] == pytest.approx(92.0 - 96.0)
+    assert t.loc[("RateBP", 4), "paper_%"] == 95.0
+    assert math.isnan(t.loc[("BPTT", 4), "paper_%"])  # no BPTT ResNet-18 row in the paper
+    assert math.isnan(t.loc[("ESD (rate-BP)", 2), "paper_%"])  # no T = 2 row
+    assert set(t["our scale"]) == {scale_of(df[df["config.T"] == 4]),
+                                   scale_of(df[df["config.T"] == 2])}
+    assert t["our scale"].str.startswith("digits").all()
+    c100 = table1.static_comparison(df, paper, "cifar100").set_index(["method", "T"])
+    assert c100.loc[("ESD (rate-BP)", 4), "paper_%"] == 80.0
+
+
+def test_a_cifar_run_is_compared_with_its_own_paper_column(paper):
+    df = records_table(accs("esd", [0.79], **{"config.dataset": "cifar100"})
+                       + accs("ratebp", [0.77], **{"config.dataset": "cifar100"}))
+    t = table1.static_comparison(df, paper, "cifar10")
+    assert set(t["paper column"]) == {"cifar100"}
+    g = table1.gain_table(df, paper)
+    assert list(g["paper_dataset"]) == ["cifar100"]  # not also against CIFAR-10
+    assert g["paper_gain_pts"].iloc[0] == pytest.approx(80.0 - 78.0)
+
+
+def test_method_gains_is_the_difference_of_seed_means_and_checks_the_sign(paper):
+    df = records_table(accs("esd", [0.90, 0.94]) + accs("ratebp", [0.93, 0.95])
+                       + accs("esd", [0.5], **{"config.T": 6}))
+    g = table1.method_gains(df, paper)
+    assert len(g) == 1  # T = 6 has no RateBP run: no pair
+    row = g.iloc[0]
+    assert row["ours_gain_pts"] == pytest.approx(92.0 - 94.0)
+    assert row["paper_gain_pts"] == pytest.approx(1.0)
+    assert row["same_sign"] is not None and not row["same_sign"]
+    both = table1.gain_table(df, paper)
+    assert list(both["paper_dataset"]) == ["cifar10", "cifar100"]
+    assert both["paper_gain_pts"].tolist() == pytest.approx([1.0, 2.0])
+
+
+def test_paper_gains_and_rows(paper):
+    pg = paper_tables.paper_gains(paper)
+    assert pg[["T", "paper_dataset", "paper_gain_pts"]].values.tolist() == [
+        [4, "cifar10", 1.0], [4, "cifar100", 2.0]]
+    rows = paper_tables.paper_static_rows(paper)
+    assert set(rows["method"]) == {"RateBP", "ESD (ours in paper)", "TET"}  # not OTTT/VGG
+
+
+def test_train_command_is_validated_and_uses_the_paper_profile_T():
+    cmd = paper_tables.train_command("cifar10", "esd", experiment="table1")
+    assert cmd.startswith("esd train --profile paper --set dataset=cifar10 --set method=esd")
+    assert "--set T=6" in cmd and "--set experiment=table1" in cmd
+    assert "--set T=10" in paper_tables.train_command("cifar10_dvs", "esd_bptt", split="balanced")
+    assert paper_tables.train_command("imagenet", "esd", gpus=8).startswith(
+        "torchrun --nproc_per_node 8 -m esdlib.cli train --profile paper")
+    with pytest.raises(ConfigError):
+        paper_tables.train_command("cifar10", "not_a_method")
+    with pytest.raises(ConfigError):
+        paper_tables.train_command("cifar10", "esd", split="balanced")  # only CIFAR10-DVS has it
+    assert len(paper_tables.paper_commands(("cifar10", "cifar100"), ("esd",), ("spiking_resnet18",),
+                                     T=2)) == 2
+
+
+# ---------------------------------------------------------------------------
+# chapter 5: DVS
+# ---------------------------------------------------------------------------
+
+
+def test_dvs_rows_are_matched_by_method_and_training():
+    paper = real_paper("table_dvs")
+    df = records_table(accs("esd", [0.6], **{"config.dataset": "dvs_digits", "config.T": 4})
+                       + accs("esd_bptt", [0.7], **{"config.dataset": "dvs_digits",
+                                                    "config.T": 4}))
+    t = dvs.dvs_comparison(df, paper).set_index("method")
+    one = paper[(paper.method == "ESD (ours in paper)") & (paper.training == "one-step")
+                & (paper.architecture == "ResNet-18")]["cifar10_dvs"].item()
+    bptt = paper[(paper.method == "ESD (ours in paper)") & (paper.training == "BPTT")
+                 & (paper.architecture == "ResNet-18")]["cifar10_dvs"].item()
+    assert t.loc["ESD (rate-BP)", "paper_cifar10_dvs_%"] == one
+    assert t.loc["ESD (BPTT)", "paper_cifar10_dvs_%"] == bptt
+    g = dvs.dvs_gains(df, paper).iloc[0]
+    assert g["ours_gain_pts"] == pytest.approx(10.0)
+    assert g["paper_gain_pts"] == pytest.approx(bptt - one)
+    assert bool(g["same_sign"]) is (bptt > one)
+
+
+# ---------------------------------------------------------------------------
+# chapter 6: scalability
+# ---------------------------------------------------------------------------
+
+
+def test_memory_claim_holds_when_two_pass_memory_stays_flat_and_bptt_grows():
+    mib = 2**20
+    flat = bench_rows({("bptt", 1): mib, ("bptt", 4): 4 * mib, ("ratebp", 1): mib,
+                       ("ratebp", 4): mib, ("esd", 1): 2 * mib, ("esd", 4): 2 * mib})
+    growth = scalability.saved_growth(scalability.latest_run(flat)).set_index("method")
+    assert growth["growth"].tolist() == pytest.approx([4.0, 1.0, 1.0])
+    assert (growth.loc["bptt", "T min"], growth.loc["bptt", "T max"]) == (1, 4)
+    assert scalability.memory_flat(growth.reset_index()) == "holds"
+    growing = bench_rows({("bptt", 1): mib, ("bptt", 4): 4 * mib, ("ratebp", 1): mib,
+                          ("ratebp", 4): 3 * mib})
+    assert scalability.memory_flat(
+        scalability.saved_growth(scalability.latest_run(growing))) == "does not hold"
+    one_method = bench_rows({("esd", 1): mib, ("esd", 4): mib})
+    assert scalability.memory_flat(
+        scalability.saved_growth(scalability.latest_run(one_method))) == "cannot be checked"
+    assert scalability.latest_run(pd.DataFrame()).empty
+    assert scalability.ratio_table(scalability.latest_run(pd.DataFrame())).empty
+
+
+def test_bf16_ratios_and_table_put_bf16_next_to_fp32_of_the_same_run():
+    mib = 2**20
+    fp32 = bench_rows({("esd", 1): 2 * mib, ("esd", 4): 2 * mib}).assign(precision="fp32")
+    bf16 = fp32.assign(precision="bf16", step_s=fp32["step_s"] * 0.6,
+                       saved_bytes=fp32["saved_bytes"] * 0.75)
+    both = pd.concat([fp32, bf16], ignore_index=True)
+    ratios = scalability.ratio_table(scalability.latest_run(both))
+    assert scalability.ratio_range(ratios, "bf16/fp32 esd step") == "0.60×"
+    assert scalability.ratio_range(ratios, "bf16/fp32 esd saved") == "0.75×"
+    growth = scalability.saved_growth(scalability.latest_run(both))
+    assert growth["growth"].tolist() == [1.0]  # fp32 rows only, not mixed with bf16
+    t = scalability.scalability_table(both)
+    assert list(t["precision"]) == ["fp32", "fp32", "bf16", "bf16"]
+    assert t.loc[t.precision == "bf16", "esd step /fp32"].tolist() == [0.6, 0.6]
+    assert not any("ref" in c or "target" in c for c in t.columns)
+
+
+def test_spike_pass_over_inference_ratio():
+    mib = 2**20
+    rows = bench_rows({("ratebp", 1): mib, ("esd", 1): mib, ("esd", 4): mib})
+    rows["spike_pass_s"] = [0.05, 0.06, 0.24]  # esd: 0.06/0.05 = 1.2x and 0.24/0.16 = 1.5x
+    rows["infer_s"] = [0.05, 0.05, 0.16]
+    ratios = scalability.ratio_table(scalability.latest_run(rows))
+    assert scalability.ratio_range(ratios, "esd spike pass/inference") == "1.20–1.50×"
+    assert scalability.ratio_range(ratios, "inference s per timestep", " s") == "0.04–0.05 s"
+    assert scalability.ratio_range(ratios, "no such ratio") == "n/a"
+
+
+def test_same_host_comparison_divides_only_numbers_of_one_host(tmp_path):
+    t = scalability.same_host_comparison(REPO / "results" / "bench" / scalability.SAME_HOST_FILE)
+    assert list(t["T"]) == [1, 2, 4, 6, 8]
+    assert list(t.columns) == ["T", "published s", "esdlib (esd train) s",
+                               "esdlib (esd train)/published", "esdlib (esd bench) s",
+                               "esdlib (esd bench)/published"]
+    row = t[t["T"] == 6].iloc[0]  # issue 13's table: 1.423 / 1.040 / 0.897 s
+    assert (row["published s"], row["esdlib (esd train) s"]) == (1.423, 1.040)
+    assert row["esdlib (esd bench)/published"] == round(0.897 / 1.423, 2) == 0.63
+    assert display.span(t["esdlib (esd train)/published"]) == "0.68–0.75×"
+    assert display.span(t["esdlib (esd bench)/published"]) == "0.55–0.71×"
+    bad = tmp_path / "x.csv"
+    bad.write_text("T,implementation,step_s\n1,esdlib,0.5\n")
+    with pytest.raises(ValueError, match="x.csv"):
+        scalability.same_host_comparison(bad)
+
+
+# ---------------------------------------------------------------------------
+# chapter 9: ablations
+# ---------------------------------------------------------------------------
+
+
+def test_ablation_table_labels_factors_and_differences_to_the_reference():
+    df = records_table(
+        accs("esd", [0.90, 0.92, 0.94], experiment="ablation")
+        + [{"experiment": "ablation", "config.beta": 0.5, "metrics.final_test_acc": 0.95},
+           {"experiment": "ablation", "config.beta": 0.1, "metrics.final_test_acc": 0.80},
+           {"experiment": "ablation", "config.eta": 0.1, "metrics.final_test_acc": 0.91},
+           {"experiment": "ablation", "config.branch_kind": "conv",
+            "metrics.final_test_acc": 0.93},
+           {"experiment": "ablation", "config.method": "sd", "metrics.final_test_acc": 0.89}])
+    t = ablations.ablation_table(df)
+    assert t["factor"].iloc[0] == "reference" and t["seeds"].iloc[0] == 3
+    beta = t[(t.factor == "β") & (t.setting == "0.5")].iloc[0]
+    assert beta["vs_reference_pts"] == pytest.approx(95.0 - 92.0)
+    eta = ablations.ablation_rows(t, "η")
+    assert len(eta) == 2 and "OUR ASSUMPTION" in eta["factor"].iloc[1]
+    sweep = ablations.beta_sweep(df)
+    assert sweep["beta"].tolist() == [0.1, 0.3, 0.5]
+    assert ablations.vs_reference(t, "β", "0.5") == pytest.approx(3.0)
+    assert math.isnan(ablations.vs_reference(t, "β", "1"))
+    assert ablations.vs_reference(t, "branch kind") == pytest.approx(1.0)
+
+
+def test_distillation_ablation_compares_with_ratebp_at_the_same_arch_and_T():
+    df = records_table(accs("ratebp", [0.90]) + accs("sd", [0.91]) + accs("esd", [0.93])
+                       + accs("esd", [0.5], **{"config.T": 2}))
+    t = ablations.distillation_ablation(df).set_index(["T", "method"])
+    assert t.loc[(4, "ESD (rate-BP)"), "vs_RateBP_pts"] == pytest.approx(3.0)
+    assert t.loc[(4, "Standard SD (rate-BP)"), "vs_RateBP_pts"] == pytest.approx(1.0)
+    assert math.isnan(t.loc[(2, "ESD (rate-BP)"), "vs_RateBP_pts"])
+
+
+def test_branch_parameter_counts_are_the_recorded_counts():
+    def rec(kind, branches):
+        return {"config": {"dataset": "digits_hard", "arch": "spiking_resnet18", "width": 0.125,
+                           "branch_kind": kind},
+                "extra": {"parameter_counts": {"backbone": 1000, "branches": branches}}}
+
+    t = ablations.branch_parameter_counts([rec("dsconv", 50), rec("conv", 250),
+                                           rec("dsconv", 50)])
+    assert t[["branch kind", "backbone params", "branch params"]].values.tolist() == [
+        ["conv", 1000, 250], ["dsconv", 1000, 50]]
+    assert t["branches / backbone"].tolist() == [0.25, 0.05]
+    assert ablations.branch_ratio(t) == pytest.approx(5.0)
+    assert math.isnan(ablations.branch_ratio(t.iloc[:1]))
+
+
+# ---------------------------------------------------------------------------
+# chapter 10: provenance
+# ---------------------------------------------------------------------------
+
+
+def test_notebook_status_reads_papermill_metadata(tmp_path):
+    import esdbook
+
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    runs = esdbook.open_chapter("smoke", tmp_path / "results").papermill_runs
+    assert runs == tmp_path.resolve() / "papermill_runs"
+    write_nb(runs / "table1" / "a.ipynb", {"start_time": "t0", "duration": 12.34,
+                                            "exception": None})
+    write_nb(runs / "table1" / "b.ipynb", {"start_time": "t1", "duration": 3.0,
+                                            "exception": True}, ("ValueError", "bad"))
+    write_nb(runs / "dvs" / "c.ipynb", {"start_time": "t2", "duration": None,
+                                         "exception": None})
+    t = provenance.notebook_status(runs).set_index("notebook")
+    assert list(t.index) == ["papermill_runs/dvs/c.ipynb", "papermill_runs/table1/a.ipynb",
+                             "papermill_runs/table1/b.ipynb"]
+    assert t["status"].tolist() == ["not finished", "ok", "failed"]
+    assert t.loc["papermill_runs/table1/a.ipynb", "duration_s"] == 12.3
+    assert t.loc["papermill_runs/table1/b.ipynb", "error"] == "ValueError: bad"
+    assert len(provenance.notebook_status(tmp_path / "missing")) == 0
+
+
+def test_records_revisions_and_chapter_sources():
+    df = records_table([{"git_revision": "abc"}, {"git_revision": "abc+dirty"},
+                        {"git_revision": "def", "experiment": "dvs", "status": "failed"}])
+    rs = provenance.record_status(df)
+    assert list(rs.columns) == ["run_id", "experiment", "status", "created", "git_revision",
+                                "wall_s", "scale_label"]
+    rev = provenance.revision_summary(df, "abc+dirty").set_index("git_revision")
+    assert rev["same commit as book"].to_dict() == {"abc": True, "abc+dirty": True,
+                                                    "def": False}
+    src = provenance.chapter_sources(df).set_index(["chapter", "experiment"])
+    assert src.loc[("05_dvs", "dvs"), "records"] == 1
+    assert src.loc[("05_dvs", "dvs"), "complete"] == 0
+    assert src.loc[("04_table1_static", "table1"), "complete"] == 2
+    assert len(provenance.notebook_status("/nonexistent")) == 0
+    assert sum(provenance.same_commit(r, "abc") for r in df["git_revision"]) == 2
+
+
+def test_damaged_records_are_named_in_the_record_status():
+    df = records_table([{}, {"status": "damaged", "path": "/x/bad.json", "error": "not JSON"}])
+    status = provenance.record_status(df)
+    assert status["scale_label"].iloc[1] == "damaged record: /x/bad.json (not JSON)"
+
+
+def test_strict_build_check_finds_pages_showing_damaged_records(tmp_path):
+    from esdbook.check import damaged_record_pages
+
+    html = tmp_path / "html"
+    (html / "chapters").mkdir(parents=True)
+    (html / "index.html").write_text("<html><body>fine</body></html>")
+    (html / "chapters" / "04.html").write_text(
+        "<p>2 complete runs. Not shown, unreadable: <span>damaged record:</span> "
+        "results/table1/x.json (not valid JSON)</p>")
+    assert damaged_record_pages(html) == [
+        "chapters/04.html: shows damaged record: results/table1/x.json"]
+    (html / "chapters" / "04.html").write_text("<p>all good</p>")
+    assert damaged_record_pages(html) == []
+
+
+# ---------------------------------------------------------------------------
+# verdicts and display
+# ---------------------------------------------------------------------------
+
+
+def test_claim_values_are_short_labels_named_after_the_claim():
+    assert verdicts.claim_slug("esd>ratebp@T2") == "esd_ratebp_T2"
+    assert verdicts.claim_slug("dvs:ratebp_none>ratebp_1/T") == "dvs_ratebp_none_ratebp_1_T"
+    esd_runs = accs("esd", [0.90, 0.92, 0.94, 0.96, 0.98])
+    ratebp_runs = accs("ratebp", [0.89, 0.90, 0.93, 0.94, 0.96])
+    df = records_table(esd_runs + ratebp_runs)
+    v = verdicts.claim_values(df, "04_table1_static")
+    assert v["esd_ratebp_verdict"] == "supported"  # differences 1, 2, 1, 2, 2 points
+    assert v["esd_ratebp_diff"] == "+1.60 pts" and v["esd_ratebp_n"] == "5"
+    assert v["esd_ratebp_T2_verdict"] == "no verdict"  # no T = 2 runs
+    assert all(len(x) <= display.MAX_GLUE for x in v.values())
+
+
+def test_glue_refuses_sentences():
+    with pytest.raises(ValueError, match="write the words in the markdown"):
+        display.glue_all({"sentence": "x" * (display.MAX_GLUE + 1)})
+
+
+def test_mean_and_std_columns_are_formatted_at_display_time():
+    df = pd.DataFrame({"method": ["a", "b"], "final_mean_%": [91.0, 80.0],
+                       "final_std_%": [math.sqrt(2), float("nan")], "seeds": [2, 1]})
+    shown = display.pm_columns(df, "final")
+    assert list(shown.columns) == ["method", "final_%", "seeds"]
+    assert shown["final_%"].tolist() == ["91.00 ± 1.41", "80.00"]
+
+
+def test_formatting_helpers():
+    assert display.signed(1.234) == "+1.23 pts" and display.signed(float("nan")) == "n/a"
+    assert display.num(None) == "n/a" and display.num(2.5, 1, "×") == "2.5×"
+    assert display.span([0.9, 1.05]) == "0.90–1.05×" and display.span([]) == "n/a"
+
+
+def test_tables_survive_empty_input(paper):
+    empty = records_table([]).iloc[:0]
+    for t in (table1.static_comparison(empty, paper), table1.method_gains(empty, paper),
+              ablations.distillation_ablation(empty), ablations.ablation_table(empty),
+              ablations.beta_sweep(empty), ablations.branch_parameter_counts([]),
+              scalability.scalability_table(pd.DataFrame()),
+              scalability.saved_growth(pd.DataFrame()),
+              scalability.same_host_comparison("missing.csv"), provenance.record_status(empty)):
+        assert isinstance(t, pd.DataFrame) and len(t) == 0
+
+
+def test_scalability_figure_says_when_there_are_no_records():
+    from matplotlib.figure import Figure
+
+    assert isinstance(scalability.scalability_figure(pd.DataFrame()), Figure)
