@@ -236,3 +236,17 @@ def test_truncated_bench_record_error_names_the_file(tmp_path):
     dst.write_text(dst.read_text()[:1000])
     with pytest.raises(ValueError, match=src.name):
         load_bench(tmp_path)
+
+
+def test_layer_rate_figure_draws_categorical_layers_as_points_with_error_bars():
+    recs = [fr_record("r0", "esd", [0.1, 0.2], per_layer={"a": 0.2, "b": 0.1}),
+            fr_record("r1", "esd", [0.1, 0.2], per_layer={"a": 0.4, "b": 0.1}),
+            fr_record("r2", "bptt", [0.1, 0.2], per_layer={"a": 0.3, "b": 0.2})]
+    ax = analysis.layer_rate_figure(recs).axes[0]
+    assert len(ax.containers) == 2  # one errorbar container per (method, T)
+    assert all(not line.get_linestyle() or line.get_linestyle() == "None"
+               for c in ax.containers for line in [c.lines[0]])  # points, no connecting line
+    esd = next(c for c in ax.containers if "ESD" in c.get_label())
+    assert esd.lines[0].get_ydata().tolist() == pytest.approx([0.3, 0.1])
+    segments = esd.lines[2][0].get_segments()  # the vertical error bars: std over the 2 seeds
+    assert segments[0][1][1] - segments[0][0][1] == pytest.approx(2 * 0.1414, abs=1e-3)

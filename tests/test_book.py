@@ -18,6 +18,7 @@ import shutil
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -280,3 +281,73 @@ def test_shown_path_is_relative_inside_the_project_only(tmp_path):
     assert build.shown_path(root / "results", root) == "results"
     assert build.shown_path(root / "book" / ".." / "results", root) == "results"
     assert build.shown_path(tmp_path / "elsewhere", root) == str(tmp_path / "elsewhere")
+
+
+def test_leak_patterns_catch_warnings_tracebacks_reprs_and_paths():
+    leaky = {
+        "warning text": ".venv/lib/tqdm/auto.py:21: TqdmWarning: IProgress not found",
+        "traceback": "Traceback (most recent call last):",
+        "object repr": "<torch._C.Generator at 0x7f771e1f0550>",
+        "absolute machine path": "saved to /work/main/results/x.json",
+    }
+    for kind, text in leaky.items():
+        assert any(hit.startswith(kind) for hit in check.leaks_in_text(text)), (kind, text)
+    for path in ("/home/me/a.png", "/tmp/run", "/root/x", "lib/python3.12/site-packages/x"):
+        assert check.leaks_in_text(f"see {path} here"), path
+    clean = ("Warning\nRead the size of any gap. 0.28 points, 3 × 10, results/table1/ and "
+             "book/_executed/02_rate_bp.ipynb, ~/esd-fresh, my_runs/02.ipynb, and/or 1/T")
+    assert check.leaks_in_text(clean) == []
+
+
+def test_browser_check_fails_leaks_and_wide_tables_but_not_scroll_containers(tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(NO_CHROMIUM)
+    heads = "".join(f"<th>column number {i}</th>" for i in range(40))
+    wide = f"<table><tr>{heads}</tr></table>"
+    body = {
+        "leak.html": "<pre>UserWarning: x\nTraceback (most recent call last)</pre>"
+                     "<p>&lt;object at 0x7f00deadbeef&gt; in /home/user/site-packages/x.py</p>",
+        "wide.html": wide,
+        "scrolls.html": f'<div class="{check.SCROLL_CLASS}" style="overflow-x:auto">{wide}</div>'
+                        f'<div style="overflow-x: scroll">{wide}</div>',
+        "hidden.html": '<p>fine</p><div style="display:none">/tmp/secret Traceback</div>',
+    }
+    for name, html in body.items():
+        (tmp_path / name).write_text("<!doctype html><html><body><article style='width:600px'>"
+                                     f"{html}</article></body></html>")
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=leak.html">')
+    problems = check_pages(tmp_path, CHROMIUM, expected={}, timeout_s=10)
+    text = "\n".join(problems)
+    for kind in ("warning text", "traceback", "object repr", "absolute machine path"):
+        assert f"leak.html: leak in the visible text: {kind}" in text, problems
+    assert "wide.html: table wider than the text column" in text, problems
+    assert not [p for p in problems if p.startswith(("scrolls.html", "hidden.html"))], problems
+
+
+def test_display_table_is_a_reader_table():
+    from esdbook import display
+
+    df = pd.DataFrame({"config.T": [4.0, 4.0, 4.0], "final_%": [99.12345, np.nan, 97.1],
+                       "esd/ratebp step": [1.23456, 2.0, 3.3], "n_seeds": [3.0, 1.0, 2.0],
+                       "K_rate": [0.051234, 0.1, 0.2], "run_id": ["a", "b", "c"]},
+                      index=pd.Index([7, 8, 9]))
+    html = display.table(df, caption="Our runs").data
+    assert html.startswith(f'<div class="{check.SCROLL_CLASS}" style="overflow-x:auto">')
+    for text in (">final (%)<", ">esd/ratebp step<", ">seeds<", ">K_rate<", ">run<",
+                 ">99.12<", ">97.10<", ">—<", ">1.23<", ">3<", ">0.051<", "Our runs · T: 4"):
+        assert text in html, text
+    for text in ("nan", "NaN", "99.123", ">3.0<", ">7<", "config.T"):  # no index, no noise
+        assert text not in html, text
+    assert display.table(df).data == display.table(df).data  # stable ids (nbval)
+    two = display.table(df.head(2)).data
+    assert ">T<" in two  # a constant column stays a column in a short table
+
+
+def test_no_markdown_line_starts_with_a_myst_comment():
+    bad = []
+    for path in sorted(SOURCES.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown":
+                bad += [f"{path.name}: {line}" for line in cell.source.splitlines()
+                        if line.lstrip().startswith("%")]
+    assert not bad, f"a markdown line starting with % is a MyST comment (dropped): {bad}"

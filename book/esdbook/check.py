@@ -25,7 +25,10 @@ __all__ = [
     "CHROMIUM_ARGS",
     "DEFAULT_CHROMIUM",
     "EXPECTED_CONTENT",
+    "LEAK_PATTERNS",
+    "SCROLL_CLASS",
     "check_pages",
+    "leaks_in_text",
     "damaged_record_pages",
     "screenshot_pages",
 ]
@@ -61,6 +64,23 @@ EXPECTED_CONTENT: dict[str, tuple[str, ...]] = {
 """Per built page (path relative to the HTML root), CSS selectors that must match at least one
 element inside the page's ``<article>``. Pages absent from the build are not checked (the toc
 test guards which chapters exist)."""
+
+LEAK_PATTERNS: dict[str, re.Pattern[str]] = {
+    "warning text": re.compile(r"\b\w+Warning\b|\bWarning:"),
+    "traceback": re.compile(r"Traceback"),
+    "object repr": re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>?| at 0x[0-9a-fA-F]{6,}"),
+    "absolute machine path": re.compile(
+        r"(?<![\w.~-])/(?:work|home|tmp|root|usr|opt|var|mnt|private|Users)/[^\s'\"<>)]*"
+        r"|site-packages[^\s'\"<>)]*"),
+}
+"""What must never be visible in a page's article: a Python warning (``UserWarning``,
+``Warning:``), a traceback, an object repr with its address (``<... at 0x7f...>``) and an
+absolute path of the machine that built the book (``/work/...``, ``/tmp/...``,
+``site-packages``). The words of an admonition titled "Warning" alone do not match."""
+
+SCROLL_CLASS = "esd-scroll"
+"""Class of a deliberate horizontal scroll container (:func:`esdbook.display.table` wraps wide
+tables in ``<div class="esd-scroll" style="overflow-x:auto">``)."""
 
 _REFRESH = re.compile(
     r"""<meta\s+http-equiv=["']refresh["']\s+content=["'][^"']*?url=([^"']+)["']""", re.IGNORECASE
@@ -127,6 +147,28 @@ _WAIT_MATH = """async (timeoutMs) => {
   return await Promise.race([MathJax.startup.promise.then(() => 'typeset'), timer]);
 }"""
 
+_TEXT_AND_TABLES = """(scrollClass) => {
+  const art = document.querySelector('article') || document.body;
+  const column = art.clientWidth;
+  const wide = [];
+  for (const t of art.querySelectorAll('table')) {
+    let el = t.parentElement, deliberate = false;
+    while (el && el !== art) {
+      const ox = el.style.overflowX || el.style.overflow;
+      if (el.classList.contains(scrollClass) || ox === 'auto' || ox === 'scroll') {
+        deliberate = true; break;
+      }
+      el = el.parentElement;
+    }
+    const width = Math.round(t.getBoundingClientRect().width);
+    if (!deliberate && width > column + 1) {
+      const head = Array.from(t.querySelectorAll('th')).slice(0, 3).map(h => h.innerText.trim());
+      wide.push([width, column, head.join(' | ')]);
+    }
+  }
+  return [art.innerText, wide];
+}"""
+
 _IMAGES = """() => Array.from(document.querySelectorAll('article img')).map(
   i => [i.getAttribute('src'), i.complete, i.naturalWidth])"""
 
@@ -165,6 +207,11 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
     - math on the page (Sphinx ``.math`` elements) that MathJax did not typeset (no
       ``mjx-container``) or typeset with an error (``mjx-merror``);
     - a selector of ``expected[page]`` that matches nothing inside the ``<article>``;
+    - a leak in the article's visible text (:data:`LEAK_PATTERNS`: a warning, a traceback, an
+      object repr with its address, an absolute machine path);
+    - a ``<table>`` wider than the article's text column that is not inside a deliberate
+      scroll container (an ancestor with class :data:`SCROLL_CLASS` or an inline
+      ``overflow-x: auto|scroll`` style; the theme's own CSS overflow does not count);
     - a redirect stub (``<meta http-equiv="refresh">``, e.g. ``index.html``) whose target page
       does not exist (stubs are not opened; their target is checked as a page).
 
@@ -207,6 +254,17 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
                 problems += _check_page(context, base, rel, blocked, expected.get(rel, ()),
                                         timeout_s)
     return problems
+
+
+def leaks_in_text(text: str) -> list[str]:
+    """The leaks of :data:`LEAK_PATTERNS` in a page's visible text, one line per kind with the
+    first match (``"warning text: 'TqdmWarning'"``)."""
+    found = []
+    for kind, pattern in LEAK_PATTERNS.items():
+        match = pattern.search(text)
+        if match:
+            found.append(f"{kind}: {match.group(0)[:80]!r}")
+    return found
 
 
 def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
@@ -272,6 +330,10 @@ def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Seq
         for selector in selectors:
             if page.locator(f"article {selector}").count() == 0:
                 found.append(f"expected content missing: no '{selector}' in the article")
+        text, wide = page.evaluate(_TEXT_AND_TABLES, SCROLL_CLASS)
+        found += [f"leak in the visible text: {leak}" for leak in leaks_in_text(text)]
+        found += [f"table wider than the text column ({width} px > {column} px) outside a "
+                  f"scroll container: {head}" for width, column, head in wide]
     except Exception as exc:  # a timeout or navigation error is a problem of this page
         found.append(f"could not load page: {type(exc).__name__}: {exc}")
     finally:

@@ -7,6 +7,8 @@ in the chapters' markdown.
 
 from __future__ import annotations
 
+import hashlib
+import html as html_lib
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -17,14 +19,17 @@ __all__ = [
     "INDICATIVE_PROFILES",
     "MAX_GLUE",
     "glue_all",
+    "glue_figure",
     "html_table",
     "indicative_banner",
     "left_out_table",
     "note",
     "num",
     "pm_columns",
+    "readable_name",
     "signed",
     "span",
+    "table",
 ]
 
 MAX_GLUE = 40
@@ -74,6 +79,17 @@ def glue_all(values: dict[str, Any]) -> None:
         glue(name, value, display=False)
 
 
+def glue_figure(name: str, fig: Any) -> None:
+    """``myst_nb.glue`` a matplotlib figure under ``name`` without displaying it, for a
+    ``{glue:figure}`` directive with a numbered caption and alt text in the markdown; a pyplot
+    figure is closed so that the inline backend does not show it a second time."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
 def note(text: str, show: bool = True) -> Any:
     """A short Markdown note for a page (e.g. when a table is empty); ``None`` when not
     ``show`` (a cell then displays nothing)."""
@@ -83,13 +99,169 @@ def note(text: str, show: bool = True) -> Any:
 
 
 def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None) -> Any:
-    """``df`` as HTML without its index, with optional column formats (``"{:+.2f}"``)."""
+    """``df`` as HTML without its index, with column formats (``"{:.2f}×"``) and readable
+    headers, in a scroll container; without ``formats`` it is :func:`table`."""
     from IPython.display import HTML
 
-    style = df.style.hide(axis="index")
-    if formats:
-        style = style.format(formats, na_rep="—")
-    return HTML(style.to_html())
+    if not formats:
+        return table(df)
+    uuid = hashlib.sha1(df.to_csv().encode()).hexdigest()[:8]
+    style = (df.style.set_uuid(uuid).hide(axis="index").format(formats, na_rep="—")
+             .format_index(readable_name, axis="columns").set_table_styles(TABLE_STYLES)
+             .set_table_attributes('class="dataframe"'))
+    return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
+
+
+COLUMN_WORDS = {
+    "arch": "architecture", "architecture": "architecture", "method": "method",
+    "run_id": "run", "n_seeds": "seeds", "n": "n", "ref": "paper ref.",
+    "uses_pretrained_ann": "pre-trained ANN teacher", "lr": "learning rate",
+    "max_train_steps": "max. train steps", "batch_size": "batch size",
+    "image_size": "image size", "git_revision": "git revision",
+}
+"""Record column names (after any ``config.``-style prefix) → words shown in a table header."""
+
+TABLE_STYLES = [
+    {"selector": "", "props": "border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em"},
+    {"selector": "th, td", "props": "padding: 0.25em 0.7em; text-align: left; "
+                                    "border-bottom: 1px solid #ddd; vertical-align: top"},
+    {"selector": "th", "props": "border-bottom: 2px solid #888"},
+    {"selector": "caption", "props": "caption-side: top; text-align: left; color: #555; "
+                                     "padding-bottom: 0.3em"},
+]
+"""Styles of every table made by :func:`table` (padding, rules, a left-aligned caption)."""
+
+_SUFFIXES = (("_mean_%", " mean (%)"), ("_std_%", " std (%)"), ("_%", " (%)"),
+             ("_pts", " (pts)"), ("_s", " (s)"), ("_mib", " (MiB)"))
+
+
+def readable_name(name: Any) -> str:
+    """A table header for a record column: ``"final_%"`` → ``"final (%)"``, ``"config.T"`` →
+    ``"T"``, ``"run_id"`` → ``"run"``, ``"best−final_pts"`` → ``"best−final (pts)"``; symbols
+    such as ``K_rate`` and names that already read as words are kept."""
+    text = str(name)
+    if "." in text and " " not in text:
+        text = text.rsplit(".", 1)[1]
+    if text in COLUMN_WORDS:
+        return COLUMN_WORDS[text]
+    if text.startswith("K_") or " " in text:
+        return text
+    for suffix, words in _SUFFIXES:
+        if text.endswith(suffix) and len(text) > len(suffix):
+            text = text[: -len(suffix)] + words
+            break
+    return text.replace("_", " ")
+
+
+def _is_float(v: Any) -> bool:
+    return isinstance(v, float) and not math.isnan(v)
+
+
+def _decimals(header: str, values: list[float]) -> int | None:
+    """Decimals for a float column: accuracies (%, pts) 2, ratios 2, rates 3; otherwise by
+    magnitude (``None``: scientific notation for tiny values)."""
+    h = header.lower()
+    if "%" in h or "pts" in h or "acc" in h:
+        return 2
+    if "rate" in h and "/" not in h:
+        return 3
+    if "/" in h or "ratio" in h or "×" in h:
+        return 2
+    top = max((abs(v) for v in values), default=0.0)
+    if top >= 100:
+        return 1
+    if top >= 1:
+        return 2
+    if top >= 1e-3 or top == 0:
+        return 3
+    return None
+
+
+def _formatter(values: list[Any], decimals: int | None) -> Any:
+    floats = [v for v in values if _is_float(v)]
+    integral = bool(floats) and all(v.is_integer() and abs(v) < 1e15 for v in floats)
+
+    def fmt(v: Any) -> str:
+        if _missing(v) or v is pd.NA or v is pd.NaT:
+            return "—"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, int) or (_is_float(v) and integral):
+            return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
+        if _is_float(v):
+            return f"{v:.2e}" if decimals is None else f"{v:.{decimals}f}"
+        return str(v)
+
+    return fmt
+
+
+def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] | None = None,
+          constants_to_caption: bool = True, keep: Iterable[str] = ()) -> Any:
+    """``df`` as a reader's HTML table: the one presentation of every table of the book.
+
+    - a named or labelled index becomes ordinary columns (an unnamed integer index is row
+      positions and is dropped), and no index is shown;
+    - record names become words (:func:`readable_name`: ``final_%`` → ``final (%)``);
+    - numbers are rounded for reading (accuracies and points 2 decimals, ratios 2, rates 3,
+      others by magnitude; ``digits`` overrides by original column name), integers show no
+      ``.0``, and missing values show "—";
+    - with three or more rows, a column holding one value in every row is stated once in the
+      caption instead (not the columns named in ``keep``);
+    - every column is shown, and the table sits in a deliberate horizontal scroll container
+      (``<div class="esd-scroll" style="overflow-x:auto">``) so a wide table scrolls instead
+      of overflowing the text column.
+
+    Args:
+        df: the table (a DataFrame; anything else is returned unchanged).
+        caption: text above the table.
+        digits: decimals per original column name.
+        constants_to_caption: move constant columns into the caption.
+        keep: original column names never moved into the caption.
+
+    Returns:
+        An ``IPython.display.HTML`` object.
+    """
+    from IPython.display import HTML
+
+    if not isinstance(df, pd.DataFrame):
+        return df
+    d = df.copy()
+    positional = (all(n is None for n in d.index.names)
+                  and pd.api.types.is_integer_dtype(d.index.dtype))
+    if not positional:  # a named or labelled index (e.g. architecture names) is data
+        d = d.reset_index()
+        d.columns = [c if c != "index" else "" for c in d.columns]
+    d = d.reset_index(drop=True)
+    notes: list[str] = []
+    if constants_to_caption and len(d) >= 3:
+        for col in list(d.columns):
+            values = d[col].tolist()
+            if (col not in set(keep) and len(d.columns) > 1
+                    and all(not _missing(v) for v in values)
+                    and len({repr(v) for v in values}) == 1):
+                notes.append(f"{readable_name(col)}: {_formatter(values, 2)(values[0])}")
+                d = d.drop(columns=col)
+    formats, headers = {}, {}
+    for col in d.columns:
+        header = readable_name(col)
+        values = d[col].astype(object).tolist()
+        floats = [float(v) for v in values if _is_float(v)]
+        decimals = (digits or {}).get(str(col), _decimals(header, floats))
+        formats[col] = _formatter(values, decimals)
+        headers[col] = header
+    uuid = hashlib.sha1(d.to_csv().encode()).hexdigest()[:8]  # stable HTML ids for nbval
+    style = (d.style.set_uuid(uuid).hide(axis="index").format(formats)
+             .format_index(lambda c: headers.get(c, c), axis="columns")
+             .set_table_styles(TABLE_STYLES).set_table_attributes('class="dataframe"'))
+    numeric = [c for c in d.columns if all(
+        _missing(v) or (isinstance(v, int | float) and not isinstance(v, bool))
+        for v in d[c].astype(object))]
+    if numeric:  # numbers align right, words left
+        style = style.set_properties(subset=numeric, **{"text-align": "right"})
+    text = " · ".join([t for t in (caption, "; ".join(notes)) if t])
+    if text:
+        style = style.set_caption(html_lib.escape(text))
+    return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
 
 
 def indicative_banner(profile: str) -> Any:
@@ -113,15 +285,13 @@ def indicative_banner(profile: str) -> Any:
 def left_out_table(records: pd.DataFrame, profile: str) -> Any:
     """The records a page does not count, as an HTML table captioned "Records not counted on
     this page" (:func:`esdlib.analysis.runs.left_out`); ``None`` when every record counts."""
-    from IPython.display import HTML
 
     from esdlib.analysis.runs import left_out
 
     t = left_out(records, profile)
     if not len(t):
         return None
-    return HTML(t.style.hide(axis="index").set_caption("Records not counted on this page")
-                .to_html())
+    return table(t, caption="Records not counted on this page", constants_to_caption=False)
 
 
 def pm_columns(df: pd.DataFrame, *names: str, digits: int = 2) -> pd.DataFrame:

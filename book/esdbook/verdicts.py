@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from esdbook import display
 from esdlib.analysis.evidence import CLAIMS, NO_VERDICT, claims_table, format_interval
 
 __all__ = ["claim_slug", "claim_values", "convergence_counts", "convergence_summary",
@@ -67,8 +68,6 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
     the per-seed differences. ``claims`` replaces :data:`esdlib.analysis.evidence.CLAIMS`
     (e.g. the bf16 parity checks). Returned as HTML without an index, ready to display.
     """
-    from IPython.display import HTML
-
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({
         "claim": t["claim"], "paper": t["paper"], "n": t["n"],
@@ -77,7 +76,7 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
         "95 % interval": [format_interval(a, b)
                           for a, b in zip(t["ci_low"], t["ci_high"], strict=True)],
         "verdict": t["verdict"], "per seed": t["differences"].replace("", "—")})
-    return HTML(shown.style.hide(axis="index").to_html())
+    return display.table(shown, constants_to_caption=False)
 
 
 def convergence_summary(df: pd.DataFrame) -> Any:
@@ -102,7 +101,7 @@ def convergence_summary(df: pd.DataFrame) -> Any:
     for col in ("mean_final_trend", "largest_final_trend"):  # NaN: runs too short for a trend
         s[col] = s[col].map(lambda v: "—" if pd.isna(v) else f"{v:+.2f} pts")
     s["settled"] = s["settled"].astype(int)
-    return HTML(s.style.hide(axis="index").to_html())
+    return display.table(s, constants_to_caption=False)
 
 
 

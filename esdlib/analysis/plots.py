@@ -93,14 +93,15 @@ def learning_curve_figure(curves: pd.DataFrame, title: str = "") -> Figure:
 
 
 def layer_rate_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
-    """Figure: per-layer mean firing rate (mean over seeds), one panel per architecture and one
-    line per (method, T)."""
+    """Figure: per-layer mean firing rate, one panel per architecture. Layers are categories,
+    so each (method, T) is a row of points (mean over seeds) with error bars (standard
+    deviation over seeds, none for one seed), side by side within each layer; no lines."""
     by_arch: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
         if rec.get("firing_rates"):
             by_arch.setdefault(rec["config"]["arch"], []).append(rec)
     archs = sorted(by_arch) or ["—"]
-    fig = new_figure(figsize=(9, 3.4 * len(archs)), layout="constrained")
+    fig = new_figure(figsize=(10, 4.2 * len(archs)), layout="constrained")
     axes = fig.subplots(len(archs), 1, squeeze=False)[:, 0]
     for ax, arch in zip(axes, archs, strict=True):
         table = layer_rate_table(by_arch.get(arch, []))
@@ -108,15 +109,25 @@ def layer_rate_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
             ax.text(0.5, 0.5, "no firing-rate records", ha="center", va="center",
                     transform=ax.transAxes)
             continue
-        for key in table:
-            ax.plot(range(len(table)), table[key].to_numpy(), marker=".",
-                    label=key.split(", ", 1)[1])
+        per_seed: dict[str, list[pd.Series]] = {}
+        for rec in by_arch[arch]:
+            c = rec["config"]
+            key = f"{arch_label(c['arch'])}, {method_label(c['method'])}, T={c['T']}"
+            per_seed.setdefault(key, []).append(pd.Series(rec["firing_rates"]["per_layer"],
+                                                          dtype=float))
+        width = 0.8 / max(len(table.columns), 1)
+        for i, key in enumerate(table):
+            spread = pd.concat(per_seed[key], axis=1).std(axis=1).reindex(table.index)
+            x = [j - 0.4 + width * (i + 0.5) for j in range(len(table))]
+            ax.errorbar(x, table[key].to_numpy(), yerr=spread.fillna(0).to_numpy(), fmt="o",
+                        ms=4, capsize=2, lw=1, label=key.split(", ", 1)[1])
         ax.set_xticks(range(len(table)))
-        ax.set_xticklabels(table.index, rotation=90, fontsize=6)
+        ax.set_xticklabels(table.index, rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(table) - 0.4)
         ax.set_ylabel("mean firing rate")
-        ax.set_title(arch_label(arch), fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{arch_label(arch)} (points: mean over seeds; bars: ±1 std)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
