@@ -306,7 +306,8 @@ def test_browser_check_fails_leaks_and_wide_tables_but_not_scroll_containers(tmp
     wide = f"<table><tr>{heads}</tr></table>"
     body = {
         "leak.html": "<pre>UserWarning: x\nTraceback (most recent call last)</pre>"
-                     "<p>&lt;object at 0x7f00deadbeef&gt; in /home/user/site-packages/x.py</p>",
+                     "<p>&lt;object at 0x7f00deadbeef&gt; in /home/user/site-packages/x.py</p>"
+                     '<img src="a.png" alt="_images/0459f6.png">',
         "wide.html": wide,
         "scrolls.html": f'<div class="{check.SCROLL_CLASS}" style="overflow-x:auto">{wide}</div>'
                         f'<div style="overflow-x: scroll">{wide}</div>',
@@ -320,6 +321,7 @@ def test_browser_check_fails_leaks_and_wide_tables_but_not_scroll_containers(tmp
     text = "\n".join(problems)
     for kind in ("warning text", "traceback", "object repr", "absolute machine path"):
         assert f"leak.html: leak in the visible text: {kind}" in text, problems
+    assert "leak.html: image without alt text (alt='_images/0459f6.png')" in text, problems
     assert "wide.html: table wider than the text column" in text, problems
     assert not [p for p in problems if p.startswith(("scrolls.html", "hidden.html"))], problems
 

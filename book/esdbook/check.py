@@ -51,15 +51,17 @@ CHROMIUM_ARGS = (
 EXPECTED_CONTENT: dict[str, tuple[str, ...]] = {
     "intro.html": ("table",),
     "_executed/01_introduction.html": ("table",),
-    "_executed/02_rate_bp.html": ("img", "mjx-container"),
-    "_executed/03_self_distillation.html": ("img", "table"),
-    "_executed/04_table1_static.html": ("table",),
-    "_executed/05_dvs.html": ("table",),
-    "_executed/06_scalability.html": ("table",),
-    "_executed/07_firing_rates.html": ("table",),
-    "_executed/08_gradient_error.html": ("table",),
+    "_executed/02_rate_bp.html": ("figure figcaption", "mjx-container"),
+    "_executed/03_self_distillation.html": ("figure figcaption", "table"),
+    "_executed/04_table1_static.html": ("table", "figure figcaption"),
+    "_executed/05_dvs.html": ("table", "figure figcaption"),
+    "_executed/06_scalability.html": ("table", "figure figcaption"),
+    "_executed/07_firing_rates.html": ("table", "figure figcaption"),
+    "_executed/08_gradient_error.html": ("table", "figure figcaption"),
     "_executed/09_ablations.html": ("table",),
     "appendix_performance.html": ("table",),
+    "bibliography.html": ("div.citation",),
+    "cite.html": ("pre",),
 }
 """Per built page (path relative to the HTML root), CSS selectors that must match at least one
 element inside the page's ``<article>``. Pages absent from the build are not checked (the toc
@@ -170,7 +172,9 @@ _TEXT_AND_TABLES = """(scrollClass) => {
 }"""
 
 _IMAGES = """() => Array.from(document.querySelectorAll('article img')).map(
-  i => [i.getAttribute('src'), i.complete, i.naturalWidth])"""
+  i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.getAttribute('alt')])"""
+
+_BAD_ALT = re.compile(r"^\s*$|^\S+\.(png|jpe?g|svg|gif)$|^_images/|^\S*/\S+$", re.IGNORECASE)
 
 
 def _load(page, url: str, timeout_s: float) -> str:
@@ -209,6 +213,8 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
     - a selector of ``expected[page]`` that matches nothing inside the ``<article>``;
     - a leak in the article's visible text (:data:`LEAK_PATTERNS`: a warning, a traceback, an
       object repr with its address, an absolute machine path);
+    - an ``<img>`` in the article whose alt text is empty or a file name/path (a figure needs
+      alt text that says what it shows);
     - a ``<table>`` wider than the article's text column that is not inside a deliberate
       scroll container (an ancestor with class :data:`SCROLL_CLASS` or an inline
       ``overflow-x: auto|scroll`` style; the theme's own CSS overflow does not count);
@@ -324,9 +330,11 @@ def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Seq
                 found.append("page has math but MathJax typeset none of it (no mjx-container)")
             if page.locator("article mjx-merror").count():
                 found.append("MathJax reported a TeX error (mjx-merror)")
-        for src, complete, width in page.evaluate(_IMAGES):
+        for src, complete, width, alt in page.evaluate(_IMAGES):
             if not complete or width == 0:
                 found.append(f"image did not load: {src}")
+            if _BAD_ALT.search(alt or ""):
+                found.append(f"image without alt text (alt={alt!r}): {src}")
         for selector in selectors:
             if page.locator(f"article {selector}").count() == 0:
                 found.append(f"expected content missing: no '{selector}' in the article")
