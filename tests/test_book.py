@@ -341,6 +341,8 @@ def test_display_table_is_a_reader_table():
     for text in ("nan", "NaN", "99.123", ">3.0<", ">7<", "config.T"):  # no index, no noise
         assert text not in html, text
     assert display.table(df).data == display.table(df).data  # stable ids (nbval)
+    rates = display.table(pd.DataFrame({"RateBP CIFAR-10": [95.9], "firing rate": [0.1234]})).data
+    assert ">95.90<" in rates and ">0.123<" in rates
     two = display.table(df.head(2)).data
     assert ">T<" in two  # a constant column stays a column in a short table
 

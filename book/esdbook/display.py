@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html as html_lib
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,6 +132,10 @@ TABLE_STYLES = [
 ]
 """Styles of every table made by :func:`table` (padding, rules, a left-aligned caption)."""
 
+DATASET_WORDS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
+                 "cifar10_dvs": "CIFAR10-DVS"}
+"""Data set names in column names (the paper's tables) → how the paper writes them."""
+
 _SUFFIXES = (("_mean_%", " mean (%)"), ("_std_%", " std (%)"), ("_%", " (%)"),
              ("_pts", " (pts)"), ("_s", " (s)"), ("_mib", " (MiB)"))
 
@@ -146,6 +151,11 @@ def readable_name(name: Any) -> str:
         return COLUMN_WORDS[text]
     if text.startswith("K_") or " " in text:
         return text
+    for key in sorted(DATASET_WORDS, key=len, reverse=True):  # cifar10_std -> CIFAR-10 std
+        if text == key or text.startswith(key + "_"):
+            rest = text[len(key) + 1:]
+            return DATASET_WORDS[key] + ("" if not rest else " (%)" if rest == "%"
+                                         else " " + readable_name(rest))
     for suffix, words in _SUFFIXES:
         if text.endswith(suffix) and len(text) > len(suffix):
             text = text[: -len(suffix)] + words
@@ -161,9 +171,10 @@ def _decimals(header: str, values: list[float]) -> int | None:
     """Decimals for a float column: accuracies (%, pts) 2, ratios 2, rates 3; otherwise by
     magnitude (``None``: scientific notation for tiny values)."""
     h = header.lower()
-    if "%" in h or "pts" in h or "acc" in h:
+    if "%" in h or "pts" in h or "acc" in h or "std" in h or any(
+            w.lower() in h for w in DATASET_WORDS.values()):
         return 2
-    if "rate" in h and "/" not in h:
+    if re.search(r"\brates?\b", h) and "/" not in h:  # a firing rate, not "RateBP"
         return 3
     if "/" in h or "ratio" in h or "×" in h:
         return 2
