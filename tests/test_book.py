@@ -343,6 +343,8 @@ def test_display_table_is_a_reader_table():
     assert display.table(df).data == display.table(df).data  # stable ids (nbval)
     rates = display.table(pd.DataFrame({"RateBP CIFAR-10": [95.9], "firing rate": [0.1234]})).data
     assert ">95.90<" in rates and ">0.123<" in rates
+    blank = display.table(pd.DataFrame({"status": ["ok"] * 3, "error": [""] * 3, "n": [1, 2, 3]}))
+    assert "status: ok" in blank.data and "error:" not in blank.data and ">—<" in blank.data
     two = display.table(df.head(2)).data
     assert ">T<" in two  # a constant column stays a column in a short table
 

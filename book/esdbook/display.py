@@ -132,6 +132,10 @@ TABLE_STYLES = [
 ]
 """Styles of every table made by :func:`table` (padding, rules, a left-aligned caption)."""
 
+NOWRAP = 28
+"""Cells up to this many characters never wrap (a number ± its spread, a date, a short id):
+long rows scroll in the table's container instead of growing tall."""
+
 DATASET_WORDS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
                  "cifar10_dvs": "CIFAR10-DVS"}
 """Data set names in column names (the paper's tables) → how the paper writes them."""
@@ -178,6 +182,8 @@ def _decimals(header: str, values: list[float]) -> int | None:
         return 3
     if "/" in h or "ratio" in h or "×" in h:
         return 2
+    if h.endswith(" s") or " s " in h or "(s)" in h:  # times: one precision per column kind
+        return 3
     top = max((abs(v) for v in values), default=0.0)
     if top >= 100:
         return 1
@@ -193,7 +199,7 @@ def _formatter(values: list[Any], decimals: int | None) -> Any:
     integral = bool(floats) and all(v.is_integer() and abs(v) < 1e15 for v in floats)
 
     def fmt(v: Any) -> str:
-        if _missing(v) or v is pd.NA or v is pd.NaT:
+        if _missing(v) or v is pd.NA or v is pd.NaT or (isinstance(v, str) and not v.strip()):
             return "—"
         if isinstance(v, bool):
             return "yes" if v else "no"
@@ -248,7 +254,7 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
         for col in list(d.columns):
             values = d[col].tolist()
             if (col not in set(keep) and len(d.columns) > 1
-                    and all(not _missing(v) for v in values)
+                    and all(not _missing(v) and str(v).strip() for v in values)
                     and len({repr(v) for v in values}) == 1):
                 notes.append(f"{readable_name(col)}: {_formatter(values, 2)(values[0])}")
                 d = d.drop(columns=col)
@@ -269,6 +275,7 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
         for v in d[c].astype(object))]
     if numeric:  # numbers align right, words left
         style = style.set_properties(subset=numeric, **{"text-align": "right"})
+    style = style.map(lambda v: "white-space: nowrap" if len(str(v)) <= NOWRAP else "")
     text = " · ".join([t for t in (caption, "; ".join(notes)) if t])
     if text:
         style = style.set_caption(html_lib.escape(text))
