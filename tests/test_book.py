@@ -357,3 +357,18 @@ def test_no_markdown_line_starts_with_a_myst_comment():
                 bad += [f"{path.name}: {line}" for line in cell.source.splitlines()
                         if line.lstrip().startswith("%")]
     assert not bad, f"a markdown line starting with % is a MyST comment (dropped): {bad}"
+
+
+def test_injected_parameters_cell_is_hidden_from_the_page():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "default"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('results_dir = "/tmp/x/results"',
+                                  metadata={"tags": ["injected-parameters"]})])
+    build.hide_injected_parameters(nb)
+    build.hide_injected_parameters(nb)
+    assert nb.cells[0].metadata.tags == ["parameters"]
+    assert nb.cells[1].metadata.tags == ["injected-parameters", "remove-input"]
+    for path in chapter_notebooks(BOOK / "_executed"):
+        cells = nbformat.read(path, as_version=4).cells
+        assert all("remove-input" in c.metadata.get("tags", []) for c in cells
+                   if "injected-parameters" in c.metadata.get("tags", [])), path.name

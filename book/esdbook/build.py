@@ -34,6 +34,7 @@ __all__ = [
     "chapter_notebooks",
     "execute_chapters",
     "execution_error_message",
+    "hide_injected_parameters",
     "kernel_environment",
     "project_root",
     "run_notebook",
@@ -273,6 +274,7 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         meta = nb.metadata.setdefault("papermill", {})
         meta["input_path"] = shown_path(src, cwd)  # no machine paths in what readers get
         meta["output_path"] = shown_path(target, cwd)
+        hide_injected_parameters(nb)
         nbformat.write(nb, tmp)
         commit_temp(tmp, target)  # mode from the umask (mkstemp alone gives 0600)
     except BaseException as exc:
@@ -283,6 +285,17 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         raise
     return target
 
+
+
+def hide_injected_parameters(nb: Any) -> None:
+    """Tag papermill's injected-parameters cell ``remove-input``: the page shows its visible
+    ``parameters`` cell once, and a ``results_dir`` given as an absolute path (a machine path)
+    never reaches the reader. The values stay in the notebook's ``papermill.parameters``
+    metadata."""
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-input" not in tags:
+            tags.append("remove-input")
 
 
 def _jupyter_book_command() -> list[str]:
