@@ -356,7 +356,7 @@ class RunConfig:
             other run ids than ``fp32``; ``fp16`` hashes as the former ``amp=true``).
         channels_last: Use the channels-last (NHWC) memory format for the model and input
             (default on: oneDNN's convolutions are faster in it on the CPU, tensor cores want
-            it on CUDA). Also at the small default profile (digits 16×16, ×0.25, batch 16,
+            it on CUDA). Also at the small profile of that time (digits 16×16, ×0.25, batch 16,
             T = 4, one thread, 2-vCPU AMD EPYC, 2026-11-26): ESD 0.063 → 0.054 s per step,
             BPTT 0.072 → 0.064 s, RateBP 0.047 → 0.042 s. Does not affect the config hash.
         keep_freed_memory: On the CPU, let glibc keep freed memory for reuse
