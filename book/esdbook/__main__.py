@@ -18,9 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from esdbook.build import build_book, execute_chapters, project_root
+from esdbook.build import build_book, execute_chapters
 from esdbook.check import DEFAULT_CHROMIUM, check_pages, screenshot_pages
 from esdlib.train.config import PROFILES
+from esdlib.train.paths import project_root
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from esdbook.chapter import check_parameter_names
 from esdlib.io import commit_temp, remove_stale_temps, temp_path_for
+from esdlib.train import paths
 
 __all__ = [
     "BookBuildError",
@@ -36,7 +37,6 @@ __all__ = [
     "execution_error_message",
     "hide_injected_parameters",
     "kernel_environment",
-    "project_root",
     "run_notebook",
     "shown_path",
 ]
@@ -74,17 +74,6 @@ def chapter_notebooks(src_dir: str | os.PathLike) -> list[Path]:
         Sorted paths of the files matching :data:`CHAPTER_PATTERN`.
     """
     return sorted(p for p in Path(src_dir).iterdir() if CHAPTER_PATTERN.match(p.name))
-
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The project root, as :func:`esdlib.train.paths.project_root` decides it.
-
-    Args:
-        start: where to start looking (default: the current directory).
-    """
-    from esdlib.train import paths
-
-    return paths.project_root(start)
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -207,7 +196,7 @@ def execute_chapters(
     if unknown:
         raise ValueError(f"unknown chapter parameter(s) {unknown}; the notebooks in {src_dir} "
                          f"declare: {sorted(known)}")
-    workdir = Path(cwd) if cwd is not None else project_root(src_dir)
+    workdir = Path(cwd) if cwd is not None else paths.project_root(src_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     bar = tqdm(notebooks, desc="chapters", unit="nb", disable=not progress)
