@@ -256,3 +256,34 @@ def test_record_keys_number_the_outputs_branches_first_main_last():
                                                "acc_out2", "acc_out3", "loss_hard"]
     assert record_diagnostics({"acc_main": 0.9, "loss_soft": 0.0}) == {"acc_out0": 0.9,
                                                                       "loss_soft": 0.0}
+
+
+def test_op_counter_counts_macs_on_real_inputs_and_acs_on_spikes():
+    """SOP energy bookkeeping by hand: a real-valued input costs MACs, a spike map costs one AC
+    per non-zero input per weight it reaches; branches are not counted."""
+    from esdlib.train.metrics import E_AC_PJ, E_MAC_PJ, OpCounter
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+            self.fc = torch.nn.Linear(8, 3)
+            self.branches = torch.nn.ModuleList([torch.nn.Linear(8, 3)])
+
+        def forward(self, x):
+            s = (self.conv(x) > 0).float().flatten(1)[:, :8]  # binary: a spike map
+            return self.fc(s), self.branches[0](s), s
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.rand(5, 1, 4, 4)
+    with OpCounter(net) as ops:
+        _, _, spikes = net(x)
+        ops.add_samples(5)
+    assert not ops._handles  # hooks removed on exit
+    macs = 5 * 2 * 4 * 4 * 9  # conv: outputs x (in_channels * 3 * 3)
+    acs = 5 * 3 * 8 * spikes.mean().item()  # fc: outputs x 8 inputs, times the spike fraction
+    s = ops.summary()
+    assert s["macs_per_sample"] == pytest.approx(macs / 5)
+    assert s["sops_per_sample"] == pytest.approx(acs / 5)
+    assert s["energy_uj_per_sample"] == pytest.approx((E_AC_PJ * acs + E_MAC_PJ * macs) / 5e6)
+    assert 0 < spikes.mean().item() < 1

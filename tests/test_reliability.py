@@ -393,14 +393,19 @@ def test_huge_learning_rate_is_recorded_as_diverged(tmp_path):
 
 
 def test_non_finite_loss_is_divergence():
-    net = torch.nn.Linear(2, 2)
-    assert "loss" in engine._divergence(float("nan"), net, 1)
-    assert engine._divergence(1.0, net, 1) is None
-    assert "exploding" in engine._divergence(1.65e15, net, 1)  # finite, but blown up
-    assert engine._divergence(engine.DIVERGED_LOSS, net, 1) is None
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    checked = engine._checked_tensors(net)  # collected once: in-place updates stay visible
+    assert "loss" in engine._divergence(float("nan"), checked, 1)
+    assert engine._divergence(1.0, checked, 1) is None
+    assert "exploding" in engine._divergence(1.65e15, checked, 1)  # finite, but blown up
+    assert engine._divergence(engine.DIVERGED_LOSS, checked, 1) is None
     with torch.no_grad():
-        net.weight[0, 0] = float("inf")
-    assert "weights" in engine._divergence(1.0, net, 1)
+        net[1].running_var[1] = float("nan")  # a buffer counts as well as a parameter
+    assert "weights" in engine._divergence(1.0, checked, 1)
+    with torch.no_grad():
+        net[1].running_var[1] = 1.0
+        net[0].weight[0, 0] = float("inf")
+    assert "weights" in engine._divergence(1.0, checked, 1)
 
 
 def test_schema_ties_diverged_status_to_the_divergence_block(finished, tmp_path):
