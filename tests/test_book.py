@@ -215,6 +215,12 @@ def test_fresh_rerun_compares_without_touching_the_committed_records(smoke_book)
     assert found.all_hold
     data = json.loads((fresh / "comparison.json").read_text())
     assert data["profile"] == "smoke" and len(data["verdicts"]) == len(found.verdicts)
+    grid = data["grid"]  # what ran, how long, where: the budget is checked with these
+    assert grid == found.grid and grid["runs_executed"] == grid["runs_total"] == 1
+    assert grid["wall_s"] > 0 and grid["cpu_count"] >= 1
+    again = reproduce_fresh("smoke", fresh, committed_dir=committed, progress=False,
+                            only=["gradient_error"])
+    assert again.grid["runs_executed"] == 0  # resumed: nothing left to run
 
 
 @pytest.mark.pipeline
@@ -372,3 +378,33 @@ def test_injected_parameters_cell_is_hidden_from_the_page():
         cells = nbformat.read(path, as_version=4).cells
         assert all("remove-input" in c.metadata.get("tags", []) for c in cells
                    if "injected-parameters" in c.metadata.get("tags", [])), path.name
+
+
+def _page(body: str) -> str:
+    return f"<html><body><nav><a href='gone.html'>menu</a></nav><article>{body}</article></body></html>"
+
+
+def test_broken_links_finds_missing_pages_and_anchors_but_not_good_links(tmp_path):
+    (tmp_path / "ch").mkdir()
+    (tmp_path / "ch" / "a.html").write_text(_page(
+        "<h1 id='top'>A</h1><a href='b.html#fig-1'>ok</a> <a href='#top'>self</a>"
+        " <a href='../intro.html'>up</a> <a href='https://example.org/x'>web</a>"
+        " <a href='c.html'>missing page</a> <a href='b.html#nope'>missing anchor</a>"
+        " <a href='#gone'>missing own anchor</a>"))
+    (tmp_path / "ch" / "b.html").write_text(_page("<figure id='fig-1'></figure>"))
+    (tmp_path / "intro.html").write_text(_page("<p>intro</p>"))
+    assert check.broken_links(tmp_path) == [  # the nav's link is outside the article
+        "ch/a.html: broken link c.html", "ch/a.html: broken link b.html#nope",
+        "ch/a.html: broken link #gone"]
+
+
+def test_page_inventory_counts_what_each_article_shows(tmp_path):
+    (tmp_path / "p.html").write_text(_page(
+        '<table></table><table></table><figure><span class="caption-number">Fig. 2.1 </span>'
+        '</figure><figure></figure><div class="math"><span class="eqno">(2.1)</span></div>'
+        '<div class="admonition dropdown">solution</div><div class="admonition note"></div>'
+        '<a href="q.html">in</a><a href="https://x.org">out</a><a href="#here">anchor</a>'))
+    (tmp_path / "index.html").write_text('<meta http-equiv="refresh" content="0; url=p.html">')
+    assert check.page_inventory(tmp_path) == [{
+        "page": "p.html", "tables": 2, "figures": 2, "numbered_figures": 1, "equations": 1,
+        "solutions": 1, "internal_links": 1, "external_links": 1}]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esdbook.build import build_book, execute_chapters
-from esdbook.check import DEFAULT_CHROMIUM, check_pages, screenshot_pages
+from esdbook.check import DEFAULT_CHROMIUM, check_pages, page_inventory, screenshot_pages
 from esdlib.train.config import PROFILES
 from esdlib.train.paths import project_root
 
@@ -39,6 +39,9 @@ def _reproduce(args: argparse.Namespace) -> int:
             mark = "holds" if row.holds else "DIFFERS"
             print(f"{mark:8} {row.key:22} committed: {row.verdict_committed:14} "
                   f"fresh: {row.verdict_fresh}")
+        g = found.grid
+        print(f"grid: {g['runs_executed']} of {g['runs_total']} runs executed in "
+              f"{g['wall_s'] / 60:.1f} min wall on {g['device_name']}")
         print(f"{int(v['holds'].sum())} of {len(v)} verdicts hold; report: {found.report}")
         return 0 if found.all_hold else 1
     index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
@@ -59,6 +62,11 @@ def _book(args: argparse.Namespace) -> int:
         print(build_book(book, args.build_dir))
     if args.command in ("check", "all"):
         problems = check_pages(html, args.chromium)
+        inventory = page_inventory(html)
+        totals = {k: sum(r[k] for r in inventory) for k in inventory[0] if k != "page"} \
+            if inventory else {}
+        print(f"{len(inventory)} pages: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                      for k, v in totals.items()))
         print("\n".join(problems) or f"all pages of {html} are fine")
         if problems:
             return 1

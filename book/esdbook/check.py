@@ -27,9 +27,11 @@ __all__ = [
     "EXPECTED_CONTENT",
     "LEAK_PATTERNS",
     "SCROLL_CLASS",
+    "broken_links",
     "check_pages",
     "leaks_in_text",
     "damaged_record_pages",
+    "page_inventory",
     "screenshot_pages",
 ]
 
@@ -219,7 +221,8 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
       scroll container (an ancestor with class :data:`SCROLL_CLASS` or an inline
       ``overflow-x: auto|scroll`` style; the theme's own CSS overflow does not count);
     - a redirect stub (``<meta http-equiv="refresh">``, e.g. ``index.html``) whose target page
-      does not exist (stubs are not opened; their target is checked as a page).
+      does not exist (stubs are not opened; their target is checked as a page);
+    - a link in an article to a local page or anchor that does not exist (:func:`broken_links`).
 
     Args:
         html_dir: the built HTML root (``<build_dir>/_build/html``).
@@ -253,6 +256,7 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
         if not (html_dir / rel).parent.joinpath(target).is_file():
             problems.append(f"{rel}: redirects to missing page {target}")
     problems += damaged_record_pages(html_dir)
+    problems += broken_links(html_dir)
     with _serve(html_dir) as base:
         blocked: list[str] = []
         with _browser_context(chromium, base, blocked) as context:
@@ -260,6 +264,85 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
                 problems += _check_page(context, base, rel, blocked, expected.get(rel, ()),
                                         timeout_s)
     return problems
+
+
+_ARTICLE = re.compile(r"<article\b.*?</article>", re.S)
+_HREF = re.compile(r"""<a\s[^>]*?href=["']([^"']*)["']""")
+_IDS = re.compile(r"""\bid=["']([^"']+)["']""")
+
+
+def _article(html: str) -> str:
+    match = _ARTICLE.search(html)
+    return match.group(0) if match else html
+
+
+def _content_pages(html_dir: Path) -> list[str]:
+    return [rel for rel in _html_pages(html_dir)
+            if not _REFRESH.search((html_dir / rel).read_text(encoding="utf-8", errors="replace"))]
+
+
+def broken_links(html_dir: str | os.PathLike) -> list[str]:
+    """Links in the built pages' articles to a local file or anchor that does not exist.
+
+    Every ``href`` that is neither absolute (``http:``, ``mailto:`` …) nor empty is resolved
+    against its page; the target file must exist, and a ``#fragment`` must be an ``id`` in the
+    target page (or in the same page for ``#fragment`` alone).
+
+    Args:
+        html_dir: the built HTML root.
+
+    Returns:
+        ``"<page>: broken link <href>"`` lines; empty when every local link resolves.
+    """
+    html_dir = Path(html_dir)
+    ids: dict[Path, set[str]] = {}
+
+    def ids_of(path: Path) -> set[str]:
+        if path not in ids:
+            ids[path] = set(_IDS.findall(path.read_text(encoding="utf-8", errors="replace")))
+        return ids[path]
+
+    found = []
+    for rel in _content_pages(html_dir):
+        page = html_dir / rel
+        for href in dict.fromkeys(_HREF.findall(_article(page.read_text(encoding="utf-8",
+                                                                           errors="replace")))):
+            if not href or re.match(r"^[a-zA-Z][\w+.-]*:", href):
+                continue
+            target, _, fragment = html_lib.unescape(href).partition("#")
+            path = (page.parent / target.split("?")[0]).resolve() if target else page.resolve()
+            if not path.is_file() or (fragment and path.suffix == ".html"
+                                      and fragment not in ids_of(path)):
+                found.append(f"{rel}: broken link {href}")
+    return found
+
+
+def page_inventory(html_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """What each built page shows, counted in its article's HTML (no browser needed).
+
+    Args:
+        html_dir: the built HTML root.
+
+    Returns:
+        One dict per content page: ``page``, ``tables``, ``figures`` (``<figure>`` elements),
+        ``numbered_figures`` (with a "Fig. N" caption number), ``equations`` (numbered display
+        equations), ``solutions`` (collapsed dropdown admonitions), ``internal_links`` and
+        ``external_links``.
+    """
+    html_dir = Path(html_dir)
+    rows = []
+    for rel in _content_pages(html_dir):
+        art = _article((html_dir / rel).read_text(encoding="utf-8", errors="replace"))
+        hrefs = _HREF.findall(art)
+        rows.append({
+            "page": rel, "tables": art.count("<table"), "figures": art.count("<figure"),
+            "numbered_figures": len(re.findall(r'class="caption-number">Fig\.', art)),
+            "equations": art.count('class="eqno"'),
+            "solutions": len(re.findall(r'class="admonition[^"]*\bdropdown\b', art)),
+            "internal_links": sum(1 for h in hrefs if h and not h.startswith(("http:", "https:",
+                                                                             "mailto:", "#"))),
+            "external_links": sum(1 for h in hrefs if h.startswith(("http:", "https:")))})
+    return rows
 
 
 def leaks_in_text(text: str) -> list[str]:
