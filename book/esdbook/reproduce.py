@@ -32,13 +32,14 @@ import concurrent.futures as cf
 import itertools
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from esdlib.train.config import PROFILES, ConfigError, RunConfig
-from esdlib.train.records import make_run_id, record_exists
+from esdlib.train.records import environment_info, make_run_id, record_exists
 
 MANIFEST = Path("book") / "experiments" / "manifest.yaml"
 
@@ -249,11 +250,16 @@ class FreshComparison:
         verdicts: Per claim, committed vs fresh verdict
             (:func:`esdlib.analysis.evidence.compare_verdicts`).
         report: The written Markdown report (``<DIR>/comparison.md``).
+        grid: What this call ran and how long it took: ``runs_executed`` (points without a
+            fresh record before the call), ``runs_total``, ``wall_s``, ``jobs``, ``threads``
+            and the host (``device_name``, ``cpu_count``). The wall time is the whole grid's
+            from scratch only when ``runs_executed == runs_total``.
     """
 
     cells: Any
     verdicts: Any
     report: Path
+    grid: dict[str, Any]
 
     @property
     def all_hold(self) -> bool:
@@ -313,9 +319,17 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     root = project_root()
     committed = Path(committed_dir or root / "results").resolve()
     folders = _fresh_folders(fresh_dir, committed, root)
+    points = grid_points(profile, only=only)
+    todo = sum(not record_exists(folders["results"], p.experiment, p.run_id) for p in points)
+    t0 = time.perf_counter()
     reproduce(profile, build=False, progress=progress, only=only,
               results_dir=folders["results"], runs_dir=folders["papermill_runs"],
               checkpoint_dir=folders["checkpoints"], jobs=jobs, threads=threads)
+    host = environment_info()
+    grid = {"runs_executed": todo, "runs_total": len(points),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "jobs": jobs or os.cpu_count() or 1, "threads": threads,
+            "device_name": host["device_name"], "cpu_count": host["cpu_count"]}
     old = runs_of(load_records(committed, strict=False), profile)
     new = runs_of(load_records(folders["results"], strict=False), profile)
     cells = evidence.compare_cells(old, new)
@@ -323,16 +337,20 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     out = folders["results"].parent
     atomic_write_json(out / "comparison.json", {
         "profile": profile, "committed": str(committed), "fresh": str(folders["results"]),
+        "grid": grid,
         "cells": json.loads(cells.to_json(orient="records")),
         "verdicts": json.loads(verdicts.to_json(orient="records"))})
     held = int(verdicts["holds"].sum())
     text = "\n".join([
         f"# Fresh re-run of the {profile} profile", "",
         f"- committed records: {committed}", f"- fresh records: {folders['results']}",
-        f"- verdicts that hold: {held} of {len(verdicts)}", "",
+        f"- verdicts that hold: {held} of {len(verdicts)}",
+        f"- grid: {todo} of {len(points)} runs executed by this call in "
+        f"{grid['wall_s'] / 60:.1f} min wall ({grid['jobs']} jobs × {threads} thread(s)) on "
+        f"{grid['device_name']} ({grid['cpu_count']} CPUs)", "",
         "## Verdicts", "", "```",
         verdicts.drop(columns=["claim"]).to_string(index=False, float_format="{:+.2f}".format),
         "```", "", "## Cells (mean over seeds)", "", "```",
         cells.to_string(index=False, float_format="{:.2f}".format), "```", ""])
     report = atomic_write_text(out / "comparison.md", text)
-    return FreshComparison(cells, verdicts, report)
+    return FreshComparison(cells, verdicts, report, grid)
