@@ -381,7 +381,8 @@ def test_injected_parameters_cell_is_hidden_from_the_page():
 
 
 def _page(body: str) -> str:
-    return f"<html><body><nav><a href='gone.html'>menu</a></nav><article>{body}</article></body></html>"
+    nav = "<nav><a href='gone.html'>menu</a></nav>"
+    return f"<html><body>{nav}<article>{body}</article></body></html>"
 
 
 def test_broken_links_finds_missing_pages_and_anchors_but_not_good_links(tmp_path):

@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -317,7 +318,8 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
     Runs ``jupyter-book build <book_dir> --path-output <build_dir> --all`` plus ``-W
     --keep-going`` when ``strict`` (every Sphinx warning fails the build, after all warnings
     have been reported). ``--all`` rebuilds every page so a warning is never hidden by an
-    incremental build.
+    incremental build; HTML pages the build did not write (left by an earlier table of
+    contents) are deleted afterwards, so the browser check never reads a stale page.
 
     Args:
         book_dir: the book source (holds ``_config.yml``, ``_toc.yml``).
@@ -347,6 +349,7 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
     if strict:
         cmd += ["-W", "--keep-going"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log = _ANSI.sub("", proc.stdout + proc.stderr)
     index = build_dir / "_build" / "html" / "index.html"
@@ -358,8 +361,12 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
             f"jupyter-book build failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
             f"--- warnings/errors ---\n{summary}\n--- log (end) ---\n{tail}"
         )
-    from esdbook.check import damaged_record_pages
+    from esdbook.check import damaged_record_pages, html_pages
 
+    for rel in html_pages(index.parent):  # left by an earlier toc: not written by this build
+        page = index.parent / rel
+        if page.stat().st_mtime < started - 1:
+            page.unlink()
     damaged = damaged_record_pages(index.parent) if strict else []
     if damaged:
         raise BookBuildError("pages show damaged run records (repair or re-run them, e.g. "

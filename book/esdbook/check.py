@@ -31,6 +31,7 @@ __all__ = [
     "check_pages",
     "leaks_in_text",
     "damaged_record_pages",
+    "html_pages",
     "page_inventory",
     "screenshot_pages",
 ]
@@ -190,7 +191,9 @@ def _load(page, url: str, timeout_s: float) -> str:
     return state
 
 
-def _html_pages(html_dir: Path) -> list[str]:
+def html_pages(html_dir: Path) -> list[str]:
+    """Every HTML file of a built book (relative POSIX paths), without the theme's and
+    Sphinx's own folders (``_static``, ``_sources``, ``_images``, ``_downloads``)."""
     pages = []
     for path in sorted(html_dir.rglob("*.html")):
         rel = path.relative_to(html_dir).as_posix()
@@ -244,7 +247,7 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
     expected = EXPECTED_CONTENT if expected is None else expected
     problems: list[str] = []
     pages, redirects = [], {}
-    for rel in _html_pages(html_dir):
+    for rel in html_pages(html_dir):
         match = _REFRESH.search((html_dir / rel).read_text(encoding="utf-8", errors="replace"))
         if match:
             redirects[rel] = match.group(1).strip()
@@ -277,7 +280,7 @@ def _article(html: str) -> str:
 
 
 def _content_pages(html_dir: Path) -> list[str]:
-    return [rel for rel in _html_pages(html_dir)
+    return [rel for rel in html_pages(html_dir)
             if not _REFRESH.search((html_dir / rel).read_text(encoding="utf-8", errors="replace"))]
 
 
@@ -367,7 +370,7 @@ def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
     """
     found = []
     tag = re.compile(r"<[^>]+>")
-    for rel in _html_pages(Path(html_dir)):
+    for rel in html_pages(Path(html_dir)):
         text = (Path(html_dir) / rel).read_text(encoding="utf-8", errors="replace")
         if DAMAGED_MARKER not in text:
             continue
