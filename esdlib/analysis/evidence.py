@@ -274,7 +274,7 @@ CLAIMS: tuple[Claim, ...] = (
            _cell("dvs", method="ratebp"), _cell("dvs_scaling", method="ratebp"),
            "not a paper claim: the official RateBP DVS script uses plain CE, the ESD scripts "
            "divide the loss by T"),
-        _beats("firing:esd<bptt", "07_firing_rates", "ESD fires less than BPTT (T = 4)",
+    _beats("firing:esd<bptt", "07_firing_rates", "ESD fires less than BPTT (T = 4)",
            _esd(), _cell(_T1, method="bptt", T=4),
            "CIFAR-10, ResNet-18, T = 4: 0.1680 vs 0.2018 (−0.034)",
            metric="firing_rate_mean", sign=-1.0),
