@@ -404,8 +404,9 @@ def test_page_inventory_counts_what_each_article_shows(tmp_path):
         '<table></table><table></table><figure><span class="caption-number">Fig. 2.1 </span>'
         '</figure><figure></figure><div class="math"><span class="eqno">(2.1)</span></div>'
         '<div class="admonition dropdown">solution</div><div class="admonition note"></div>'
+        '<div class="dropdown admonition">jupyter-book writes the classes in this order</div>'
         '<a href="q.html">in</a><a href="https://x.org">out</a><a href="#here">anchor</a>'))
     (tmp_path / "index.html").write_text('<meta http-equiv="refresh" content="0; url=p.html">')
     assert check.page_inventory(tmp_path) == [{
         "page": "p.html", "tables": 2, "figures": 2, "numbered_figures": 1, "equations": 1,
-        "solutions": 1, "internal_links": 1, "external_links": 1}]
+        "solutions": 2, "internal_links": 1, "external_links": 1}]

@@ -341,7 +341,8 @@ def page_inventory(html_dir: str | os.PathLike) -> list[dict[str, Any]]:
             "page": rel, "tables": art.count("<table"), "figures": art.count("<figure"),
             "numbered_figures": len(re.findall(r'class="caption-number">Fig\.', art)),
             "equations": art.count('class="eqno"'),
-            "solutions": len(re.findall(r'class="admonition[^"]*\bdropdown\b', art)),
+            "solutions": len(re.findall(r'class="(?=[^"]*\badmonition\b)(?=[^"]*\bdropdown\b)',
+                                        art)),
             "internal_links": sum(1 for h in hrefs if h and not h.startswith(("http:", "https:",
                                                                              "mailto:", "#"))),
             "external_links": sum(1 for h in hrefs if h.startswith(("http:", "https:")))})
