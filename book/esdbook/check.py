@@ -51,23 +51,27 @@ CHROMIUM_ARGS = (
 )
 """Command-line switches for Chromium: headless, no background traffic to the internet."""
 
+_DIAGRAM = "figure img[src$='.svg']"  # a diagram from book/figures/, in a captioned figure
+_SOLUTION = "div.admonition.dropdown"  # an exercise's solution, collapsed until clicked
+
 EXPECTED_CONTENT: dict[str, tuple[str, ...]] = {
     "intro.html": ("table",),
     "_executed/01_introduction.html": ("table",),
-    "_executed/02_rate_bp.html": ("figure figcaption", "mjx-container"),
-    "_executed/03_self_distillation.html": ("figure figcaption", "table"),
+    "_executed/02_rate_bp.html": ("figure figcaption", "mjx-container", _DIAGRAM, _SOLUTION),
+    "_executed/03_self_distillation.html": ("figure figcaption", "table", _DIAGRAM, _SOLUTION),
     "_executed/04_table1_static.html": ("table", "figure figcaption"),
     "_executed/05_dvs.html": ("table", "figure figcaption"),
     "_executed/06_scalability.html": ("table", "figure figcaption"),
     "_executed/07_firing_rates.html": ("table", "figure figcaption"),
-    "_executed/08_gradient_error.html": ("table", "figure figcaption"),
+    "_executed/08_gradient_error.html": ("table", "figure figcaption", _DIAGRAM, _SOLUTION),
     "_executed/09_ablations.html": ("table",),
     "appendix_performance.html": ("table",),
     "bibliography.html": ("div.citation",),
     "cite.html": ("pre",),
 }
 """Per built page (path relative to the HTML root), CSS selectors that must match at least one
-element inside the page's ``<article>``. Pages absent from the build are not checked (the toc
+element inside the page's ``<article>`` (the teaching chapters 2, 3 and 8 must show a diagram and
+an exercise with a collapsed solution). Pages absent from the build are not checked (the toc
 test guards which chapters exist)."""
 
 LEAK_PATTERNS: dict[str, re.Pattern[str]] = {
