@@ -41,7 +41,7 @@ def test_every_profile_builds(name):
 
 
 def test_profile_names():
-    assert PROFILES == ("smoke", "quick", "default", "paper")
+    assert PROFILES == ("smoke", "quick", "default", "mnist", "paper")
 
 
 def test_profile_is_both_factory_and_field():
@@ -128,7 +128,7 @@ def test_unknown_profile_lists_profiles():
     with pytest.raises(ConfigError) as err:
         RunConfig.from_profile("smok")
     msg = str(err.value)
-    assert "'smoke'" in msg and "smoke, quick, default, paper" in msg
+    assert "'smoke'" in msg and "smoke, quick, default, mnist, paper" in msg
 
 
 def test_profile_key_cannot_be_overridden():
@@ -142,7 +142,7 @@ BAD_VALUES = [
     # (overrides, substrings the message must contain)
     (dict(method="foo"), ["method", "'bptt'", "'esd_bptt'"]),
     (dict(method="ESD"), ["'esd'"]),
-    (dict(dataset="mnist"), ["dataset", "'cifar10_dvs'", "'digits'"]),
+    (dict(dataset="svhn"), ["dataset", "'cifar10_dvs'", "'digits'"]),
     (dict(arch="resnet50"), ["arch", "'spiking_resnet19'", "'preact_spiking_resnet34'"]),
     (dict(branch_kind="mlp"), ["branch_kind", "'dsconv'", "'conv'", "'dsconv_wide'"]),
     (dict(branch_pool="max"), ["branch_pool", "'global'", "'published'"]),
@@ -300,8 +300,8 @@ def test_uses_branches(method):
 
 
 def test_datasets_list():
-    assert DATASETS == ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "cifar10",
-                        "cifar100", "imagenet", "cifar10_dvs")
+    assert DATASETS == ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "mnist",
+                        "cifar10", "cifar100", "imagenet", "cifar10_dvs")
 
 
 # -- scale label ----------------------------------------------------------------
@@ -534,6 +534,8 @@ def test_hash_covers_every_other_field(name):
     elif name == "branch_pool":  # the published window needs a 32 px ResNet-18 input
         base = RunConfig.from_profile("default", image_size=32)
         changed = base.replace(branch_pool="published")
+    elif name == "train_subset":  # None by default; hashed only when set
+        changed = base.replace(train_subset=500)
     elif name == "profile":
         changed = RunConfig.from_profile(
             "smoke", **{k: v for k, v in base.to_dict().items() if k != "profile"}

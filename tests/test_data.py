@@ -26,7 +26,7 @@ from esdlib.data import digits as dg
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(name="mnist"), ["mnist", "digits", "cifar10_dvs", "imagenet"]),
+        (dict(name="svhn"), ["svhn", "digits", "cifar10_dvs", "imagenet"]),
         (dict(name="digits", split="balanced"), ["balanced", "official"]),
         (dict(name="cifar10_dvs", split="random"), ["official", "balanced"]),
         (dict(name="dvs_digits", T=0), ["T"]),
@@ -50,8 +50,8 @@ def test_public_names_have_docstrings():
         obj = getattr(data, name)
         if callable(obj):
             assert obj.__doc__ and obj.__doc__.strip(), name
-    assert DATASET_NAMES == ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "cifar10",
-                             "cifar100", "imagenet", "cifar10_dvs")
+    assert DATASET_NAMES == ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "mnist",
+                             "cifar10", "cifar100", "imagenet", "cifar10_dvs")
     assert data.TIME_VARYING_DATASETS == {"dvs_digits", "dvs_digits_hard", "cifar10_dvs"}
     assert issubclass(DatasetNotFoundError, FileNotFoundError)
 

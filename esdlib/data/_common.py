@@ -14,8 +14,8 @@ from torch.utils.data import Dataset
 
 from esdlib.io import atomic_open
 
-DATASET_NAMES = ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "cifar10", "cifar100",
-                 "imagenet", "cifar10_dvs")
+DATASET_NAMES = ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "mnist", "cifar10",
+                 "cifar100", "imagenet", "cifar10_dvs")
 
 #: Data sets whose samples are event frames ``[T, C, H, W]`` (the others are static images).
 TIME_VARYING_DATASETS = frozenset({"dvs_digits", "dvs_digits_hard", "cifar10_dvs"})
@@ -26,6 +26,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "dvs_digits": ("official",),
     "digits_hard": ("official",),
     "dvs_digits_hard": ("official",),
+    "mnist": ("official",),
     "cifar10": ("official",),
     "cifar100": ("official",),
     "imagenet": ("official",),

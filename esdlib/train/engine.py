@@ -134,7 +134,8 @@ def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet
     train, test, info = build_datasets(
         cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size, augment=cfg.augment,
         split=cfg.split, download=cfg.download, seed=cfg.seed,
-        cache_dir=None if cfg.cache_dir is None else resolve_path(cfg.cache_dir))
+        cache_dir=None if cfg.cache_dir is None else resolve_path(cfg.cache_dir),
+        train_subset=cfg.train_subset)
     if cfg.uses_branches:  # the published pooling window fits only some input sizes
         check_branch_pool(cfg.arch, info.image_size[0], cfg.branch_pool)
     return train, test, info, model_from_config(cfg, info.num_classes, info.in_channels)
