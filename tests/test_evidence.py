@@ -72,6 +72,7 @@ def _runs(rows):
     return pd.DataFrame([
         {"run_id": f"{e}-{m}-T{t}-s{s}", "experiment": e, "status": "complete",
          "config.method": m, "config.T": t, "config.seed": s, "config.beta": 0.3,
+         "config.rate_grad_scale": "1/T",
          "config.arch": "spiking_resnet18",
          "metrics.final_test_acc": acc, "metrics.firing_rate_mean": fr, "path": ""}
         for e, m, t, s, acc, fr in rows])
@@ -222,6 +223,110 @@ def test_fresh_run_refuses_the_committed_folders(tmp_path):
     for bad in (root, root / "results", root / "results" / "fresh", root / "checkpoints"):
         with pytest.raises(ValueError, match="separate folder"):
             reproduce_fresh("smoke", bad, progress=False)
+
+
+T_095_DF4 = 2.131846786326649  # Student-t 95 % quantile with 4 degrees of freedom (TOST)
+
+
+def test_non_inferiority_by_hand():
+    d = {0: -0.5, 1: 0.2, 2: -0.1, 3: 0.3, 4: 0.0}  # mean -0.02, sd sqrt(0.097)
+    v = evidence.non_inferiority_verdict(d, 1.0)
+    low = -0.02 - T_0975_DF4 * math.sqrt(0.097) / math.sqrt(5)
+    assert v.ci_low == pytest.approx(low) and low > -1.0
+    assert v.verdict == "non-inferior (margin 1 pts)" and v.shown == "for"
+    assert v.kind == "non-inferiority" and v.margin == 1.0
+    worse = evidence.non_inferiority_verdict({s: -3.0 + 0.1 * s for s in range(5)}, 1.0)
+    assert worse.verdict == "inferior by more than 1 pts" and worse.shown == "against"
+    # the -1.6-pt branch gap of the issue: an interval [-3.03, -0.22] straddles -1
+    straddle = evidence.non_inferiority_verdict({0: -3.2, 1: -0.4, 2: -1.0, 3: -2.4, 4: -1.1}, 1)
+    assert straddle.verdict == "inconclusive" and straddle.ci_low < -1 < straddle.ci_high
+
+
+def test_equivalence_is_two_one_sided_tests():
+    from scipy import stats
+
+    d = {0: 0.4, 1: 0.6, 2: 0.5, 3: 0.3, 4: 0.7}  # mean 0.5, sd sqrt(0.025)
+    v = evidence.equivalence_verdict(d, 1.0)
+    half = T_095_DF4 * math.sqrt(0.025) / math.sqrt(5)
+    assert (v.ci_low, v.ci_high) == pytest.approx((0.5 - half, 0.5 + half))
+    assert v.confidence == pytest.approx(0.90) and v.verdict == "equivalent within ±1 pts"
+    assert evidence.equivalence_verdict({s: 3.0 + 0.1 * s for s in range(5)}, 1.0).verdict == \
+        "not equivalent (differs by more than 1 pts)"
+    # "not separable" under superiority is not parity: a wide interval is inconclusive
+    wide = {0: -2.0, 1: 5.3, 2: 0.3, 3: 2.0, 4: -1.6}
+    assert evidence.superiority_verdict(wide).verdict == "not separable"
+    assert evidence.equivalence_verdict(wide, 1.0).verdict == "inconclusive"
+    # the same decision as the two one-sided p-values at 5 %, on many random cases
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x = rng.normal(rng.uniform(-1.5, 1.5), rng.uniform(0.05, 1.5), 5)
+        m, se = x.mean(), x.std(ddof=1) / math.sqrt(5)
+        p = max(stats.t.sf((m + 1.0) / se, 4), stats.t.cdf((m - 1.0) / se, 4))
+        got = evidence.equivalence_verdict(dict(enumerate(x)), 1.0)
+        assert (got.shown == "for") == (p < 0.05)
+
+
+def test_power_closeness_and_seed_sets():
+    v = paired_verdict({0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0, 4: 5.0})
+    t80 = 0.9409646134313117  # Student-t 80 % quantile, 4 degrees of freedom
+    assert v.detectable == pytest.approx((T_0975_DF4 + t80) * math.sqrt(2.5) / math.sqrt(5))
+    assert v.half_width == pytest.approx(v.ci_high - v.mean)
+    assert not evidence.is_close(v)  # lower end 1.04: more than 1 pt from 0
+    assert evidence.is_close(paired_verdict({s: 0.5 + 0.2 * s for s in range(5)}))  # 0.51
+    assert not evidence.is_close(paired_verdict({s: 10.0 + s for s in range(5)}))
+    ni = evidence.non_inferiority_verdict({s: -0.2 * s for s in range(5)}, 1.0)
+    assert evidence.is_close(ni)  # its lower end sits near -1
+    claim = Claim("c", "ch", "c", "final_test_acc", ((1.0, Cell("e", {})),))
+    steady = {s: 1.0 + 0.1 * (s % 5) for s in range(10)}
+    assert evidence.seed_set_check(claim, steady) == "holds on each seed set"
+    shaky = {**{s: 1.0 + 0.1 * s for s in range(5)}, **{s: (-1) ** s * 2.0 for s in range(5, 10)}}
+    assert evidence.seed_set_check(claim, shaky) == "depends on the seed set"
+    assert evidence.seed_set_check(claim, {s: 1.0 for s in range(7)}) == "one seed set"
+
+
+def test_claims_declare_kind_and_margin():
+    with pytest.raises(ValueError, match="margin"):
+        Claim("x", "ch", "x", "final_test_acc", (), kind="superiority", margin=1.0)
+    with pytest.raises(ValueError, match="margin"):
+        Claim("x", "ch", "x", "final_test_acc", (), kind="equivalence")
+    with pytest.raises(ValueError, match="kind"):
+        Claim("x", "ch", "x", "final_test_acc", (), kind="parity", margin=1.0)
+    kinds = {c.key: (c.kind, c.margin) for c in CLAIMS + evidence.PARITY_CLAIMS}
+    assert kinds["ablation:dsconv>=conv"] == ("non-inferiority", 1.0)
+    assert kinds["bf16=fp32:esd"] == ("equivalence", 1.0)
+    assert kinds["esd>ratebp"] == ("superiority", 0.0)
+    assert {c.source for c in CLAIMS if "diagnosis" in c.text.lower()} == {"diagnosis"}
+
+
+def test_the_control_pairs_esd_with_both_recipes():
+    rows = [("table1", m, 4, s, acc, 0.1) for s in range(5)
+            for m, acc in (("esd", 0.85), ("ratebp", 0.70))]
+    df = _runs(rows)
+    plain = df[df["config.method"] == "ratebp"].assign(
+        **{"config.rate_grad_scale": "none", "metrics.final_test_acc": 0.83})
+    table = claims_table(pd.concat([df, plain], ignore_index=True)).set_index("key")
+    assert table.loc["esd>ratebp", "mean"] == pytest.approx(15.0)
+    assert table.loc["esd>ratebp_plain@T4", "mean"] == pytest.approx(2.0)
+    assert table.loc["ratebp_plain>ratebp_1/T@T4", "mean"] == pytest.approx(13.0)
+    assert table.loc["ratebp_plain>ratebp_1/T@T4", "source"] == "diagnosis"
+
+
+def test_fresh_only_compares_what_was_re_run():
+    rows = [(e, m, 4, s, acc + 0.002 * s, 0.1) for s in range(5)
+            for e, m, acc in (("table1", "esd", 0.85), ("table1", "ratebp", 0.80),
+                              ("dvs", "esd", 0.8), ("dvs", "ratebp", 0.7))]
+    committed = _runs(rows)
+    fresh = committed[committed["experiment"] == "dvs"].assign(
+        **{"config.seed": lambda d: d["config.seed"] + 5})
+    out = compare_verdicts(committed, fresh, rerun={"dvs"}).set_index("key")
+    assert out.loc["dvs:esd>ratebp", "status"] == "holds"
+    assert out.loc["dvs:esd>ratebp", "seeds_fresh"] == "5-9"
+    assert out.loc["dvs:esd>ratebp", "seeds_committed"] == "0-4"
+    assert out.loc["esd>ratebp", "status"] == "not re-run"
+    assert out.loc["esd>ratebp", "holds"] is None
+    assert evidence.format_seeds([0, 1, 2, 3, 4, 7, 9, 10]) == "0-4, 7, 9-10"
 
 
 def test_interval_text():
