@@ -211,7 +211,11 @@ def test_fresh_rerun_compares_without_touching_the_committed_records(smoke_book)
     row = cells.loc["gradient_error: method=esd, arch=spiking_resnet18"]
     assert row["n_committed"] == row["n_fresh"] == 1 and np.isfinite(row["mean_fresh"])
     assert found.report.read_text().startswith("# Fresh re-run of the smoke profile")
-    assert set(found.verdicts["verdict_fresh"]) == {NO_VERDICT}  # one seed: no verdict
+    by_key = found.verdicts.set_index("key")
+    assert by_key.loc["K_esd<=K_rate", "verdict_fresh"] == NO_VERDICT  # one seed: no verdict
+    assert by_key.loc["K_esd<=K_rate", "status"] == "holds"
+    others = by_key.drop(index="K_esd<=K_rate")  # --only: the other claims were not re-run
+    assert set(others["status"]) == {"not re-run"} and others["holds"].isna().all()
     assert found.all_hold
     data = json.loads((fresh / "comparison.json").read_text())
     assert data["profile"] == "smoke" and len(data["verdicts"]) == len(found.verdicts)
@@ -221,6 +225,12 @@ def test_fresh_rerun_compares_without_touching_the_committed_records(smoke_book)
     again = reproduce_fresh("smoke", fresh, committed_dir=committed, progress=False,
                             only=["gradient_error"])
     assert again.grid["runs_executed"] == 0  # resumed: nothing left to run
+    other = reproduce_fresh("smoke", tmp / "fresh-seeds", committed_dir=committed,
+                            progress=False, only=["gradient_error"], seeds=[3])
+    row = other.verdicts.set_index("key").loc["K_esd<=K_rate"]
+    assert (row["seeds_committed"], row["seeds_fresh"]) == ("0", "3")
+    assert [json.loads(p.read_text())["config"]["seed"]
+            for p in (tmp / "fresh-seeds" / "results").rglob("*.json")] == [3]
 
 
 @pytest.mark.pipeline

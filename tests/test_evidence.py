@@ -332,3 +332,47 @@ def test_fresh_only_compares_what_was_re_run():
 def test_interval_text():
     assert evidence.format_interval(-0.5, 1.25) == "[-0.50, +1.25]"
     assert evidence.format_interval(math.nan, math.nan) == "—"
+
+
+def test_seeds_option_reruns_the_grid_on_other_seeds():
+    from esdbook.reproduce import grid_points, parse_seeds, with_seeds
+
+    assert parse_seeds("5-9") == [5, 6, 7, 8, 9] and parse_seeds("0,2, 4-5") == [0, 2, 4, 5]
+    for bad in ("x", "9-5", "1-", "-1", "0-5000"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+    assert with_seeds([{"method": "a", "seed": 0}, {"method": "a", "seed": 1}, {"method": "b"}],
+                      [7, 8]) == [{"method": "a", "seed": 7}, {"method": "a", "seed": 8},
+                                  {"method": "b", "seed": 7}, {"method": "b", "seed": 8}]
+    base = grid_points("default", only=["dvs"])
+    other = grid_points("default", only=["dvs"], seeds=range(5, 10))
+    assert len(other) == len(base) and {p.config.seed for p in other} == {5, 6, 7, 8, 9}
+    assert not {p.run_id for p in other} & {p.run_id for p in base}
+
+
+def test_fresh_cli_reports_changed_and_not_re_run_claims(monkeypatch, capsys, tmp_path):
+    import esdbook.reproduce as rep
+    from esdbook.__main__ import main
+
+    rows = [(e, m, 4, s, acc + 0.002 * s, 0.1) for s in range(5)
+            for e, m, acc in (("dvs", "esd", 0.8), ("dvs", "ratebp", 0.7))]
+    committed = _runs(rows)
+    fresh = _runs([(e, {"esd": "ratebp", "ratebp": "esd"}[m], t, s, a, f)
+                   for e, m, t, s, a, f in rows])
+    verdicts = compare_verdicts(committed, fresh, rerun={"dvs"})
+    found = rep.FreshComparison(None, verdicts, tmp_path / "comparison.md",
+                                {"runs_executed": 10, "runs_total": 10, "wall_s": 60.0,
+                                 "device_name": "cpu"})
+    seen = {}
+
+    def fake(profile, fresh_dir, **kw):
+        seen.update(kw)
+        return found
+
+    monkeypatch.setattr(rep, "reproduce_fresh", fake)
+    assert main(["reproduce", "--fresh", str(tmp_path), "--only", "dvs", "--seeds", "5-9"]) == 1
+    out = capsys.readouterr().out
+    assert seen["seeds"] == [5, 6, 7, 8, 9] and seen["only"] == ["dvs"]
+    assert "changed: dvs:esd>ratebp: supported -> contradicted" in out
+    assert "not re-run" in out and "DIFFERS" not in out
+    assert main(["reproduce", "--seeds", "a-b", "--no-book"]) == 2

@@ -4,6 +4,7 @@
 
     python -m esdbook reproduce --profile default        # grid -> records, chapters, HTML
     python -m esdbook reproduce --profile default --fresh /tmp/esd-fresh   # re-run check
+    python -m esdbook reproduce --fresh /tmp/f --only dvs --seeds 5-9      # other seeds
     python -m esdbook execute --profile default --results-dir results
     python -m esdbook build                              # HTML from book/_executed
     python -m esdbook check                              # every built page in Chromium
@@ -25,27 +26,34 @@ from esdlib.train.paths import project_root
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from esdbook.reproduce import reproduce, reproduce_fresh
+    from esdbook.reproduce import parse_seeds, reproduce, reproduce_fresh
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1 (leave it out for one per CPU), got {args.jobs}")
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
     if args.fresh is not None:
         found = reproduce_fresh(args.profile, args.fresh, progress=not args.quiet,
-                                only=args.only, jobs=args.jobs, threads=args.threads)
+                                only=args.only, jobs=args.jobs, threads=args.threads,
+                                seeds=seeds)
         v = found.verdicts
         for row in v.itertuples():
-            mark = "holds" if row.holds else "DIFFERS"
-            print(f"{mark:8} {row.key:22} committed: {row.verdict_committed:14} "
+            mark = {"holds": "holds", "changed": "CHANGED", "not re-run": "not re-run"}[row.status]
+            print(f"{mark:10} {row.key:28} committed: {row.verdict_committed:28} "
                   f"fresh: {row.verdict_fresh}")
         g = found.grid
         print(f"grid: {g['runs_executed']} of {g['runs_total']} runs executed in "
               f"{g['wall_s'] / 60:.1f} min wall on {g['device_name']}")
-        print(f"{int(v['holds'].sum())} of {len(v)} verdicts hold; report: {found.report}")
+        compared = v[v["status"] != "not re-run"]
+        changed = compared[compared["status"] == "changed"]
+        for row in changed.itertuples():
+            print(f"changed: {row.key}: {row.verdict_committed} -> {row.verdict_fresh}")
+        print(f"{len(compared) - len(changed)} of {len(compared)} compared verdicts hold "
+              f"({len(v) - len(compared)} not re-run); report: {found.report}")
         return 0 if found.all_hold else 1
     index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
-                      only=args.only, jobs=args.jobs, threads=args.threads)
+                      only=args.only, jobs=args.jobs, threads=args.threads, seeds=seeds)
     if index is not None:
         print(f"book: {index}")
     return 0
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-run the grid into DIR (never touching the committed records), then "
                         "compare every cell and verdict with the committed runs; writes "
                         "DIR/comparison.md and exits 1 when a verdict does not hold")
+    p.add_argument("--seeds", metavar="SEEDS", default=None,
+                   help="run the grid on these seeds instead of the manifest's, e.g. 5-9 or "
+                        "0,2,4 (with --fresh: does a verdict depend on the seed set?)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_reproduce)
 

@@ -130,14 +130,50 @@ def expand_grid(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return unique
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"5-9"``, ``"0,2,4"`` or a mix (``"0-4,7"``), sorted, without duplicates.
+
+    Raises:
+        ValueError: Not a list of non-negative ints and ranges.
+    """
+    seeds: set[int] = set()
+    for part in str(text).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"--seeds {text!r}: expected seeds and ranges such as 5-9 or 0,2,4")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise ValueError(f"--seeds {text!r}: the range {part.strip()} is empty")
+        if b - a >= 1000:
+            raise ValueError(f"--seeds {text!r}: at most 1000 seeds")
+        seeds.update(range(a, b + 1))
+    return sorted(seeds)
+
+
+def with_seeds(points: list[dict[str, Any]], seeds: Iterable[int]) -> list[dict[str, Any]]:
+    """The same grid on other seeds: every point (its own ``seed`` dropped) once per seed."""
+    out, seen = [], set()
+    for p in points:
+        for seed in seeds:
+            q = {k: v for k, v in p.items() if k != "seed"} | {"seed": int(seed)}
+            key = json.dumps(q, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(q)
+    return out
+
+
 def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
-                only: Iterable[str] | None = None) -> list[GridPoint]:
+                only: Iterable[str] | None = None,
+                seeds: Iterable[int] | None = None) -> list[GridPoint]:
     """All grid points of a profile, each validated (errors name the experiment and point).
 
     Args:
         profile: one of :data:`esdlib.train.config.PROFILES`.
         manifest: a loaded manifest (default: the repository's).
         only: restrict to these experiment names.
+        seeds: run the grid on these seeds instead of the manifest's (:func:`with_seeds`),
+            e.g. to test whether a verdict depends on the seed set.
 
     Returns:
         The points, experiments in manifest order.
@@ -158,7 +194,10 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
     for name, spec in exps.items():
         if only and name not in only:
             continue
-        for overrides in expand_grid(spec):
+        spec_points = expand_grid(spec)
+        if seeds is not None:
+            spec_points = with_seeds(spec_points, seeds)
+        for overrides in spec_points:
             try:
                 cfg = RunConfig.from_profile(profile, experiment=name, **overrides)
             except ConfigError as err:
@@ -188,7 +227,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
               checkpoint_dir: str | os.PathLike | None = None,
               book_dir: str | os.PathLike | None = None,
               build_dir: str | os.PathLike | None = None, jobs: int | None = None,
-              threads: int = 1) -> Path | None:
+              threads: int = 1, seeds: Iterable[int] | None = None) -> Path | None:
     """Run the grid of ``profile`` (skipping finished points), execute the chapters, build the book.
 
     Args:
@@ -206,6 +245,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
         jobs: grid points run concurrently, each in its own kernel (default: one per CPU).
         threads: CPU threads per kernel. One thread per kernel with one kernel per CPU is
             several times faster for the book's small networks than fewer, wider kernels.
+        seeds: run the grid on these seeds instead of the manifest's.
 
     Returns:
         Path of the built ``index.html`` (``None`` when ``build`` is False).
@@ -219,7 +259,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     runs = Path(runs_dir or root / "papermill_runs").resolve()
     ckpts = Path(checkpoint_dir or root / "checkpoints").resolve()
     book = Path(book_dir or root / "book").resolve()
-    points = grid_points(profile, only=only)  # validates everything before any work
+    points = grid_points(profile, only=only, seeds=seeds)  # validates all before any work
     jobs = jobs or os.cpu_count() or 1
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs and threads must be >= 1, got {jobs}, {threads}")
@@ -263,8 +303,8 @@ class FreshComparison:
 
     @property
     def all_hold(self) -> bool:
-        """Whether every committed verdict is also the fresh one."""
-        return bool(self.verdicts["holds"].all())
+        """Whether every compared verdict (claims whose experiments were re-run) held."""
+        return bool((self.verdicts["status"] != "changed").all())
 
 
 def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) -> dict[str, Path]:
@@ -283,7 +323,7 @@ def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) ->
 def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
                     committed_dir: str | os.PathLike | None = None, progress: bool = True,
                     only: Iterable[str] | None = None, jobs: int | None = None,
-                    threads: int = 1) -> FreshComparison:
+                    threads: int = 1, seeds: Iterable[int] | None = None) -> FreshComparison:
     """Re-run a profile's grid into a separate folder and compare it with the committed runs.
 
     The grid runs into ``<fresh_dir>/results``, ``<fresh_dir>/papermill_runs`` and
@@ -300,9 +340,12 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
             committed results, papermill runs or checkpoints.
         committed_dir: The committed results (default ``<root>/results``).
         progress: Progress bars.
-        only: Re-run only these experiments (the comparison still lists every claim).
+        only: Re-run only these experiments; only the claims whose cells all lie in them are
+            compared, the others are listed as ``"not re-run"``.
         jobs: Grid points run at once (default: one per CPU).
         threads: CPU threads per kernel.
+        seeds: Re-run on these seeds instead of the manifest's (e.g. ``range(5, 10)``), to
+            test whether the verdicts depend on the seed set.
 
     Returns:
         The :class:`FreshComparison`.
@@ -319,12 +362,13 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     root = project_root()
     committed = Path(committed_dir or root / "results").resolve()
     folders = _fresh_folders(fresh_dir, committed, root)
-    points = grid_points(profile, only=only)
+    seeds = None if seeds is None else sorted(set(int(s) for s in seeds))
+    points = grid_points(profile, only=only, seeds=seeds)
     todo = sum(not record_exists(folders["results"], p.experiment, p.run_id) for p in points)
     t0 = time.perf_counter()
     reproduce(profile, build=False, progress=progress, only=only,
               results_dir=folders["results"], runs_dir=folders["papermill_runs"],
-              checkpoint_dir=folders["checkpoints"], jobs=jobs, threads=threads)
+              checkpoint_dir=folders["checkpoints"], jobs=jobs, threads=threads, seeds=seeds)
     host = environment_info()
     grid = {"runs_executed": todo, "runs_total": len(points),
             "wall_s": round(time.perf_counter() - t0, 1),
@@ -332,19 +376,27 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
             "device_name": host["device_name"], "cpu_count": host["cpu_count"]}
     old = runs_of(load_records(committed, strict=False), profile)
     new = runs_of(load_records(folders["results"], strict=False), profile)
-    cells = evidence.compare_cells(old, new)
-    verdicts = evidence.compare_verdicts(old, new)
+    claims = evidence.MNIST_CLAIMS if profile == "mnist" else evidence.CLAIMS
+    rerun = sorted({p.experiment for p in points})
+    cells = evidence.compare_cells(old, new, claims)
+    verdicts = evidence.compare_verdicts(old, new, claims, rerun=rerun)
     out = folders["results"].parent
     atomic_write_json(out / "comparison.json", {
         "profile": profile, "committed": str(committed), "fresh": str(folders["results"]),
-        "grid": grid,
+        "grid": grid, "rerun": rerun, "seeds": seeds,
         "cells": json.loads(cells.to_json(orient="records")),
         "verdicts": json.loads(verdicts.to_json(orient="records"))})
-    held = int(verdicts["holds"].sum())
+    compared = verdicts[verdicts["status"] != "not re-run"]
+    changed = compared[compared["status"] == "changed"]
     text = "\n".join([
         f"# Fresh re-run of the {profile} profile", "",
         f"- committed records: {committed}", f"- fresh records: {folders['results']}",
-        f"- verdicts that hold: {held} of {len(verdicts)}",
+        f"- experiments re-run: {', '.join(rerun)}; seeds: "
+        f"{'as in the manifest' if seeds is None else evidence.format_seeds(seeds)}",
+        f"- verdicts that hold: {len(compared) - len(changed)} of {len(compared)} compared "
+        f"({len(verdicts) - len(compared)} claims not re-run)",
+        *(f"- changed: {r.key}: {r.verdict_committed} → {r.verdict_fresh}"
+          for r in changed.itertuples()),
         f"- grid: {todo} of {len(points)} runs executed by this call in "
         f"{grid['wall_s'] / 60:.1f} min wall ({grid['jobs']} jobs × {threads} thread(s)) on "
         f"{grid['device_name']} ({grid['cpu_count']} CPUs)", "",
