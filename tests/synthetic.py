@@ -17,7 +17,8 @@ BASE = {"status": "complete", "experiment": "table1", "config.profile": "default
         "config.epochs": 12, "config.max_train_steps": None, "config.arch": "spiking_resnet18",
         "config.method": "esd", "config.T": 4, "config.seed": 0, "config.split": "official",
         "config.branch_kind": "dsconv", "config.beta": 0.3, "config.teacher_space": "logits",
-        "config.eta": 0.0, "metrics.final_test_acc": 0.9, "metrics.best_test_acc": 0.95,
+        "config.eta": 0.0, "config.rate_grad_scale": "1/T", "metrics.final_test_acc": 0.9,
+        "metrics.best_test_acc": 0.95,
         "git_revision": "abc", "created": "2026-01-01T00:00:00Z", "timing.wall_s": 1.0,
         "scale_label": "digits", "branch_params": 75_000}
 

@@ -359,3 +359,21 @@ def test_scalability_figure_says_when_there_are_no_records():
     from matplotlib.figure import Figure
 
     assert isinstance(scalability.scalability_figure(pd.DataFrame()), Figure)
+
+
+def test_verdict_table_states_each_claims_test_and_counts_what_was_shown():
+    assert verdicts.test_label("superiority", 0.0) == "superiority"
+    assert verdicts.test_label("non-inferiority", 1.0) == "non-inferiority, δ = 1 pt"
+    assert verdicts.test_label("equivalence", 0.5) == "equivalence, ±0.5 pts"
+    esd = accs("esd", [0.90, 0.92, 0.94, 0.96, 0.98])
+    bptt = accs("bptt", [0.90, 0.925, 0.935, 0.955, 0.985])  # ESD − BPTT: 0, −.5, .5, .5, −.5
+    df = records_table(esd + bptt)
+    html = verdicts.verdict_table(df, "04_table1_static").data
+    assert "non-inferiority, δ = 1 pt" in html and "non-inferior (margin 1 pt)" in html
+    assert "(95 %)" in html and "detects ≥" in html
+    from esdlib.analysis.evidence import claims_table
+
+    counts = verdicts.verdict_counts(claims_table(df), prefix="x_")
+    assert counts["x_n_for"] == 1 and counts["x_n_claims"] == counts["x_n_paper"] + \
+        counts["x_n_diagnosis"]
+    assert counts["x_n_none"] == counts["x_n_claims"] - 1

@@ -233,10 +233,10 @@ def test_non_inferiority_by_hand():
     v = evidence.non_inferiority_verdict(d, 1.0)
     low = -0.02 - T_0975_DF4 * math.sqrt(0.097) / math.sqrt(5)
     assert v.ci_low == pytest.approx(low) and low > -1.0
-    assert v.verdict == "non-inferior (margin 1 pts)" and v.shown == "for"
+    assert v.verdict == "non-inferior (margin 1 pt)" and v.shown == "for"
     assert v.kind == "non-inferiority" and v.margin == 1.0
     worse = evidence.non_inferiority_verdict({s: -3.0 + 0.1 * s for s in range(5)}, 1.0)
-    assert worse.verdict == "inferior by more than 1 pts" and worse.shown == "against"
+    assert worse.verdict == "inferior by more than 1 pt" and worse.shown == "against"
     # the -1.6-pt branch gap of the issue: an interval [-3.03, -0.22] straddles -1
     straddle = evidence.non_inferiority_verdict({0: -3.2, 1: -0.4, 2: -1.0, 3: -2.4, 4: -1.1}, 1)
     assert straddle.verdict == "inconclusive" and straddle.ci_low < -1 < straddle.ci_high
@@ -249,9 +249,9 @@ def test_equivalence_is_two_one_sided_tests():
     v = evidence.equivalence_verdict(d, 1.0)
     half = T_095_DF4 * math.sqrt(0.025) / math.sqrt(5)
     assert (v.ci_low, v.ci_high) == pytest.approx((0.5 - half, 0.5 + half))
-    assert v.confidence == pytest.approx(0.90) and v.verdict == "equivalent within ±1 pts"
+    assert v.confidence == pytest.approx(0.90) and v.verdict == "equivalent within ±1 pt"
     assert evidence.equivalence_verdict({s: 3.0 + 0.1 * s for s in range(5)}, 1.0).verdict == \
-        "not equivalent (differs by more than 1 pts)"
+        "not equivalent (differs by more than 1 pt)"
     # "not separable" under superiority is not parity: a wide interval is inconclusive
     wide = {0: -2.0, 1: 5.3, 2: 0.3, 3: 2.0, 4: -1.6}
     assert evidence.superiority_verdict(wide).verdict == "not separable"

@@ -1,10 +1,12 @@
 """The paired-seed verdicts on a page: the table that decides them and their glue values.
 
-Every verdict of the book comes from :func:`esdlib.analysis.evidence.paired_verdict`. The rule
-is written in each chapter's markdown; this module shows the numbers that decide it
+Every verdict of the book comes from :func:`esdlib.analysis.evidence.decide`, with the test
+each claim's wording needs (superiority, non-inferiority or equivalence, with its margin). The
+rules are written in each chapter's markdown; this module shows the numbers that decide them
 (:func:`verdict_table`) and glues, per claim, short values the prose quotes
-(:func:`claim_values`): ``<slug>_diff`` (mean paired difference with unit), ``<slug>_ci`` (95 %
-interval), ``<slug>_n`` (paired seeds) and ``<slug>_verdict`` (a verdict word).
+(:func:`claim_values`): ``<slug>_diff`` (mean paired difference with unit), ``<slug>_ci`` (its
+interval), ``<slug>_n`` (paired seeds), ``<slug>_verdict`` (what was shown) and ``<slug>_test``
+(the test and its margin); :func:`verdict_counts` counts the verdicts of a table.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from esdbook import display
 from esdlib.analysis.evidence import CLAIMS, NO_VERDICT, claims_table, format_interval
 
 __all__ = ["claim_slug", "claim_values", "convergence_counts", "convergence_summary",
-           "verdict_table", "verdict_word"]
+           "test_label", "verdict_counts", "verdict_table", "verdict_word"]
 
 
 def claim_slug(key: str) -> str:
@@ -29,9 +31,21 @@ def claim_slug(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")
 
 
+def test_label(kind: str, margin: float, unit: str = "pts") -> str:
+    """The test of a claim in words: ``"superiority"``, ``"non-inferiority, δ = 1 pt"`` or
+    ``"equivalence, ±1 pt"``."""
+    if kind == "superiority":
+        return kind
+    amount = f"{margin:g} {'pt' if unit == 'pts' and margin == 1 else unit}".strip()
+    return f"non-inferiority, δ = {amount}" if kind == "non-inferiority" else \
+        f"equivalence, ±{amount}"
+
+
 def verdict_word(verdict: str) -> str:
-    """The verdict as a short label: ``supported``, ``not separable``, ``contradicted``,
-    ``no verdict`` (fewer than 5 pairs) or ``cannot decide`` (an ambiguous cell)."""
+    """The verdict as a short label: what was shown (``supported``, ``not separable``,
+    ``contradicted``, ``non-inferior (margin 1 pt)``, ``equivalent within ±1 pt``,
+    ``inconclusive`` …), ``no verdict`` (fewer than 5 pairs) or ``cannot decide`` (an
+    ambiguous cell)."""
     if verdict == NO_VERDICT:
         return "no verdict"
     return "cannot decide" if verdict.startswith("cannot decide") else verdict
@@ -56,27 +70,64 @@ def claim_values(df: pd.DataFrame, chapter: str | None = None,
         out[f"{slug}_ci"] = format_interval(r.ci_low, r.ci_high)
         out[f"{slug}_n"] = str(int(r.n))
         out[f"{slug}_verdict"] = verdict_word(r.verdict)
+        out[f"{slug}_test"] = test_label(r.kind, r.margin, r.unit)
     return out
+
+
+def verdict_counts(table: pd.DataFrame, prefix: str = "") -> dict[str, int]:
+    """Counts of a :func:`~esdlib.analysis.evidence.claims_table` for glue: ``n_claims``,
+    ``n_paper`` and ``n_diagnosis`` (claims of the paper, diagnoses of ours), and among all
+    claims ``n_for`` (shown: supported, non-inferior, equivalent), ``n_against`` (the
+    opposite shown), ``n_neither`` (not separable, inconclusive), ``n_none`` (no verdict),
+    ``n_close`` (an interval end near a boundary) and ``n_seed_dependent``; every name
+    starts with ``prefix``."""
+    shown = table["shown"].value_counts() if len(table) else pd.Series(dtype=int)
+    counts = {"claims": len(table), "paper": int((table["source"] == "paper").sum()),
+              "diagnosis": int((table["source"] == "diagnosis").sum()),
+              **{w: int(shown.get(w, 0)) for w in ("for", "against", "neither", "none")},
+              "close": int(table["close"].astype(bool).sum()),
+              "seed_dependent": int((table["seed_sets"] == "depends on the seed set").sum())}
+    return {f"{prefix}n_{k}": v for k, v in counts.items()}
 
 
 def verdict_table(df: pd.DataFrame, chapter: str | None = None,
                   claims: Sequence[Any] | None = None) -> Any:
     """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts.
 
-    Columns: the claim, the paper's number, the paired seeds ``n``, the mean paired difference
-    (signed so that the paper's direction is positive) with its 95 % interval, the verdict and
-    the per-seed differences. ``claims`` replaces :data:`esdlib.analysis.evidence.CLAIMS`
-    (e.g. the bf16 parity checks). Returned as HTML without an index, ready to display.
+    Columns: the claim, the paper's number, the test (kind and margin), the paired seeds ``n``,
+    the mean paired difference (signed so that the claimed direction is positive) with its
+    interval (95 %; 90 % for equivalence, the two one-sided tests), the verdict, the power of
+    the design (the interval's half-width and, for superiority, the smallest difference it
+    detects with power 0.8), the seed-set check where two seed sets are on record, and the
+    per-seed differences. ``claims`` replaces :data:`esdlib.analysis.evidence.CLAIMS` (e.g.
+    the bf16 parity checks). Returned as HTML without an index, ready to display.
     """
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({
-        "claim": t["claim"], "paper": t["paper"], "n": t["n"],
+        "claim": t["claim"], "paper": t["paper"],
+        "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
+                                                         strict=True)],
+        "n": t["n"],
         "mean difference": ["—" if not np.isfinite(m) else f"{m:+.2f} {u}".strip()
                             for m, u in zip(t["mean"], t["unit"], strict=True)],
-        "95 % interval": [format_interval(a, b)
-                          for a, b in zip(t["ci_low"], t["ci_high"], strict=True)],
-        "verdict": t["verdict"], "per seed": t["differences"].replace("", "—")})
+        "interval": [format_interval(a, b) + ("" if not np.isfinite(a) else
+                                              f" ({c:.0%})".replace("%", " %"))
+                     for a, b, c in zip(t["ci_low"], t["ci_high"], t["confidence"],
+                                        strict=True)],
+        "verdict": [verdict_word(v) + (" (close)" if c else "")
+                    for v, c in zip(t["verdict"], t["close"], strict=True)],
+        "power": [_power(h, d) for h, d in zip(t["half_width"], t["detectable"], strict=True)],
+        "per seed": t["differences"].replace("", "—")})
+    if (t["seed_sets"] != "one seed set").any() and len(t):
+        shown.insert(7, "seed sets", t["seed_sets"].replace("one seed set", "—"))
     return display.table(shown, constants_to_caption=False)
+
+
+def _power(half: float, detectable: float) -> str:
+    if not np.isfinite(half):
+        return "—"
+    text = f"±{half:.2f}"
+    return text + (f"; detects ≥ {detectable:.2f}" if np.isfinite(detectable) else "")
 
 
 def convergence_summary(df: pd.DataFrame) -> Any:

@@ -231,8 +231,8 @@ class Verdict:
         mean: Mean paired difference (``nan`` when ``n == 0``).
         ci_low: Lower end of the interval (``nan`` when ``n < 2``).
         ci_high: Upper end of the interval (``nan`` when ``n < 2``).
-        verdict: What was shown, e.g. ``"supported"``, ``"non-inferior (margin 1 pts)"``,
-            ``"equivalent within ±1 pts"``, ``"inconclusive"``, or :data:`NO_VERDICT`.
+        verdict: What was shown, e.g. ``"supported"``, ``"non-inferior (margin 1 pt)"``,
+            ``"equivalent within ±1 pt"``, ``"inconclusive"``, or :data:`NO_VERDICT`.
         differences: ``(seed, d_s)`` pairs, sorted by seed.
         kind: The test (one of :data:`KINDS`).
         margin: Its margin ``δ`` (0 for superiority).
@@ -333,6 +333,8 @@ paired_verdict = superiority_verdict
 
 
 def _amount(margin: float, unit: str) -> str:
+    if unit == "pts" and margin == 1:
+        unit = "pt"
     return f"{margin:g} {unit}".strip()
 
 
@@ -354,7 +356,7 @@ def non_inferiority_verdict(differences: Mapping[int, float], margin: float, *,
 
     Example:
         >>> non_inferiority_verdict({0: -0.5, 1: 0.2, 2: -0.1, 3: 0.3, 4: 0.0}, 1.0).verdict
-        'non-inferior (margin 1 pts)'
+        'non-inferior (margin 1 pt)'
     """
     if not margin > 0:
         raise ValueError(f"a non-inferiority margin must be positive, got {margin}")
@@ -392,7 +394,7 @@ def equivalence_verdict(differences: Mapping[int, float], margin: float, *, unit
 
     Example:
         >>> equivalence_verdict({0: 0.1, 1: -0.2, 2: 0.0, 3: 0.2, 4: -0.1}, 1.0).verdict
-        'equivalent within ±1 pts'
+        'equivalent within ±1 pt'
     """
     if not margin > 0:
         raise ValueError(f"an equivalence margin must be positive, got {margin}")
