@@ -229,8 +229,10 @@ def dry(tmp_path_factory):
                    str(folder), "--quiet"])
     wall = time.perf_counter() - t0
     print(f"paper dry run: {wall:.0f} s wall")
+    # the run ids of the dry run's points (the data folder does not enter them)
+    points = paper_points(overrides={**paper_grid.DRY_RUN_OVERRIDES, "device": "cpu"})
     return {"status": status, "folder": folder, "wall_s": wall, "results_before": before,
-            "points": paper_points()}
+            "points": points}
 
 
 @pytest.mark.pipeline
@@ -261,9 +263,9 @@ def test_dry_run_notebooks_and_chapters_executed_without_errors(dry):
 
     runs = sorted((dry["folder"] / "papermill_runs").rglob("*.ipynb"))
     kinds = {(p.parent.name, p.name.split("-")[1]) for p in runs}
+    # every experiment notebook on each of its data sets (ImageNet: after torchrun)
     assert kinds == {("table1", "cifar10"), ("table1", "cifar100"), ("table1", "imagenet"),
-                     ("dvs", "cifar10_dvs"), ("ablation", "cifar100"),
-                     ("gradient_error", "cifar10")}
+                     ("dvs", "cifar10_dvs"), ("gradient_error", "cifar10")}
     chapters = sorted((dry["folder"] / "_executed").glob("*.ipynb"))
     assert [c.stem for c in chapters] == list(paper_grid.DRY_RUN_CHAPTERS)
     for path in runs + chapters:

@@ -319,7 +319,7 @@ def estimate(points: Sequence[GridPoint], gpus: int = 1, bench_dir: str | os.Pat
 
 def plan_text(points: Sequence[GridPoint], todo: Sequence[GridPoint], est: Estimate, *,
               gpus: int, device: str, seeds: int, roots: Mapping[str, Path],
-              checkpoints: Path) -> str:
+              checkpoints: Path, at_once: int = 1) -> str:
     """The plan printed before the grid runs: points (to run / done), GPU-hours per experiment
     and data set, disk, data folders and how ImageNet is launched."""
     import pandas as pd
@@ -346,8 +346,8 @@ def plan_text(points: Sequence[GridPoint], todo: Sequence[GridPoint], est: Estim
         lines.append(f"ImageNet: {len(dist)} point(s) through torchrun --nproc-per-node {gpus} "
                      f"({'nccl' if device != 'cpu' else 'gloo'})")
     single = len(todo) - len(dist)
-    lines.append(f"device: {device}; {single} single-device point(s), "
-                 f"{min(gpus, max(single, 1)) if device != 'cpu' else 1} at a time")
+    lines.append(f"device: {device}; {single} single-device point(s), {at_once} at a time, "
+                 "each through its notebook (papermill)")
     return "\n".join(lines)
 
 
@@ -440,8 +440,9 @@ def run_grid(points: Sequence[GridPoint], *, device: str, gpus: int, root: Path,
              notebook: Callable[[GridPoint], bool] | None = None) -> _Outcome:
     """Run the points that have no complete record; return what finished and what failed.
 
-    Single-device points run through their notebook (papermill), ``gpus`` at a time on
-    ``cuda:0..gpus-1`` (on the CPU: ``jobs`` at a time). Torchrun points
+    Single-device points run through their notebook (papermill), one per GPU at a time on
+    ``cuda:0..gpus-1`` (``jobs`` > ``gpus``: that many at a time, sharing the GPUs; on the CPU:
+    ``jobs`` at a time). Torchrun points
     (:data:`DISTRIBUTED_DATASETS`) run ``esd train`` on ``gpus`` processes, then their notebook
     reads the finished record; on CUDA they run first, one at a time, as they use every GPU.
     A failed point does not stop the others. For the dry run: points for which
@@ -458,7 +459,8 @@ def run_grid(points: Sequence[GridPoint], *, device: str, gpus: int, root: Path,
     outcome = _Outcome()
     bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="grid (paper)",
                unit="run", disable=not progress)
-    devices = [f"cuda:{i}" for i in range(gpus)] if device == "cuda" else ["cpu"] * (jobs or 1)
+    slots = max(gpus, jobs or 0) if device == "cuda" else jobs or 1
+    devices = [f"cuda:{i % gpus}" if device == "cuda" else "cpu" for i in range(slots)]
     free, lock = list(devices), threading.Lock()
 
     def single(p: GridPoint) -> None:
@@ -534,6 +536,8 @@ class DryRunResult:
         chapters: the executed chapters.
         failed: ``(run_id, error)`` of failed points.
         wall_s: seconds from start to end.
+        points_s: seconds of the points (after the synthetic data were written).
+        chapters_s: seconds of the chapters.
     """
 
     folder: Path
@@ -542,13 +546,16 @@ class DryRunResult:
     chapters: list[Path]
     failed: list[tuple[str, str]]
     wall_s: float
+    points_s: float
+    chapters_s: float
 
 
 def _notebook_subset(points: Sequence[GridPoint]) -> list[GridPoint]:
-    """One point per (experiment, data set): every notebook on every data set once."""
+    """One point per (notebook, data set): every experiment notebook on each of its data sets
+    once (the first point in manifest order)."""
     seen, out = set(), []
     for p in points:
-        key = (p.experiment, p.config.dataset)
+        key = (p.notebook, p.config.dataset)
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -577,8 +584,8 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
       (``RunConfig.from_notebook`` then ``esd.fit`` / ``esd.gradient_study``), in this
       process (~0.5 s each at :data:`DRY_RUN_OVERRIDES`): every data set, network, method and
       T of the grid trains 2 steps, evaluates and writes its record;
-    - ``notebooks="subset"``: one point per (experiment, data set) goes through its notebook
-      with papermill instead (6 kernels: both notebooks, every data set), run alongside;
+    - ``notebooks="subset"``: one point per (notebook, data set) goes through its notebook
+      with papermill instead (5 kernels: both notebooks, every data set), run alongside;
       ``"all"``: every point through papermill (the GPU check can afford it);
     - every ImageNet point runs through ``torchrun --nproc-per-node gpus`` on ``esd train``
       (gloo on the CPU: 2 processes), then its notebook reads the record;
@@ -622,10 +629,12 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
     import torch
 
     torch.set_num_threads(1)
+    t1 = time.perf_counter()
     outcome = run_grid(points, device=device, gpus=gpus, root=root, results=results, runs=runs,
                        checkpoints=ckpts, threads=1, jobs=jobs, progress=progress,
                        in_process=lambda p: p.run_id not in subset_ids,
                        notebook=lambda p: p.run_id in subset_ids)
+    t2 = time.perf_counter()
     executed: list[Path] = []
     if chapters and not outcome.failed:
         params = {"profile": "paper", "results_dir": str(results)}
@@ -633,8 +642,9 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
         with kernel_environment(1), cf.ThreadPoolExecutor(jobs) as ex:
             executed = list(ex.map(lambda src: run_notebook(
                 src, folder / "_executed" / src.name, params, cwd=root, timeout=600), sources))
+    t3 = time.perf_counter()
     return DryRunResult(folder, points, [p for p in points if p.run_id in subset_ids],
-                        executed, outcome.failed, time.perf_counter() - t0)
+                        executed, outcome.failed, t3 - t0, t2 - t1, t3 - t2)
 
 
 # ---------------------------------------------------------------------------------- the command
@@ -706,8 +716,9 @@ def main(args: Any) -> int:
                         jobs=args.jobs, progress=not args.quiet)
         print(f"dry run: {len(found.points)} points ({len(found.notebooks)} through papermill, "
               f"ImageNet through torchrun with {gpus} {device} processes), "
-              f"{len(found.chapters)} chapters, {found.wall_s:.0f} s; records (synthetic test "
-              f"data) in {found.folder / 'results'}")
+              f"{len(found.chapters)} chapters in {found.wall_s:.0f} s (points "
+              f"{found.points_s:.0f} s, chapters {found.chapters_s:.0f} s); records (synthetic "
+              f"test data) in {found.folder / 'results'}")
         for run_id, err in found.failed:
             print(f"FAILED {run_id}: {err}", file=sys.stderr)
         return 1 if found.failed else 0
@@ -729,14 +740,15 @@ def main(args: Any) -> int:
     problems = [m for name, r in roots.items() if (m := data_problem(name, r))]
     if problems and not args.plan:
         raise PaperGridError(f"{len(problems)} data set(s) missing: " + " | ".join(problems))
-    workers = args.jobs or max(1, min(8, (os.cpu_count() or 1) // max(gpus, 1)))
+    at_once = max(gpus, args.jobs or 0) if device == "cuda" else args.jobs or 1
+    workers = max(1, min(8, (os.cpu_count() or 1) // at_once))  # DataLoader workers per run
     points = paper_points(args.seeds, args.only, {"device": device, "num_workers": workers},
                           roots)
     todo = [p for p in points if not record_exists(results, p.experiment, p.run_id)]
     name = torch.cuda.get_device_name() if device == "cuda" and not refusals else None
     est = estimate(points, gpus, device_name=name)
     plan = plan_text(points, todo, est, gpus=gpus, device=device, seeds=args.seeds,
-                     roots=roots, checkpoints=ckpts)
+                     roots=roots, checkpoints=ckpts, at_once=at_once)
     if args.plan:
         print(plan)
         for line in refusals + problems:
