@@ -51,6 +51,7 @@ from typing import Any
 from esdbook.paper_data import data_problem, data_roots, parse_data_roots, write_synthetic_data
 from esdbook.reproduce import GridPoint, grid_points, project_root, run_point
 from esdlib.train.config import ConfigError, RunConfig
+from esdlib.train.records import make_run_id
 
 __all__ = [
     "DATASET_SIZES",
@@ -148,8 +149,6 @@ def paper_points(seeds: int = 1, only: Iterable[str] | None = None,
                 cfg = RunConfig.from_profile("paper", experiment=p.experiment, **ov)
             except ConfigError as err:
                 raise ConfigError(f"experiment {p.experiment!r}, point {ov}: {err}") from err
-            from esdlib.train.records import make_run_id
-
             out.append(GridPoint(p.experiment, p.notebook, ov, cfg, make_run_id(cfg)))
     return out
 
@@ -659,7 +658,8 @@ def add_arguments(parser: Any) -> None:
                    help="folder holding one sub-folder per data set (DIR/cifar10, DIR/imagenet, "
                         "...); default $ESDLIB_DATA or ./data")
     g.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                   help="default: cuda, required; --device cpu runs the grid on the CPU")
+                   help="default: cuda, required (--device cpu runs the grid on the CPU); "
+                        "the dry run's default is cpu")
     g.add_argument("--gpus", type=int, default=None,
                    help="GPUs (default: all): single-GPU points run one per GPU, ImageNet on "
                         "all through torchrun --nproc-per-node GPUS (dry run on the CPU: 2 "
@@ -673,7 +673,8 @@ def add_arguments(parser: Any) -> None:
     g.add_argument("--dry-run-dir", metavar="DIR", default=None,
                    help="scratch folder of --dry-run (default: a new temporary folder)")
     g.add_argument("--dry-run-notebooks", choices=("subset", "all"), default="subset",
-                   help="dry run: one notebook per experiment and data set (default) or all")
+                   help="dry run: one point per experiment notebook and data set through "
+                        "papermill, the others in-process (default), or all through papermill")
 
 
 _PAPER_OPTIONS = ("data_root", "data_dir", "device", "gpus", "plan", "dry_run", "dry_run_dir")
@@ -684,6 +685,8 @@ def refuse_paper_options(args: Any) -> None:
     given = [f"--{k.replace('_', '-')}" for k in _PAPER_OPTIONS if getattr(args, k, None)]
     if args.seeds != 1:
         given.append("--seeds")
+    if args.dry_run_notebooks != "subset":
+        given.append("--dry-run-notebooks")
     if given:
         raise PaperGridError(f"{', '.join(given)} only apply to --profile paper")
 
