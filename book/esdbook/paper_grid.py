@@ -338,12 +338,19 @@ def plan_text(points: Sequence[GridPoint], todo: Sequence[GridPoint], est: Estim
     need = int(df.loc[df["todo"], "checkpoint_bytes"].sum())
     lines.append(f"checkpoints: {need / 1e9:.1f} GB more in {checkpoints} "
                  f"({est.checkpoint_bytes / 1e9:.1f} GB for the whole grid: last.pt + best.pt)")
+    dvs = [p.config for p in todo if p.config.dataset == "cifar10_dvs"]
+    if dvs:  # float32 frames, stored compressed (event counts are mostly zero)
+        frames = sum(DATASET_SIZES["cifar10_dvs"]) * 2 * 4 * max(
+            c.T * (c.image_size or 48) ** 2 for c in dvs)
+        lines.append(f"CIFAR10-DVS frame cache: at most {frames / 1e9:.1f} GB beside the data")
     for name, root in roots.items():
         lines.append(f"data: {name} from {root}")
     dist = [p for p in todo if _is_distributed(p)]
     if dist:
+        batch = dist[0].config.batch_size
         lines.append(f"ImageNet: {len(dist)} point(s) through torchrun --nproc-per-node {gpus} "
-                     f"({'nccl' if device != 'cpu' else 'gloo'})")
+                     f"({'nccl' if device != 'cpu' else 'gloo'}); batch {batch} per process, "
+                     f"{batch * gpus} per step in all")
     single = len(todo) - len(dist)
     lines.append(f"device: {device}; {single} single-device point(s), {at_once} at a time, "
                  "each through its notebook (papermill)")
