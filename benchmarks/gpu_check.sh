@@ -3,15 +3,18 @@
 # in float64 and in bf16, CPU/CUDA parity, rate pass == spike average under bf16/fp16 autocast,
 # CUDA memory release) and `esd bench` for ResNet-18/19 at batch 128 (CIFAR size) and
 # PreAct-ResNet-34 at batch 32 (224 px, 1000 classes), T in {1, 2, 4, 6, 8}, bptt/ratebp/esd,
-# fp32, bf16 and fp16 (autocast + gradient scaler), channels-last on and off.
+# fp32, bf16 and fp16 (autocast + gradient scaler), channels-last on and off; then the dry run of
+# the paper grid on the GPU (every point of `reproduce --profile paper` for 2 steps on synthetic
+# files, ImageNet through torchrun, the chapters; about a minute, in a scratch folder).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # default OUT_DIR: results/bench/gpu
 #   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh /tmp/dry   # tiny CPU rehearsal of the same calls
 #
-# Writes OUT_DIR/host.txt (GPU, driver, CPU, torch), OUT_DIR/tests.txt (pytest output) and one
-# bench record per call (OUT_DIR/<bench_id>.json). Runs most important first (channels-last,
-# fp32 then bf16 then fp16), each call under its own time limit, and exits non-zero if any call
-# failed. The CPU rehearsal runs fp32 and bf16 (fp16 needs CUDA).
+# Writes OUT_DIR/host.txt (GPU, driver, CPU, torch), OUT_DIR/tests.txt (pytest output), one
+# bench record per call (OUT_DIR/<bench_id>.json) and OUT_DIR/paper_dry_run.txt (the dry run's
+# summary; its synthetic records stay in a temporary folder, never in results/). Runs most
+# important first (channels-last, fp32 then bf16 then fp16), each call under its own time limit,
+# and exits non-zero if any call failed. The CPU rehearsal runs fp32 and bf16 (fp16 needs CUDA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/bench/gpu}
@@ -23,10 +26,13 @@ if [ -n "${GPU_CHECK_DRY:-}" ]; then
   # width-0.125 PreAct-ResNet-34's first shortcut; benchmarks/README.md, "Known issues")
   DEV=cpu; B_CIFAR=2; B_IMNET=2; TS=1,2; STEPS=1; EXTRA=(--width 0.125 --threads 2)
   IMNET_SIZE=112; LIMIT=120; TESTS=(tests/test_cuda.py); PRECISIONS=(fp32 bf16)
+  # the call's syntax on the smallest part of the grid (tests/test_paper_grid.py runs it all)
+  PAPER_DRY=(--device cpu --only gradient_error --no-book); PAPER_LIMIT=120
 else
   DEV=cuda; B_CIFAR=128; B_IMNET=32; TS=1,2,4,6,8; STEPS=${GPU_CHECK_STEPS:-5}; EXTRA=()
   IMNET_SIZE=224; LIMIT=${GPU_CHECK_CALL_LIMIT:-100}; TESTS=(tests/test_cuda.py tests/test_bench.py)
   PRECISIONS=(fp32 bf16 fp16)
+  PAPER_DRY=(--device cuda --gpus 1 --jobs 4); PAPER_LIMIT=${GPU_CHECK_PAPER_LIMIT:-150}
 fi
 fail=0
 {
@@ -59,5 +65,15 @@ for layout in --channels-last --no-channels-last; do
       --num-classes 1000
   done
 done
+# the paper grid's dry run on this machine's device, in a scratch folder removed afterwards
+DRY_DIR=$(mktemp -d "${TMPDIR:-/tmp}/esd-paper-dry-run.XXXXXX")
+echo "== paper grid dry run (${PAPER_DRY[*]}) in $DRY_DIR"
+PYTHONPATH="book${PYTHONPATH:+:$PYTHONPATH}" timeout "$PAPER_LIMIT" \
+  "$PY" -m esdbook reproduce --profile paper --dry-run --quiet \
+  --dry-run-dir "$DRY_DIR/run" "${PAPER_DRY[@]}" > "$OUT/paper_dry_run.txt" 2>&1
+rc=$?
+tail -n 5 "$OUT/paper_dry_run.txt"
+if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): paper grid dry run"; fail=1; fi
+rm -rf "$DRY_DIR"
 ls -l "$OUT"
 exit $fail

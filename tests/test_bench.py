@@ -300,7 +300,8 @@ def test_peak_memory_worker_runs_in_a_subprocess():
 @pytest.mark.slow
 def test_gpu_check_rehearsal_runs_every_call_on_the_cpu(tmp_path):
     """``GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh`` (about a minute): the same calls as on a
-    GPU at toy sizes — channels-last on/off × fp32/bf16 (fp16 needs CUDA) × two arch groups."""
+    GPU at toy sizes — channels-last on/off × fp32/bf16 (fp16 needs CUDA) × two arch groups,
+    and the paper grid's dry run on one point."""
     import os
     import subprocess
     import sys
@@ -317,3 +318,5 @@ def test_gpu_check_rehearsal_runs_every_call_on_the_cpu(tmp_path):
     assert set(df["precision"]) == {"fp32", "bf16"} and set(df["channels_last"]) == {True, False}
     assert set(df["arch"]) == {"spiking_resnet18", "spiking_resnet19", "preact_spiking_resnet34"}
     assert (tmp_path / "host.txt").is_file() and (tmp_path / "tests.txt").is_file()
+    # the paper grid's dry run, rehearsed on its gradient-error point (synthetic data, CPU)
+    assert "dry run: 1 points" in (tmp_path / "paper_dry_run.txt").read_text()

@@ -5,6 +5,8 @@
     python -m esdbook reproduce --profile default        # grid -> records, chapters, HTML
     python -m esdbook reproduce --profile default --fresh /tmp/esd-fresh   # re-run check
     python -m esdbook reproduce --fresh /tmp/f --only dvs --seeds 5-9      # other seeds
+    python -m esdbook reproduce --profile paper --data-dir /data --gpus 8  # paper grid (GPU)
+    python -m esdbook reproduce --profile paper --dry-run   # every paper point, 2 steps
     python -m esdbook execute --profile default --results-dir results
     python -m esdbook build                              # HTML from book/_executed
     python -m esdbook check                              # every built page in Chromium
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from esdbook import paper_grid
 from esdbook.build import build_book, execute_chapters
 from esdbook.check import DEFAULT_CHROMIUM, check_pages, page_inventory, screenshot_pages
 from esdlib.train.config import PROFILES
@@ -27,6 +30,10 @@ from esdlib.train.paths import project_root
 
 def _reproduce(args: argparse.Namespace) -> int:
     from esdbook.reproduce import parse_seeds, reproduce, reproduce_fresh
+
+    if args.profile == "paper":  # checks, plan, GPUs, torchrun, --dry-run: esdbook.paper_grid
+        return paper_grid.main(args)
+    paper_grid.refuse_paper_options(args)
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1 (leave it out for one per CPU), got {args.jobs}")
@@ -108,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the grid on these seeds instead of the manifest's, e.g. 5-9 or "
                         "0,2,4 (with --fresh: does a verdict depend on the seed set?)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    paper_grid.add_arguments(p)
     p.set_defaults(func=_reproduce)
 
     for name, text in (("execute", "execute book/chapters into book/_executed"),

@@ -36,6 +36,19 @@ SPLITS: dict[str, tuple[str, ...]] = {
 #: Environment variable that sets the default data root (``./data`` when unset).
 DATA_ROOT_ENV = "ESDLIB_DATA"
 
+#: A file of this name in a data set's root folder marks its files as synthetic test data (tiny
+#: files in the real on-disk format, written by tests and ``reproduce --dry-run``): CIFAR is then
+#: read without torchvision's MD5 check of the real archive, and the split name and description
+#: of every such data set start with :data:`SYNTHETIC_LABEL`, so its records say what they are.
+SYNTHETIC_MARKER = "ESDLIB_SYNTHETIC_TEST_DATA"
+SYNTHETIC_LABEL = "SYNTHETIC TEST DATA"
+
+
+def is_synthetic(root: str | os.PathLike) -> bool:
+    """Whether the data folder ``root`` is marked as synthetic test data
+    (holds a :data:`SYNTHETIC_MARKER` file)."""
+    return (Path(root) / SYNTHETIC_MARKER).is_file()
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
