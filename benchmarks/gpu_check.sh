@@ -9,6 +9,12 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # default OUT_DIR: results/bench/gpu
 #   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh /tmp/dry   # tiny CPU rehearsal of the same calls
+#   GPU_CHECK_MNIST=1 bash benchmarks/gpu_check.sh          # + the MNIST grid (~7 more minutes)
+#
+# With GPU_CHECK_MNIST=1 it also re-runs the MNIST evidence grid (`--profile mnist`, chapter 11:
+# 25 runs, 4 at a time) on the GPU as a fresh check of the committed CPU verdicts, writing
+# OUT_DIR/mnist_comparison.md. A GPU machine without the internet needs MNIST carried to it:
+# data/mnist/mnist_uint8.npz (55 MB, made by the first MNIST run here; `esd info` says where).
 #
 # Writes OUT_DIR/host.txt (GPU, driver, CPU, torch), OUT_DIR/tests.txt (pytest output), one
 # bench record per call (OUT_DIR/<bench_id>.json) and OUT_DIR/paper_dry_run.txt (the dry run's
@@ -75,5 +81,21 @@ rc=$?
 tail -n 5 "$OUT/paper_dry_run.txt"
 if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): paper grid dry run"; fail=1; fi
 rm -rf "$DRY_DIR"
+if [ -n "${GPU_CHECK_MNIST:-}" ]; then
+  # the MNIST evidence grid on this device, compared with the committed CPU records (its own
+  # scratch folder; the verdicts, not the digits, are expected to agree across devices)
+  MNIST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/esd-mnist.XXXXXX")
+  MNIST_ARGS=(--jobs 4); [ -n "${GPU_CHECK_DRY:-}" ] && MNIST_ARGS=(--jobs 1 --only mnist --seeds 0)
+  echo "== MNIST grid (${MNIST_ARGS[*]}) in $MNIST_DIR"
+  PYTHONPATH="book${PYTHONPATH:+:$PYTHONPATH}" timeout "${GPU_CHECK_MNIST_LIMIT:-480}" \
+    "$PY" -m esdbook reproduce --profile mnist --fresh "$MNIST_DIR/run" --quiet \
+    "${MNIST_ARGS[@]}" > "$OUT/mnist_fresh.txt" 2>&1
+  rc=$?
+  tail -n 8 "$OUT/mnist_fresh.txt"
+  cp "$MNIST_DIR/run/comparison.md" "$OUT/mnist_comparison.md" 2>/dev/null
+  # 1 = a verdict changed (reported, not a failure of the check); other codes are failures
+  if [ $rc -ne 0 ] && [ $rc -ne 1 ]; then echo "FAILED (exit $rc): MNIST grid"; fail=1; fi
+  rm -rf "$MNIST_DIR"
+fi
 ls -l "$OUT"
 exit $fail
