@@ -380,3 +380,14 @@ def test_fresh_cli_reports_changed_and_not_re_run_claims(monkeypatch, capsys, tm
     assert "changed: dvs:esd>ratebp: supported -> contradicted" in out
     assert "not re-run" in out and "DIFFERS" not in out
     assert main(["reproduce", "--seeds", "a-b", "--no-book"]) == 2
+
+
+def test_a_cell_spanning_data_sets_is_ambiguous():
+    df = _runs([("table1", "esd", 4, s, 0.8, 0.1) for s in range(5)])
+    two = pd.concat([df.assign(**{"config.dataset": "cifar10"}),
+                     df.assign(**{"config.dataset": "cifar100"})], ignore_index=True)
+    with pytest.raises(ValueError, match="several data sets"):
+        cell_runs(two, Cell("table1", {"method": "esd"}))
+    assert claims_table(two).set_index("key").loc["esd>ratebp", "verdict"].startswith(
+        "cannot decide")
+    assert evidence.cell_table(two)["n"].eq(0).all()

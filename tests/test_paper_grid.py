@@ -15,7 +15,7 @@ import torch
 
 from esdbook import paper_grid
 from esdbook.__main__ import main
-from esdbook.build import ChapterExecutionError, run_notebook
+from esdbook.build import run_notebook
 from esdbook.paper_data import (
     PAPER_DATASETS,
     data_problem,
@@ -289,11 +289,12 @@ def test_dry_run_resumes_skipping_finished_points(dry, capsys):
 
 
 @pytest.mark.pipeline
-@pytest.mark.xfail(strict=True, raises=ChapterExecutionError,
-                   reason="evidence cells (method, T, arch) hold CIFAR-10 and CIFAR-100 runs of "
-                          "one seed: esdlib.analysis.evidence.cell_table refuses the paper grid")
 def test_chapter_11_renders_the_paper_records(dry):
+    # the paper grid's cells (method, T, arch) hold CIFAR-10 and CIFAR-100 runs of one seed: the
+    # page renders and says it cannot decide those claims (evidence.cell_runs: several data
+    # sets), instead of failing
     src = ROOT / "book" / "chapters" / "11_verdicts.ipynb"
-    run_notebook(src, dry["folder"] / "_executed" / src.name,
-                 {"profile": "paper", "results_dir": str(dry["folder"] / "results")},
-                 cwd=ROOT, timeout=300)
+    out = run_notebook(src, dry["folder"] / "_executed" / src.name,
+                       {"profile": "paper", "results_dir": str(dry["folder"] / "results")},
+                       cwd=ROOT, timeout=300)
+    assert "cannot decide" in out.read_text()

@@ -632,7 +632,8 @@ def cell_runs(df: pd.DataFrame, cell: Cell) -> pd.DataFrame:
         The matching rows, indexed by seed.
 
     Raises:
-        ValueError: Two complete runs of the cell share a seed (the grid is ambiguous).
+        ValueError: Two complete runs of the cell share a seed (the grid is ambiguous), or the
+            cell's runs come from several data sets.
     """
     rows = df[(df["experiment"] == cell.experiment) & (df["status"] == "complete")]
     for key, value in cell.where.items():
@@ -640,6 +641,10 @@ def cell_runs(df: pd.DataFrame, cell: Cell) -> pd.DataFrame:
         if column not in rows:
             return rows.iloc[0:0]
         rows = rows[rows[column] == value]
+    if "config.dataset" in rows and rows["config.dataset"].nunique() > 1:
+        names = ", ".join(sorted(rows["config.dataset"].astype(str).unique()))
+        raise ValueError(f"cell {cell.label} holds runs of several data sets ({names}); "
+                         "a claim compares runs of one data set: pass the runs of one")
     seeds = rows["config.seed"].astype(int)
     dup = sorted(set(seeds[seeds.duplicated()]))
     if dup:
@@ -717,10 +722,14 @@ def _claim_cells(claims: Iterable[Claim]) -> list[tuple[Cell, str]]:
 
 
 def cell_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
-    """Mean, standard deviation and seed count of every cell (and metric) the claims use."""
+    """Mean, standard deviation and seed count of every cell (and metric) the claims use (a cell
+    whose runs are ambiguous — :func:`cell_runs` — counts no runs)."""
     rows = []
     for cell, metric in _claim_cells(claims):
-        runs = cell_runs(df, cell)
+        try:
+            runs = cell_runs(df, cell)
+        except ValueError:  # ambiguous: the claims table says why; no numbers here
+            runs = df.iloc[0:0]
         values = (_metric_values(runs, metric) * METRICS[metric].scale).dropna()
         rows.append({"cell": cell.label, "metric": METRICS[metric].label, "n": len(values),
                      "mean": float(values.mean()) if len(values) else math.nan,
