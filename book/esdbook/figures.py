@@ -250,3 +250,36 @@ def ratebp_recipe_means(plain: pd.DataFrame, scaled: pd.DataFrame) -> dict[str, 
         out[f"ratebp_{key}_acc"] = f"{100 * acc.mean():.2f} %" if len(acc) else "n/a"
         out[f"ratebp_{key}_n"] = int(len(acc))
     return out
+
+
+def energy_values(energy: pd.DataFrame, records: Sequence[Any], T: int = 4) -> dict[str, Any]:
+    """Glue values of chapter 7's energy section and exercise.
+
+    Args:
+        energy: :func:`energy_table`.
+        records: full run records (the exercise's run is the first ESD run at ``T``).
+        T: the trained T the text quotes (the claim's T).
+
+    Returns:
+        ``e_T``; ``sops_esd`` / ``sops_bptt`` (millions) and ``energy_esd`` / ``energy_bptt``
+        (µJ) at ``T``; the constants ``e_ac`` / ``e_mac`` and, of the exercise's record,
+        ``ex_seed``, ``ex_sops``, ``ex_macs``, ``ex_energy``, ``ex_rate`` (``"n/a"`` if absent).
+    """
+    from esdbook.display import num
+
+    at_T = energy[energy["T"] == T].set_index("style") if len(energy) else energy
+    rec = next((r for r in records
+                if r["config"]["method"] == "esd" and r["config"]["T"] == T), None)
+    m = rec["metrics"] if rec else {}
+    out: dict[str, Any] = {"e_T": T, "ex_seed": rec["config"]["seed"] if rec else "n/a"}
+    for k in ("esd", "bptt"):
+        has = len(at_T) and k in at_T.index
+        out[f"sops_{k}"] = num(at_T.loc[k, "SOPs (M)"] if has else None)
+        out[f"energy_{k}"] = num(at_T.loc[k, "energy (µJ)"] if has else None, 2, " µJ")
+    out.update({"e_ac": num(m.get("e_ac_pj"), 1, " pJ"),
+                "e_mac": num(m.get("e_mac_pj"), 1, " pJ"),
+                "ex_sops": num(m.get("sops_per_sample"), 0),
+                "ex_macs": num(m.get("macs_per_sample"), 0),
+                "ex_energy": num(m.get("energy_uj_per_sample"), 4, " µJ"),
+                "ex_rate": num(m.get("firing_rate_mean"), 4)})
+    return out
