@@ -56,3 +56,9 @@ def test_gradient_error_figure_draws_one_mean_line_per_method_in_the_method_colo
     assert {_colour(line) for line in lines} == {plots.METHOD_STYLES["ratebp"].color.lower(),
                                                 plots.METHOD_STYLES["esd"].color.lower()}
     assert lines[0].get_ydata().tolist() == [0.8, 0.7]  # mean over the two runs
+
+
+def test_accuracy_vs_T_title_says_when_points_rest_on_different_seed_counts():
+    df = records_table(accs("esd", [0.9, 0.8, 0.85]) + accs("bptt", [0.7, 0.75]))
+    assert analysis.accuracy_vs_T_figure(df)._suptitle.get_text().endswith(
+        "; 2–3 seeds per point")

@@ -168,7 +168,10 @@ def accuracy_vs_T_figure(df: pd.DataFrame, methods: Sequence[str] = METHOD_ORDER
         ax.grid(alpha=0.3)
     if len(s):
         legend_outside(axes[0][-1], title="mean ± 1 sd over seeds", title_fontsize=8)
-    fig.suptitle(scale_of(d) if len(d) else "no complete runs", fontsize=9)
+    title = scale_of(d) if len(d) else "no complete runs"
+    if len(s) and s["seeds"].min() != s["seeds"].max():  # say so when points differ in seeds
+        title += f"; {int(s['seeds'].min())}–{int(s['seeds'].max())} seeds per point"
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
