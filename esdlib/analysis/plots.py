@@ -4,11 +4,16 @@ gradient error over training.
 Each function returns a matplotlib Figure (:func:`new_figure`: shown once when it is a cell's
 last expression) and never calls ``plt.show`` or chooses a backend; missing data gives a figure
 that says what is missing.
+
+Every figure draws a method with the one colour, marker and label of :data:`METHOD_STYLES`
+(:func:`method_style`), puts its legend outside the axes, and draws a point that rests on a
+single seed hollow and unconnected (a mean of several seeds is filled and joined).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -26,7 +31,52 @@ from esdlib.analysis.runs import (
 )
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How every figure draws one training method: legend label, colour, marker, line style."""
+
+    label: str
+    color: str
+    marker: str
+    linestyle: str = "-"
+
+
+PLAIN_CE = "ratebp_plain"
+"""Style key of RateBP trained with plain cross-entropy (``rate_grad_scale="none"``)."""
+
+METHOD_STYLES: dict[str, MethodStyle] = {
+    "bptt": MethodStyle("BPTT", "#000000", "s"),
+    "ratebp": MethodStyle("RateBP (1/T)", "#009E73", "o"),
+    PLAIN_CE: MethodStyle("RateBP (plain CE)", "#56B4E9", "v", "--"),
+    "sd": MethodStyle("Standard SD", "#CC79A7", "D"),
+    "esd": MethodStyle("ESD (rate-BP)", "#D55E00", "^"),
+    "esd_bptt": MethodStyle("ESD (BPTT)", "#0072B2", "P"),
+}
+"""The one colour (Okabe-Ito, colour-blind safe), marker and label of each method in every
+figure. RateBP's two loss scalings are two entries: ``"ratebp"`` is the official 1/T recipe
+(``rate_grad_scale="1/T"``), :data:`PLAIN_CE` plain cross-entropy."""
+
+UNKNOWN_STYLE = MethodStyle("", "#777777", "x", ":")
+"""The style of a method missing from :data:`METHOD_STYLES` (labelled with its own name)."""
+
+
+def style_key(method: str, rate_grad_scale: Any = None) -> str:
+    """The :data:`METHOD_STYLES` key of a run: its method, except RateBP with plain CE
+    (``rate_grad_scale="none"``), which is :data:`PLAIN_CE`."""
+    if method == "ratebp" and str(rate_grad_scale) == "none":
+        return PLAIN_CE
+    return method
+
+
+def method_style(method: str, rate_grad_scale: Any = None) -> MethodStyle:
+    """The style of a method (and, for RateBP, its loss scaling); an unknown method is grey,
+    labelled with its own name."""
+    key = style_key(method, rate_grad_scale)
+    return METHOD_STYLES.get(key) or replace(UNKNOWN_STYLE, label=key)
 
 
 def new_figure(**kwargs: Any) -> Figure:
@@ -46,56 +96,134 @@ def new_figure(**kwargs: Any) -> Figure:
     return fig
 
 
+def style_order(keys: Sequence[str]) -> list[str]:
+    """``keys`` in the order of :data:`METHOD_STYLES` (unknown keys last, in their order)."""
+    known = [k for k in METHOD_STYLES if k in keys]
+    return known + [k for k in dict.fromkeys(keys) if k not in METHOD_STYLES]
+
+
+def legend_outside(ax: Axes, **kwargs: Any) -> None:
+    """The axes' legend to the right of the axes, off the data (nothing when it is empty)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  **kwargs)
+
+
+def draw_points(ax: Axes, x: Sequence[float], y: Sequence[float], yerr: Sequence[float] | None,
+                n: Sequence[int], style: MethodStyle, label: str, connect: bool = True) -> None:
+    """Means over seeds as filled markers (joined by the style's line when ``connect``), with
+    error bars; a point of a single seed hollow, without error bar and unconnected.
+
+    Args:
+        ax: the axes.
+        x, y: positions and means.
+        yerr: half-height of each error bar (``None``: none); ignored for single seeds.
+        n: seeds behind each point.
+        style: the method's :class:`MethodStyle`.
+        label: the legend entry (given once, to the first drawn group).
+        connect: join the multi-seed points with a line.
+    """
+    pts = pd.DataFrame({"x": list(x), "y": list(y), "n": list(n),
+                        "err": list(yerr) if yerr is not None else [0.0] * len(list(x))})
+    many, one = pts[pts["n"] > 1], pts[pts["n"] <= 1]
+    if len(many):
+        ax.errorbar(many["x"], many["y"], yerr=many["err"].fillna(0) if yerr is not None else None,
+                    color=style.color, marker=style.marker, ms=5, capsize=3, lw=1.2,
+                    ls=style.linestyle if connect else "none", label=label)
+        label = "_nolegend_"
+    if len(one):
+        ax.plot(one["x"], one["y"], ls="none", marker=style.marker, ms=6, mfc="none",
+                mec=style.color, mew=1.3, label=f"{label}, 1 seed" if label[0] != "_" else label)
+
+
 def accuracy_vs_T_figure(df: pd.DataFrame, methods: Sequence[str] = METHOD_ORDER) -> Figure:
-    """Figure: final test accuracy (mean ± std over seeds) vs T per method and architecture."""
-    s = summarize(df, ["config.arch", "config.method", T_COL])
-    s = s[s["config.method"].isin(methods)]
-    archs = sorted(s["config.arch"].unique()) or ["—"]
-    fig = new_figure(figsize=(5 * len(archs), 3.6), layout="constrained")
+    """Figure: final test accuracy vs T per method (RateBP per loss scaling) and architecture:
+    mean ± 1 standard deviation over seeds, markers offset a little per method so that they
+    do not hide each other; a single-seed point is hollow and unconnected."""
+    d = complete(df)
+    if len(d):
+        d = d[d["config.method"].isin(methods)].copy()
+        scale = d["config.rate_grad_scale"] if "config.rate_grad_scale" in d else None
+        d["style"] = [style_key(m, None if scale is None else scale.loc[i])
+                      for i, m in d["config.method"].items()]
+    s = summarize(d, ["config.arch", "style", T_COL]) if len(d) else summarize(d, ["x"])
+    archs = sorted(s["config.arch"].unique()) if len(s) else ["—"]
+    fig = new_figure(figsize=(5 * len(archs) + 1.8, 3.6), layout="constrained")
     axes = fig.subplots(1, len(archs), squeeze=False)
+    keys = style_order(list(s["style"].unique())) if len(s) else []
     for ax, arch in zip(axes[0], archs, strict=True):
-        for meth in methods:
-            g = s[(s["config.arch"] == arch) & (s["config.method"] == meth)].sort_values(T_COL)
+        for j, key in enumerate(keys):
+            g = s[(s["config.arch"] == arch) & (s["style"] == key)].sort_values(T_COL)
             if len(g):
-                ax.errorbar(g[T_COL], g["mean_%"], yerr=g["std_%"].fillna(0), marker="o",
-                            capsize=3, label=method_label(meth))
+                dx = 0.08 * (j - (len(keys) - 1) / 2)
+                st = METHOD_STYLES.get(key) or replace(UNKNOWN_STYLE, label=key)
+                draw_points(ax, g[T_COL] + dx, g["mean_%"], g["std_%"], g["seeds"], st, st.label)
         if not len(s):
             ax.text(0.5, 0.5, "no complete runs", ha="center", va="center",
                     transform=ax.transAxes)
-        ax.set_title(arch_label(arch))
+        ax.set_title(arch_label(arch), fontsize=9)
         ax.set_xlabel("timesteps T")
         ax.set_ylabel("final test accuracy (%)")
         ax.set_xticks(sorted(s[T_COL].unique()) if len(s) else [])
         ax.grid(alpha=0.3)
-        if len(s):
-            ax.legend(fontsize=8)
-    fig.suptitle(scale_of(complete(df)), fontsize=9)
+    if len(s):
+        legend_outside(axes[0][-1], title="mean ± 1 sd over seeds", title_fontsize=8)
+    title = scale_of(d) if len(d) else "no complete runs"
+    if len(s) and s["seeds"].min() != s["seeds"].max():  # say so when points differ in seeds
+        title += f"; {int(s['seeds'].min())}–{int(s['seeds'].max())} seeds per point"
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
+def curve_group_style(group: str) -> tuple[MethodStyle, str]:
+    """The style and legend label of a :func:`~esdlib.analysis.learning_curves` group such as
+    ``"ratebp, rate_grad_scale=none"`` or ``"esd, T=4"``: the method's style and label, then the
+    other fields (``T = 4``); the loss scaling is part of RateBP's label already."""
+    method, *fields = [p.strip() for p in group.split(",")]
+    values = dict(f.split("=", 1) for f in fields if "=" in f)
+    style = method_style(method, values.pop("rate_grad_scale", None))
+    extra = ", ".join(f"{k} = {v}" for k, v in values.items())
+    return style, f"{style.label}, {extra}" if extra else style.label
+
+
 def learning_curve_figure(curves: pd.DataFrame, title: str = "") -> Figure:
-    """Figure: mean test accuracy per epoch of each group, with the band of min-max over seeds."""
-    fig = new_figure(figsize=(6.4, 3.6), layout="constrained")
+    """Figure: mean test accuracy per epoch of each group (line) with the band from the lowest
+    to the highest seed; a group of a single seed is drawn as hollow points without a band."""
+    fig = new_figure(figsize=(7.6, 3.6), layout="constrained")
     ax = fig.subplots()
-    for group, g in curves.groupby("group", sort=False):
+    order = list(METHOD_STYLES.values())
+    groups = sorted(curves.groupby("group", sort=False), key=lambda kv: order.index(
+        curve_group_style(str(kv[0]))[0]) if curve_group_style(str(kv[0]))[0] in order else 99)
+    for group, g in groups:
+        style, label = curve_group_style(str(group))
         s = g.groupby("epoch")["test_acc_%"].agg(["mean", "min", "max"])
-        line, = ax.plot(s.index, s["mean"], marker="o", markersize=3, label=group)
-        ax.fill_between(s.index, s["min"], s["max"], alpha=0.2, color=line.get_color())
+        n = int(g["seed"].nunique())
+        if n > 1:
+            ax.plot(s.index, s["mean"], marker=style.marker, markersize=3, color=style.color,
+                    ls=style.linestyle, label=f"{label} ({n} seeds)")
+            ax.fill_between(s.index, s["min"], s["max"], alpha=0.15, color=style.color)
+        else:
+            ax.plot(s.index, s["mean"], ls="none", marker=style.marker, ms=4, mfc="none",
+                    mec=style.color, label=f"{label} (1 seed)")
     if not len(curves):
         ax.text(0.5, 0.5, "no complete runs", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    if len(curves):
-        ax.legend(fontsize=8)
+    legend_outside(ax)
     ax.set_title(title, fontsize=9)
     return fig
 
 
+T_MARKERS = ("o", "s", "^", "D", "v", "P")
+"""Markers of the trained T in the per-layer figure (the colour is the method's)."""
+
+
 def layer_rate_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
     """Figure: per-layer mean firing rate, one panel per architecture. Layers are categories,
-    so each (method, T) is a row of points (mean over seeds) with error bars (standard
-    deviation over seeds, none for one seed), side by side within each layer; no lines."""
+    so each (method, T) is a row of points (mean over seeds; colour = method, marker = T) with
+    error bars (standard deviation over seeds), side by side within each layer; no lines. A
+    series of a single seed is hollow, without error bars."""
     by_arch: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
         if rec.get("firing_rates"):
@@ -110,50 +238,65 @@ def layer_rate_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
                     transform=ax.transAxes)
             continue
         per_seed: dict[str, list[pd.Series]] = {}
+        style_of: dict[str, tuple[MethodStyle, int]] = {}
         for rec in by_arch[arch]:
             c = rec["config"]
             key = f"{arch_label(c['arch'])}, {method_label(c['method'])}, T={c['T']}"
             per_seed.setdefault(key, []).append(pd.Series(rec["firing_rates"]["per_layer"],
                                                           dtype=float))
+            style_of[key] = (method_style(c["method"]), int(c["T"]))
+        ts = sorted({t for _, t in style_of.values()})
         width = 0.8 / max(len(table.columns), 1)
         for i, key in enumerate(table):
+            st, t = style_of[key]
             spread = pd.concat(per_seed[key], axis=1).std(axis=1).reindex(table.index)
             x = [j - 0.4 + width * (i + 0.5) for j in range(len(table))]
-            ax.errorbar(x, table[key].to_numpy(), yerr=spread.fillna(0).to_numpy(), fmt="o",
-                        ms=4, capsize=2, lw=1, label=key.split(", ", 1)[1])
+            single = len(per_seed[key]) == 1
+            ax.errorbar(x, table[key].to_numpy(), yerr=None if single else
+                        spread.fillna(0).to_numpy(), fmt=T_MARKERS[ts.index(t) % len(T_MARKERS)],
+                        ms=4, capsize=2, lw=1, color=st.color, mfc="none" if single else st.color,
+                        label=f"{st.label}, T = {t}" + (", 1 seed" if single else ""))
         ax.set_xticks(range(len(table)))
         ax.set_xticklabels(table.index, rotation=60, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(table) - 0.4)
         ax.set_ylabel("mean firing rate")
-        ax.set_title(f"{arch_label(arch)} (points: mean over seeds; bars: ±1 std)", fontsize=9)
+        ax.set_title(f"{arch_label(arch)} (points: mean over seeds; bars: ±1 sd)", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        legend_outside(ax)
     return fig
 
 
 def gradient_error_figure(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
-    """Figure: ``K_rate`` and ``K_esd`` (left) and the cosines to the BPTT gradient (right)
-    over training epochs; one pair of lines per run.
+    """Figure: ``K_rate`` (RateBP's colour) and ``K_esd`` (ESD's) on the left, the cosines to
+    the BPTT gradient on the right, over training epochs: the mean over runs as a line with
+    the band from the lowest to the highest run (a single run: hollow points).
 
     Args:
         history: one record's ``extra["gradient_error"]`` list, or
             :func:`gradient_error_history` of several records.
     """
     h = _as_history(history)
-    fig = new_figure(figsize=(10, 3.4), layout="constrained")
+    fig = new_figure(figsize=(11, 3.4), layout="constrained")
     ax_k, ax_c = fig.subplots(1, 2)
     if not len(h):
         ax_k.text(0.5, 0.5, "no gradient-error records", ha="center", va="center",
                   transform=ax_k.transAxes)
-    runs = list(dict.fromkeys(h["run_id"])) if len(h) else []
-    for i, run in enumerate(runs):
-        g = h[h["run_id"] == run].sort_values("epoch")
-        tag = f" [{i + 1}]" if len(runs) > 1 else ""
-        ax_k.plot(g["epoch"], g["K_rate"], "o-", color="C0", label=f"K_rate (RateBP, CE){tag}")
-        ax_k.plot(g["epoch"], g["K_esd"], "s-", color="C1", label=f"K_esd (ESD loss){tag}")
-        if "cos_rate" in g:
-            ax_c.plot(g["epoch"], g["cos_rate"], "o-", color="C0", label=f"RateBP{tag}")
-            ax_c.plot(g["epoch"], g["cos_esd"], "s-", color="C1", label=f"ESD{tag}")
+    n = h["run_id"].nunique() if len(h) else 0
+    series = [(ax_k, "K_rate", "ratebp", "K_rate: RateBP (CE)"),
+              (ax_k, "K_esd", "esd", "K_esd: ESD loss"),
+              (ax_c, "cos_rate", "ratebp", "RateBP (CE)"), (ax_c, "cos_esd", "esd", "ESD loss")]
+    for ax, col, method, label in series:
+        if not n or col not in h:
+            continue
+        st = METHOD_STYLES[method]
+        s = h.groupby("epoch")[col].agg(["mean", "min", "max"])
+        if n > 1:
+            ax.plot(s.index, s["mean"], marker=st.marker, ms=4, color=st.color,
+                    label=f"{label}, mean of {n} runs")
+            ax.fill_between(s.index, s["min"], s["max"], color=st.color, alpha=0.15)
+        else:
+            ax.plot(s.index, s["mean"], ls="none", marker=st.marker, ms=5, mfc="none",
+                    mec=st.color, label=f"{label}, 1 run")
     from matplotlib.ticker import MaxNLocator
 
     for ax in (ax_k, ax_c):
@@ -164,6 +307,6 @@ def gradient_error_figure(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -
              title="direction agreement")
     for ax in (ax_k, ax_c):
         ax.grid(alpha=0.3)
-        if runs:
-            ax.legend(fontsize=8)
+        ax.title.set_fontsize(9)
+        legend_outside(ax)
     return fig
