@@ -131,7 +131,8 @@ def _power(half: float, detectable: float) -> str:
 
 
 def convergence_summary(df: pd.DataFrame) -> Any:
-    """Per experiment, method and T: runs, how many settled, the mean and largest final trend.
+    """Per experiment, method (RateBP: and its loss scaling) and T: runs, how many settled, the
+    mean and largest final trend.
 
     Uses :func:`esdlib.analysis.evidence.convergence_table` (a run has settled when the mean test
     accuracy of its last ``CONVERGENCE_WINDOW`` epochs is within ``CONVERGENCE_THRESHOLD``
@@ -144,7 +145,7 @@ def convergence_summary(df: pd.DataFrame) -> Any:
     t = convergence_table(df)
     if not len(t):
         return HTML("<p>No complete runs.</p>")
-    s = (t.groupby(["experiment", "method", "T"], sort=True)
+    s = (t.groupby(["experiment", "method", "recipe", "T"], sort=True)
          .agg(runs=("run_id", "size"), settled=("converged", "sum"),
               epochs=("epochs", "max"), mean_final_trend=("final_trend", "mean"),
               largest_final_trend=("final_trend", "max"))

@@ -752,7 +752,8 @@ def convergence_table(df: pd.DataFrame, *, window: int = CONVERGENCE_WINDOW,
         threshold: Largest allowed trend in points.
 
     Returns:
-        One row per run: ``run_id, experiment, method, T, seed, epochs, last_acc,
+        One row per run: ``run_id, experiment, method, recipe`` (RateBP's loss scaling,
+        ``"1/T"`` or ``"none"``; ``"—"`` for other methods), ``T, seed, epochs, last_acc,
         final_trend`` (points) and ``converged``.
     """
     rows = []
@@ -764,12 +765,15 @@ def convergence_table(df: pd.DataFrame, *, window: int = CONVERGENCE_WINDOW,
         else:
             trend = math.nan
         rows.append({"run_id": r["run_id"], "experiment": r["experiment"],
-                     "method": r["config.method"], "T": int(r["config.T"]),
+                     "method": r["config.method"],
+                     "recipe": r.get("config.rate_grad_scale", "1/T")
+                     if r["config.method"] in ("ratebp",) else "—",
+                     "T": int(r["config.T"]),
                      "seed": int(r["config.seed"]), "epochs": len(acc),
                      "last_acc": acc[-1] if acc else math.nan, "final_trend": trend,
                      "converged": bool(abs(trend) <= threshold)})
-    return pd.DataFrame(rows, columns=["run_id", "experiment", "method", "T", "seed", "epochs",
-                                       "last_acc", "final_trend", "converged"])
+    return pd.DataFrame(rows, columns=["run_id", "experiment", "method", "recipe", "T", "seed",
+                                       "epochs", "last_acc", "final_trend", "converged"])
 
 
 def compare_cells(committed: pd.DataFrame, fresh: pd.DataFrame,
