@@ -377,3 +377,16 @@ def test_verdict_table_states_each_claims_test_and_counts_what_was_shown():
     assert counts["x_n_for"] == 1 and counts["x_n_claims"] == counts["x_n_paper"] + \
         counts["x_n_diagnosis"]
     assert counts["x_n_none"] == counts["x_n_claims"] - 1
+
+
+def test_the_two_ratebp_recipes_are_never_averaged_together():
+    one_t = accs("ratebp", [0.70, 0.72, 0.74, 0.76, 0.78])
+    plain = accs("ratebp", [0.80, 0.82, 0.84, 0.86, 0.88], **{"config.rate_grad_scale": "none"})
+    esd = accs("esd", [0.90, 0.92, 0.94, 0.96, 0.98])
+    df = records_table(one_t + plain + esd)
+    rows = table1.static_comparison(df, synthetic_paper()).set_index("method")
+    assert rows.loc["RateBP", "ours_%"].startswith("74.00") and rows.loc["RateBP", "seeds"] == 5
+    assert rows.loc["RateBP (plain CE)", "ours_%"].startswith("84.00")
+    assert math.isnan(rows.loc["RateBP (plain CE)", "paper_%"])  # the paper ran the 1/T recipe
+    gains = table1.method_gains(df, synthetic_paper())
+    assert gains["ours_gain_pts"].tolist() == pytest.approx([20.0])  # ESD − RateBP (1/T)

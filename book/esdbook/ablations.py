@@ -15,6 +15,7 @@ from esdlib.analysis.runs import (
     method_label,
     pm,
     scale_of,
+    split_recipes,
     summarize,
 )
 
@@ -35,7 +36,7 @@ def distillation_ablation(df: pd.DataFrame,
         ``vs_RateBP_pts`` (difference of means to RateBP at the same arch/T; NaN when RateBP
         did not run there).
     """
-    s = summarize(df, ["config.arch", T_COL, "config.method"])
+    s = summarize(split_recipes(df), ["config.arch", T_COL, "config.method"])
     s = s[s["config.method"].isin(methods)]
     cols = ["architecture", "T", "method", "ours_%", "seeds", "vs_RateBP_pts"]
     if not len(s):

@@ -44,6 +44,7 @@ from esdlib.analysis.runs import (
     runs_of,
     scale_of,
     select_records,
+    split_recipes,
     summarize,
 )
 
@@ -53,5 +54,5 @@ __all__ = [
     "firing_rate_claim", "firing_rate_comparison", "firing_rate_definition", "firing_rate_table",
     "gradient_error_figure", "gradient_error_history", "layer_rate_figure", "layer_rate_table",
     "learning_curve_figure", "learning_curves", "new_figure", "per_layer_gradient_error",
-    "runs_of", "scale_of", "select_records", "summarize",
+    "runs_of", "scale_of", "select_records", "split_recipes", "summarize",
 ]

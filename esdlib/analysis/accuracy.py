@@ -20,6 +20,7 @@ from esdlib.analysis.runs import (
     T_COL,
     arch_label,
     method_label,
+    split_recipes,
     summarize,
 )
 
@@ -35,6 +36,7 @@ def final_and_best(df: pd.DataFrame, by: Sequence[str] = tuple(CELL_COLUMNS)) ->
         (over seeds; std NaN for one seed), ``best−final_pts`` (difference of the means) and
         ``seeds``.
     """
+    df = split_recipes(df)  # RateBP's two loss scalings are two rows
     f = summarize(df, list(by), ACC)
     b = summarize(df, list(by), BEST)
     cols = ["dataset", "architecture", "method", "T", "final_mean_%", "final_std_%",
@@ -58,7 +60,7 @@ def final_and_best(df: pd.DataFrame, by: Sequence[str] = tuple(CELL_COLUMNS)) ->
 def accuracy_vs_T_table(df: pd.DataFrame, methods: Sequence[str] = ("esd",)) -> pd.DataFrame:
     """Final accuracy per architecture, method and T, for ``methods``: ``final_mean_%``,
     ``final_std_%`` (over seeds) and ``seeds``."""
-    s = summarize(df, ["config.arch", "config.method", T_COL])
+    s = summarize(split_recipes(df), ["config.arch", "config.method", T_COL])
     s = s[s["config.method"].isin(methods)].sort_values(["config.arch", "config.method", T_COL])
     return pd.DataFrame({"architecture": s["config.arch"].map(arch_label),
                          "method": s["config.method"].map(method_label),

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from esdlib.analysis.runs import METHOD_LABELS, arch_label, complete, method_label, select_records
+from esdlib.analysis.runs import (
+    METHOD_LABELS,
+    arch_label,
+    complete,
+    method_key,
+    method_label,
+    select_records,
+)
 
 FIRING_LABELS = {"bptt": "BPTT", "esd": "ESD"}
 """Our method → its name in the paper's ``firing_rates`` table."""
@@ -49,11 +56,13 @@ def firing_rate_table(df: pd.DataFrame, records: Sequence[Mapping[str, Any]],
     for rec in records:
         cfg = rec["config"]
         if (rec["run_id"] not in ids or not rec.get("firing_rates")
-                or (methods is not None and cfg["method"] not in methods)
+                or (methods is not None
+                    and method_key(cfg["method"], cfg.get("rate_grad_scale")) not in methods)
                 or (arch is not None and cfg["arch"] != arch)):
             continue
         per_t = rec["firing_rates"]["per_timestep"]
-        row = {"trained_T": int(cfg["T"]), "method": names.get(cfg["method"], cfg["method"])}
+        key = method_key(cfg["method"], cfg.get("rate_grad_scale"))
+        row = {"trained_T": int(cfg["T"]), "method": names.get(key, key)}
         row.update({f"t{i + 1}": float(v) for i, v in enumerate(per_t)})
         row["avg"] = float(np.mean(per_t))
         rows.append(row)

@@ -22,9 +22,11 @@ from esdlib.analysis.firing import layer_rate_table
 from esdlib.analysis.gradient_error import _as_history
 from esdlib.analysis.runs import (
     METHOD_ORDER,
+    PLAIN_CE,
     T_COL,
     arch_label,
     complete,
+    method_key,
     method_label,
     scale_of,
     summarize,
@@ -45,9 +47,6 @@ class MethodStyle:
     linestyle: str = "-"
 
 
-PLAIN_CE = "ratebp_plain"
-"""Style key of RateBP trained with plain cross-entropy (``rate_grad_scale="none"``)."""
-
 METHOD_STYLES: dict[str, MethodStyle] = {
     "bptt": MethodStyle("BPTT", "#000000", "s"),
     "ratebp": MethodStyle("RateBP (1/T)", "#009E73", "o"),
@@ -65,11 +64,9 @@ UNKNOWN_STYLE = MethodStyle("", "#777777", "x", ":")
 
 
 def style_key(method: str, rate_grad_scale: Any = None) -> str:
-    """The :data:`METHOD_STYLES` key of a run: its method, except RateBP with plain CE
-    (``rate_grad_scale="none"``), which is :data:`PLAIN_CE`."""
-    if method == "ratebp" and str(rate_grad_scale) == "none":
-        return PLAIN_CE
-    return method
+    """The :data:`METHOD_STYLES` key of a run: :func:`esdlib.analysis.runs.method_key` (its
+    method, except RateBP with plain CE, which is :data:`PLAIN_CE`)."""
+    return method_key(method, rate_grad_scale)
 
 
 def method_style(method: str, rate_grad_scale: Any = None) -> MethodStyle:

@@ -31,8 +31,32 @@ ACC = "metrics.final_test_acc"
 
 BEST = "metrics.best_test_acc"
 
-METHOD_LABELS = {"bptt": "BPTT", "ratebp": "RateBP", "sd": "Standard SD (rate-BP)",
-                 "esd": "ESD (rate-BP)", "esd_bptt": "ESD (BPTT)"}
+METHOD_LABELS = {"bptt": "BPTT", "ratebp": "RateBP", "ratebp_plain": "RateBP (plain CE)",
+                 "sd": "Standard SD (rate-BP)", "esd": "ESD (rate-BP)", "esd_bptt": "ESD (BPTT)"}
+
+PLAIN_CE = "ratebp_plain"
+"""The method key of RateBP trained with plain cross-entropy (``rate_grad_scale="none"``) where
+a table or figure shows both of RateBP's recipes (:func:`method_key`)."""
+
+
+def method_key(method: str, rate_grad_scale: Any = None) -> str:
+    """A run's method for tables and figures: its method, except RateBP with plain CE
+    (``rate_grad_scale="none"``), which is :data:`PLAIN_CE` — so that the two recipes of the
+    step-size control are never averaged together."""
+    if method == "ratebp" and str(rate_grad_scale) == "none":
+        return PLAIN_CE
+    return method
+
+
+def split_recipes(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``config.method`` replaced by :func:`method_key` (a copy; unchanged when the
+    records have no ``config.rate_grad_scale``)."""
+    if not len(df) or "config.rate_grad_scale" not in df or "config.method" not in df:
+        return df
+    out = df.copy()
+    out["config.method"] = [method_key(m, r) for m, r in
+                            zip(df["config.method"], df["config.rate_grad_scale"], strict=True)]
+    return out
 
 ARCH_LABELS = {"spiking_resnet18": "ResNet-18", "spiking_resnet19": "ResNet-19",
                "preact_spiking_resnet34": "PreAct-ResNet-34"}
