@@ -1,0 +1,110 @@
+"""Reliability of the book's own code (review 2026-12, issue 22): what it renders, the
+parameters it passes to notebooks, its build folder and its executed chapters.
+
+Fast tests: no kernel, no jupyter-book build, except the synthetic three-builds test
+(``pipeline`` marker), which builds a one-page book.
+"""
+
+import html as html_lib
+import json
+import pathlib
+import re
+
+import nbformat
+import pytest
+
+from esdbook import display, provenance
+from esdlib.train.records import load_records
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SCRIPT = "<script>document.title='XSS-label'</script>digits"
+IMG = "<img src=x onerror=\"document.title='XSS-rev'\">"
+SVG_NAME = "x<svg onload=document.title='XSS-dmg'>.json"
+
+
+def _planted_results(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A results folder with a valid record carrying markup in ``scale.label`` and
+    ``git_revision``, a damaged record whose file name is markup, and a papermill_runs folder
+    with a failed notebook whose error text is markup."""
+    results = tmp_path / "results" / "table1"
+    results.mkdir(parents=True)
+    src = sorted((ROOT / "results" / "table1").glob("*.json"))[0]
+    record = json.loads(src.read_text())
+    record["scale"]["label"] = SCRIPT
+    record["git_revision"] = IMG
+    (results / src.name).write_text(json.dumps(record, indent=2))
+    (results / SVG_NAME).write_text("{not json")
+    runs = tmp_path / "papermill_runs" / "table1"
+    runs.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1/0")
+    cell.outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue=IMG,
+                                           traceback=[])]
+    nb.cells = [cell]
+    nb.metadata["papermill"] = {"exception": True, "duration": 1.0}
+    nbformat.write(nb, runs / "bad.ipynb")
+    return tmp_path / "results", tmp_path / "papermill_runs"
+
+
+def _assert_escaped(html: str, *planted: str) -> None:
+    for tag in re.finditer(r"<[^>]*>", html):  # no planted markup became a real tag
+        assert not re.search(r"<\s*(script|img|svg)\b", tag.group(0), re.I), tag.group(0)
+        assert not re.search(r"\son(error|load)\s*=", tag.group(0), re.I), tag.group(0)
+    for text in planted:
+        assert text in html_lib.unescape(html), f"{text!r} is not shown (escaped)"
+
+
+def test_chapter10_tables_show_planted_markup_only_escaped(tmp_path):
+    results, runs = _planted_results(tmp_path)
+    with pytest.warns(UserWarning):
+        records = load_records(results, strict=False)
+    assert (records["status"] == "damaged").sum() == 1
+    status = display.table(provenance.record_status(records)).data
+    _assert_escaped(status, SCRIPT, IMG, "XSS-dmg")
+    assert "&lt;svg onload=" in status
+    revisions = display.table(provenance.revision_summary(records, None)).data
+    _assert_escaped(revisions, IMG)
+    notebooks = display.table(provenance.notebook_status(runs)).data
+    _assert_escaped(notebooks, IMG)
+    # the same strings through html_table (column formats) and as a table caption
+    df = provenance.record_status(records)
+    _assert_escaped(display.html_table(df, {"wall_s": "{:.1f}"}).data, SCRIPT, IMG)
+    _assert_escaped(display.table(df.iloc[:1], caption=SCRIPT).data, SCRIPT)
+
+
+def test_notes_show_markup_as_text():
+    md = display.note(f"No runs of `{SCRIPT}` in {IMG} & more").data
+    assert not re.search(r"(?<!\\)<img", md)  # only inside the code span, or escaped
+    assert "\\<img" in md and "\\&" in md and f"`{SCRIPT}`" in md
+
+
+def test_unsafe_markup_flags_foreign_scripts_and_handlers_only(tmp_path):
+    from esdbook.check import unsafe_markup
+
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "doctools.js").write_text("")
+    (tmp_path / "searchindex.js").write_text("")
+    head = ('<script src="_static/doctools.js?v=1"></script><script src="searchindex.js"></script>'
+            "<script>DOCUMENTATION_OPTIONS.pagename = 'intro';</script>"
+            "<script>\n  let toggleHintShow = 'Click to show';\n</script>"
+            '<button onclick="window.print()">print</button>')
+    (tmp_path / "good.html").write_text(
+        f"<html><head>{head}</head><body><article><table><tr><td>"
+        f"{display._escape(SCRIPT)} {display._escape(IMG)}</td></tr></table>"
+        "<p>onerror= is only a word here</p></article></body></html>")
+    (tmp_path / "bad.html").write_text(
+        f"<html><head>{head}</head><body><article>{SCRIPT}{IMG}"
+        "<svg onload=\"document.title='XSS-dmg'\"></svg><a href=' javascript:alert(1)'>x</a>"
+        '<script src="https://cdn.example.com/x.js"></script>'
+        '<script src="_static/missing.js"></script></article></body></html>')
+    found = unsafe_markup(tmp_path)
+    assert all(line.startswith("bad.html: ") for line in found), found
+    text = "\n".join(found)
+    for needle in ("inline script that is not the book's own: \"document.title='XSS-label'\"",
+                   "inline event handler <img onerror=", "inline event handler <svg onload=",
+                   "javascript: URL in <a href=",
+                   "not one of the book's files: 'https://cdn.example.com/x.js'",
+                   "not one of the book's files: '_static/missing.js'"):
+        assert needle in text, f"{needle!r} not in {found}"
+    assert len(found) == 6
