@@ -117,7 +117,7 @@ def note(text: str, show: bool = True) -> Any:
 
 
 def _escape(v: Any) -> str:
-    return html_lib.escape(str(v), quote=True)
+    return html_lib.escape(str(v), quote=False)  # element text: quotes need no escape
 
 
 def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None) -> Any:
