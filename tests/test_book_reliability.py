@@ -108,3 +108,74 @@ def test_unsafe_markup_flags_foreign_scripts_and_handlers_only(tmp_path):
                    "not one of the book's files: '_static/missing.js'"):
         assert needle in text, f"{needle!r} not in {found}"
     assert len(found) == 6
+
+
+# ---------------------------------------------------------------------------
+# N2: papermill parameters are code; `python -m esdbook run` checks them
+# ---------------------------------------------------------------------------
+
+
+def _never_execute(*args, **kwargs):
+    raise AssertionError("papermill.execute_notebook must not run")
+
+
+@pytest.mark.parametrize("parameters", [
+    {"profile": b"\" + str(__import__('os').system('touch MARK')) + \""},
+    {'x=__import__("os").system("touch MARK")#': 1},
+    {"profile": ["a"]},
+    {"class": "x"},
+    {"profile": type("S", (str,), {"__repr__": lambda s: "__import__('os')"})("smoke")},
+])
+def test_run_notebook_refuses_parameters_that_are_not_plain_literals(parameters, monkeypatch,
+                                                                    tmp_path):
+    import papermill
+
+    from esdbook.build import run_notebook
+
+    monkeypatch.setattr(papermill, "execute_notebook", _never_execute)
+    with pytest.raises(ValueError, match="parameter"):
+        run_notebook(ROOT / "book" / "experiments" / "train.ipynb", tmp_path / "o.ipynb",
+                     parameters, cwd=tmp_path)
+
+
+def test_esdbook_run_passes_typed_declared_parameters(monkeypatch, tmp_path, capsys):
+    import esdbook.build
+    from esdbook.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(esdbook.build, "run_notebook",
+                        lambda src, target, params, **kw: calls.append((src, target, params))
+                        or target)
+    nb = ROOT / "book" / "experiments" / "train.ipynb"
+    assert main(["run", str(nb), "-p", "profile", "smoke", "-p", "overrides_json",
+                 '{"T": 6}', "-p", "results_dir", '"7"', "--out", str(tmp_path / "o")]) == 0
+    src, target, params = calls[0]
+    assert target == tmp_path / "o" / "train.ipynb"
+    assert params == {"profile": "smoke", "overrides_json": '{"T": 6}', "results_dir": "7"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-p", 'x=__import__("os").system("touch MARK")#', "1"], "not a Python identifier"),
+    (["-p", "nosuch", "1"], "unknown parameter(s) 'nosuch'"),
+    (["-p", "profile", "a", "-p", "profile", "b"], "given twice"),
+])
+def test_esdbook_run_refuses_bad_parameters_in_one_line(argv, message, monkeypatch, tmp_path,
+                                                        capsys):
+    import papermill
+
+    from esdbook.__main__ import main
+
+    monkeypatch.setattr(papermill, "execute_notebook", _never_execute)
+    nb = ROOT / "book" / "experiments" / "train.ipynb"
+    assert main(["run", str(nb), *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_readme_and_chapter1_recommend_esdbook_run_not_papermill():
+    readme = (ROOT / "README.md").read_text()
+    assert "papermill parameters are code" in readme
+    assert "python -m esdbook run book/experiments/train.ipynb" in readme
+    for text in (readme, (ROOT / "book" / "chapters" / "01_introduction.ipynb").read_text()):
+        assert not re.search(r"^\s*\"?papermill book/", text, re.M)

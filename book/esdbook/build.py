@@ -32,8 +32,10 @@ __all__ = [
     "BookBuildError",
     "CHAPTER_PATTERN",
     "ChapterExecutionError",
+    "PARAMETER_TYPES",
     "build_book",
     "chapter_notebooks",
+    "check_parameter_values",
     "execute_chapters",
     "execution_error_message",
     "hide_injected_parameters",
@@ -221,6 +223,37 @@ def shown_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+PARAMETER_TYPES = (str, int, float, bool, type(None))
+"""The only value types a papermill parameter may have (exactly these types, no subclasses):
+papermill writes parameters into the notebook as Python source, and its encoding of anything
+else (``bytes`` from a YAML ``!!binary`` value, objects with their own ``repr``) can run code."""
+
+
+def check_parameter_values(parameters: Mapping[str, Any], where: str = "the notebook") -> None:
+    """Refuse parameters that papermill could not write into a notebook as plain literals.
+
+    papermill parameters are code: papermill injects them as Python assignments before the
+    notebook's own checks run. A name must be a Python identifier (not a keyword) and a value
+    one of :data:`PARAMETER_TYPES`.
+
+    Args:
+        parameters: name → value.
+        where: the notebook, for the message.
+
+    Raises:
+        ValueError: the first bad name or value, named.
+    """
+    import keyword
+
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"parameter name {name!r} for {where} is not a Python identifier")
+        if type(value) not in PARAMETER_TYPES:
+            raise ValueError(f"parameter {name!r} for {where} is a {type(value).__name__}; "
+                             "only str, int, float, bool and None values are passed to a "
+                             "notebook")
+
+
 def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
                  parameters: Mapping[str, Any], *, cwd: str | os.PathLike,
                  timeout: float | None = None, kernel: str = "python3") -> Path:
@@ -242,14 +275,16 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         ``target`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: a parameter the notebook's ``parameters`` cell does not declare (before
-            anything runs; the message lists the valid names).
+        ValueError: a parameter the notebook's ``parameters`` cell does not declare, or a value
+            that is not a plain literal (:func:`check_parameter_values`), before anything runs;
+            the message lists the valid names.
         ChapterExecutionError: the notebook failed (names it and gives the cell's error).
     """
     import nbformat
     import papermill
 
     src, target = Path(src), Path(target)
+    check_parameter_values(parameters, src.name)
     check_parameter_names(parameters, papermill.inspect_notebook(str(src)), src.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
