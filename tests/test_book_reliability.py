@@ -9,6 +9,7 @@ import html as html_lib
 import json
 import pathlib
 import re
+import shutil
 
 import nbformat
 import pytest
@@ -179,3 +180,85 @@ def test_readme_and_chapter1_recommend_esdbook_run_not_papermill():
     assert "python -m esdbook run book/experiments/train.ipynb" in readme
     for text in (readme, (ROOT / "book" / "chapters" / "01_introduction.ipynb").read_text()):
         assert not re.search(r"^\s*\"?papermill book/", text, re.M)
+
+
+# ---------------------------------------------------------------------------
+# N5, N7, N12: the build keeps its site, publishes only a good build, refuses a mixed book
+# ---------------------------------------------------------------------------
+
+
+def _small_book(tmp_path: pathlib.Path) -> pathlib.Path:
+    book = tmp_path / "book"
+    shutil.copytree(ROOT / "book", book,
+                    ignore=shutil.ignore_patterns("_build", "_executed", "__pycache__",
+                                                  "chapters", "experiments", "esdbook"))
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: a\n"
+                                   "- file: b\n")
+    (book / "intro.md").write_text("# Title\n\nThe landing page.\n")
+    (book / "a.md").write_text("# A\n\nPage a.\n")
+    (book / "b.md").write_text("# B\n\nPage b.\n")
+    return book
+
+
+@pytest.mark.pipeline
+def test_three_builds_keep_every_page_and_a_failed_build_publishes_nothing(tmp_path):
+    from esdbook.build import BookBuildError, build_book
+
+    book = _small_book(tmp_path)
+    html = tmp_path / "build" / "_build" / "html"
+    for _ in range(3):
+        assert build_book(book, tmp_path / "build") == html / "index.html"
+        assert {p.name for p in html.glob("*.html")} >= {"index.html", "intro.html", "a.html",
+                                                         "b.html"}
+    before = {p: p.stat().st_mtime_ns for p in html.rglob("*.html")}
+    (book / "b.md").write_text("# B\n\nA broken reference: {ref}`no-such-label`.\n")
+    with pytest.raises(BookBuildError, match="no-such-label"):
+        build_book(book, tmp_path / "build")
+    assert {p: p.stat().st_mtime_ns for p in html.rglob("*.html")} == before
+    assert [p.name for p in html.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def _executed_chapter(path: pathlib.Path, profile: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}")]
+    nb.metadata["papermill"] = {"parameters": {"profile": profile, "results_dir": "results"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_build_refuses_chapters_of_different_profiles_before_building(tmp_path, monkeypatch):
+    import subprocess
+
+    from esdbook.build import BookBuildError, build_book, executed_profiles
+
+    book = _small_book(tmp_path)
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
+                                   "- file: _executed/01_a\n- file: _executed/02_b\n")
+    _executed_chapter(book / "_executed" / "01_a.ipynb", "smoke")
+    _executed_chapter(book / "_executed" / "02_b.ipynb", "default")
+    assert executed_profiles(book) == {"smoke": ["_executed/01_a"],
+                                       "default": ["_executed/02_b"]}
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("built anyway"))
+    with pytest.raises(BookBuildError, match=r"different profiles \(default: _executed/02_b; "
+                                             r"smoke: _executed/01_a\)"):
+        build_book(book, tmp_path / "build")
+
+
+def test_build_removes_temp_notebooks_of_killed_runs_and_names_live_ones(tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    from esdbook.build import BookBuildError, build_book, stale_temp_notebooks
+    from esdlib.io import temp_path_for
+
+    book = _small_book(tmp_path)
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
+                                   "- file: _executed/01_a\n")
+    _executed_chapter(book / "_executed" / "01_a.ipynb", "smoke")
+    live = temp_path_for(book / "_executed" / "01_a.ipynb", suffix=".ipynb")  # this process
+    dead = live.with_name(live.name.replace(f"-{os.getpid()}.", "-999999999."))
+    dead.write_text("")  # a kill -9 leaves an empty one, of a process that is gone
+    assert stale_temp_notebooks(book) == [live] and not dead.exists()
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("built anyway"))
+    with pytest.raises(BookBuildError, match=re.escape(live.name)):
+        build_book(book, tmp_path / "build")
