@@ -262,3 +262,74 @@ def test_build_removes_temp_notebooks_of_killed_runs_and_names_live_ones(tmp_pat
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("built anyway"))
     with pytest.raises(BookBuildError, match=re.escape(live.name)):
         build_book(book, tmp_path / "build")
+
+
+# ---------------------------------------------------------------------------
+# N6, N10, N11: --fresh folders, duplicate grid points, malformed manifests
+# ---------------------------------------------------------------------------
+
+
+def test_fresh_refuses_a_symlinked_sub_folder_into_the_committed_runs(tmp_path, capsys):
+    from esdbook.__main__ import main
+
+    fresh = tmp_path / "fr"
+    fresh.mkdir()
+    (fresh / "results").symlink_to(ROOT / "results")
+    assert main(["reproduce", "--profile", "smoke", "--fresh", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert "must not write into" in err and str((ROOT / "results").resolve()) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["file", "below_a_file"])
+def test_fresh_refuses_a_file_or_an_unwritable_place_in_one_line(kind, tmp_path, capsys):
+    from esdbook.__main__ import main
+
+    (tmp_path / "file").write_text("x")
+    fresh = tmp_path / "file" if kind == "file" else tmp_path / "file" / "sub"
+    assert main(["reproduce", "--profile", "smoke", "--fresh", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert ("not a folder" in err or "not a writable folder" in err) and "Traceback" not in err
+
+
+def _manifest(tmp_path: pathlib.Path, text: str) -> dict:
+    from esdbook.reproduce import load_manifest
+
+    path = tmp_path / "manifest.yaml"
+    path.write_text(text)
+    return load_manifest(path)
+
+
+def test_points_of_one_run_id_run_once(tmp_path):
+    from esdbook.reproduce import grid_points
+
+    manifest = _manifest(tmp_path, (
+        "experiments: {table1: book/experiments/train.ipynb}\n"
+        "profiles:\n  smoke:\n    table1:\n      grid: {method: [esd], T: [2]}\n"
+        "      extra: [{method: esd}, {method: esd, seed: 0}, {method: esd, T: 2, seed: 0}]\n"))
+    points = grid_points("smoke", manifest)
+    assert len(points) == 1  # smoke's T and seed are 2 and 0: four spellings of one run
+
+
+@pytest.mark.parametrize("text, message", [
+    ("experiments: {table1: book/experiments/train.ipynb}\nprofiles: {smoke: null}\n",
+     "profile 'smoke' must map experiment names"),
+    ("experiments: {table1: 5}\nprofiles: {smoke: {table1: {}}}\n", "must name a notebook"),
+    ("experiments: {table1: book/experiments/train.ipynb}\n"
+     "profiles: {smoke: {table1: {base: {method: !!binary ZXNk}}}}\n", "not a plain"),
+    ("experiments: {table1: book/experiments/train.ipynb}\nprofiles: {smoke: {table1: {grid: "
+     + "{" + ", ".join(f"k{i}: [0,1,2,3,4,5,6,7,8,9]" for i in range(7)) + "}}}}\n",
+     "10,000,000 points"),
+    ("experiments: {table1: book/experiments/train.ipynb}\n"  # a YAML alias bomb (9^5 leaves)
+     "profiles:\n  smoke:\n    table1:\n      grid:\n        seed: &e [&d [&c [&b "
+     "[&a [1,1,1,1,1,1,1,1,1], *a,*a,*a,*a,*a,*a,*a,*a], *b,*b,*b,*b,*b,*b,*b,*b], "
+     "*c,*c,*c,*c,*c,*c,*c,*c], *d,*d,*d,*d,*d,*d,*d,*d]\n", "not a plain"),
+    ("experiments: {table1: book/experiments/train.ipynb}\n"
+     "profiles: {smoke: {table1: {grid: {seed: []}}}}\n", "have no values"),
+])
+def test_malformed_manifests_are_one_clear_error_before_work(text, message, tmp_path):
+    from esdbook.reproduce import grid_points
+    from esdlib.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        grid_points("smoke", _manifest(tmp_path, text))
