@@ -26,7 +26,7 @@ from pathlib import Path
 from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
 from esdlib.io import DiskFullError
 from esdlib.train.config import MAX_T, PRECISIONS, PROFILES, ConfigError, RunConfig, check_device
-from esdlib.train.engine import CheckpointError
+from esdlib.train.engine import CheckpointError, DistributedError
 
 
 class CommandError(Exception):
@@ -244,6 +244,7 @@ def _dispatch(args: argparse.Namespace) -> int:
              ((DatasetNotFoundError,), "esd {}: data set not found: ", 2),
              ((CheckpointError,), "esd: unusable checkpoint: ", 2),
              ((DiskFullError,), "esd: ", 1),
+             ((DistributedError,), "esd {}: distributed run: ", 1),
              ((CommandError, DataError, RecordError), "esd {}: ", 2))
     try:
         return args.func(args)

@@ -42,6 +42,7 @@ from ._common import (
     DataError,
     DatasetNotFoundError,
     atomic_write_bytes,
+    check_regular_file,
     check_split,
     read_json_file,
 )
@@ -100,6 +101,7 @@ def read_aedat2(path: str | os.PathLike) -> dict[str, np.ndarray]:
         DataError: The file is unreadable or not a valid AEDAT 2.0 DVS128 event stream (the
             message names the file).
     """
+    check_regular_file(path, "event file")  # a FIFO would block open() forever
     try:
         data = Path(path).read_bytes()
     except OSError as err:
@@ -423,6 +425,7 @@ class CIFAR10DVSFrames(Dataset):
         """Untransformed frames of sample ``i``: float32 ``[T, 2, S, S]`` (from the cache)."""
         path = self.cache_path(i)
         if path.exists():
+            check_regular_file(path, "frame cache file")
             try:
                 with np.load(path) as z:
                     arr = z["frames"]
@@ -433,6 +436,10 @@ class CIFAR10DVSFrames(Dataset):
             if arr.shape != want or arr.dtype != np.float32:
                 raise DataError(f"{path}: frame cache holds {arr.dtype} {arr.shape}, expected "
                                 f"float32 {want}; delete it to recompute it")
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise DataError(f"{path}: frame cache holds {bad} non-finite (NaN/Inf) values "
+                                "of event counts; delete it to recompute it")
             return torch.from_numpy(arr)
         arr = aedat_to_frames(self.root / self.files[i], self.T, self.image_size)
         arr = np.ascontiguousarray(arr, dtype=np.float32)

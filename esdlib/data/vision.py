@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from ._common import DataError, DatasetNotFoundError
+from ._common import DataError, DatasetNotFoundError, check_regular_file
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -151,6 +151,7 @@ def load_rgb_image(path: str) -> Any:
     """
     from PIL import Image
 
+    check_regular_file(path, "image")  # a FIFO would block open() forever
     try:
         with open(path, "rb") as f:
             img = Image.open(f)

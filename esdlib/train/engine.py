@@ -41,6 +41,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import resource
@@ -56,7 +57,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esdlib.data import DatasetInfo, build_datasets
+from esdlib.data import DataError, DatasetInfo, build_datasets
 from esdlib.io import atomic_open, remove_stale_temps
 from esdlib.methods import evaluate_batch, get_method
 from esdlib.models import SpikingNet, build_model, check_branch_pool
@@ -191,8 +192,49 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+DDP_TIMEOUT_S = 600.0
+"""How long a rank waits for the others in one collective (seconds; torch's default is 30
+minutes). ``ESD_DDP_TIMEOUT_S`` in the environment overrides it (e.g. for very slow steps)."""
+
+
+class DistributedError(RuntimeError):
+    """A collective operation of a DDP run failed or timed out (a rank stopped or died); the
+    message says which operation and how long this rank waited."""
+
+
+def ddp_timeout_s() -> float:
+    """The collective timeout of DDP runs: ``ESD_DDP_TIMEOUT_S`` or :data:`DDP_TIMEOUT_S`.
+
+    Raises:
+        ConfigError: ``ESD_DDP_TIMEOUT_S`` is not a positive number.
+    """
+    text = os.environ.get("ESD_DDP_TIMEOUT_S")
+    if text is None:
+        return DDP_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < 1e7):
+        raise ConfigError(f"ESD_DDP_TIMEOUT_S={text!r} must be a number of seconds > 0")
+    return value
+
+
+def _all_reduce(tensor: Tensor, what: str) -> None:
+    try:
+        dist.all_reduce(tensor)
+    except RuntimeError as err:  # gloo/NCCL timeouts and dead peers (DistBackendError etc.)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DistributedError(
+            f"rank {dist.get_rank()}: {what} failed; another rank stopped, died or took longer "
+            f"than the {ddp_timeout_s():g} s timeout (ESD_DDP_TIMEOUT_S) ({first[:200]})"
+        ) from err
+
+
 def init_distributed(device: torch.device) -> bool:
-    """Initialise ``torch.distributed`` from torchrun's environment (``WORLD_SIZE`` > 1).
+    """Initialise ``torch.distributed`` from torchrun's environment (``WORLD_SIZE`` > 1), with
+    a collective timeout of :func:`ddp_timeout_s` seconds, so a stopped rank ends the run with
+    a :class:`DistributedError` instead of a 30-minute hang.
 
     Returns:
         True when this call created the process group (the caller destroys it).
@@ -200,7 +242,7 @@ def init_distributed(device: torch.device) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=ddp_timeout_s()))
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
@@ -213,7 +255,7 @@ def allreduce_gradients(model: nn.Module) -> None:
         return
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
+    _all_reduce(flat, "averaging the gradients")
     flat /= world
     offset = 0
     for g in grads:
@@ -254,6 +296,10 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
 
     Returns:
         ``{"test_acc", "test_loss", "firing_rates": {...}, "energy": {...}, "samples"}``.
+
+    Raises:
+        DataError: some samples hold NaN or Inf values (the message counts them; under DDP
+            every rank raises it).
     """
     device = torch.device(device)
     rank, world = _dist_info()
@@ -261,9 +307,10 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
     meter = FiringRateMeter()
-    correct = torch.zeros(3, dtype=torch.float64)  # correct, count, loss sum
+    correct = torch.zeros(4, dtype=torch.float64)  # correct, count, loss sum, non-finite
     with OpCounter(model) as ops:
         for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            correct[3] += int((~torch.isfinite(x)).reshape(len(x), -1).any(1).sum())
             x, y = time_first(x).to(device), y.to(device)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -280,14 +327,18 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
         packed = torch.cat([correct, torch.tensor([ops.macs, ops.acs, ops.samples],
                                                   dtype=torch.float64)]
                            + [meter.sums[n] for n in names])
-        dist.all_reduce(packed)
-        correct = packed[:3]
-        ops.macs, ops.acs, ops.samples = (float(v) for v in packed[3:6])
+        _all_reduce(packed, "summing the evaluation")
+        correct = packed[:4]
+        ops.macs, ops.acs, ops.samples = (float(v) for v in packed[4:7])
         T_len = len(meter.sums[names[0]]) if names else 0
         for i, n in enumerate(names):
-            meter.sums[n] = packed[6 + i * T_len: 6 + (i + 1) * T_len]
+            meter.sums[n] = packed[7 + i * T_len: 7 + (i + 1) * T_len]
         meter.samples = int(correct[1])
         energy = ops.summary()
+    if correct[3] > 0:  # a NaN never crosses a threshold: silently "no spike", a wrong answer
+        raise DataError(f"the evaluation data hold {int(correct[3])} of {int(correct[1])} "
+                        "samples with non-finite (NaN/Inf) values; their predictions would be "
+                        "meaningless (check the data set or its cache)")
     n = max(float(correct[1]), 1.0)
     return {"test_acc": float(correct[0]) / n, "test_loss": float(correct[2]) / n,
             "firing_rates": meter.summary(), "energy": energy, "samples": int(correct[1])}
@@ -598,7 +649,7 @@ def _divergence(loss: float, checked: list[Tensor], world: int) -> str | None:
         flag = torch.tensor([0.0 if reason is None else 1.0])
         if dist.get_backend() == "nccl":
             flag = flag.cuda()
-        dist.all_reduce(flag)
+        _all_reduce(flag, "checking for divergence")
         if reason is None and float(flag) > 0:
             reason = "divergence on another rank"
     return reason
