@@ -68,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
     if record["status"] == "diverged":
         d = record["divergence"]
         print(f"esd: training diverged at epoch {d['epoch']}, step {d['step']} ({d['reason']}); "
-              f"run {record['run_id']} recorded as 'diverged' — lower the learning rate",
+              f"run {record['run_id']} recorded as 'diverged' — lower the learning rate, or "
+              "check the other step and loss settings (e.g. tau, beta) and the data",
               file=sys.stderr)
         return 1
     m = record["metrics"]

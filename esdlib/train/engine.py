@@ -65,6 +65,7 @@ from esdlib.train.config import ConfigError, RunConfig, check_runtime
 from esdlib.train.metrics import FiringRateMeter, OpCounter
 from esdlib.train.paths import resolve_path
 from esdlib.train.records import (
+    RecordError,
     load_record,
     make_record,
     make_run_id,
@@ -655,12 +656,33 @@ def _divergence(loss: float, checked: list[Tensor], world: int) -> str | None:
     return reason
 
 
+def _refuse_newer_schema(path: Path) -> None:
+    """A record of a newer schema is not damaged: it was written by a newer esdlib, and this
+    one must neither replace nor move it."""
+    import json
+
+    from esdlib.train.records import SCHEMA_VERSION
+
+    try:
+        version = json.loads(path.read_text(encoding="utf-8")).get("schema_version")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise RecordError(f"{path}: run record of schema version {version}, written by a newer "
+                          f"esdlib (this one reads version {SCHEMA_VERSION}); update esdlib or "
+                          "use another out_dir")
+
+
 def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | None:
     """The valid record of this run at ``path``, or None when there is none.
 
     A damaged record (not JSON, not a valid record) or the record of another configuration is
-    moved aside to ``<name>.corrupt-<UTC time>`` (never deleted) with a warning, so the run can
-    re-create it from its checkpoint (or by training).
+    moved aside to ``<name>.corrupt-<UTC time>`` (never deleted) with a warning giving every
+    reason, so the run can re-create it from its checkpoint (or by training). A record of a
+    newer schema version is left alone.
+
+    Raises:
+        RecordError: the record was written by a newer esdlib (a newer ``schema_version``).
     """
     if not path.is_file():
         return None
@@ -670,7 +692,8 @@ def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | 
             return record
         problem = f"it belongs to another configuration (config_hash {record.get('config_hash')})"
     except ValueError as err:  # RecordError, UnicodeDecodeError
-        problem = str(err).splitlines()[0]
+        problem = " ".join(str(err).split())[:500]  # every reason, on one line
+        _refuse_newer_schema(path)
     if rank != 0:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -686,6 +709,43 @@ def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | 
     warnings.warn(f"damaged run record {path} moved to {aside.name} ({problem}); it is re-created "
                   "from the checkpoint or by training", UserWarning, stacklevel=4)
     return None
+
+
+def _check_resume_state(saved: Any, fresh: dict[str, Any]) -> None:
+    """Check a resumed checkpoint's ``state`` against a fresh run's: the same keys, of the
+    same types (an int where a float is expected is fine; ``last_eval`` may be anything).
+
+    Raises:
+        KeyError, TypeError: a missing key or a value of the wrong type (named).
+    """
+    if not isinstance(saved, dict):
+        raise TypeError(f"state is a {type(saved).__name__}, not a dict")
+    for key, default in fresh.items():
+        if default is None:  # free-form (last_eval)
+            continue
+        if key not in saved:
+            raise KeyError(f"state has no {key!r}")
+        value = saved[key]
+        want = (int, float) if isinstance(default, float) else type(default)
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise TypeError(f"state[{key!r}] is a {type(value).__name__}, expected "
+                            f"{type(default).__name__}")
+
+
+def _check_finished_best(paths: dict[str, Path], record: dict[str, Any]) -> None:
+    """For a finished run whose record is returned as it is: re-derive or warn about a
+    missing or damaged ``best.pt`` (e.g. an empty file), as a resumed run would
+    (:func:`_ensure_best_checkpoint`). Nothing is checked when neither checkpoint exists."""
+    if not paths["last"].is_file():
+        return
+    try:
+        header = read_checkpoint_header(paths["last"]) or {}
+    except CheckpointError:
+        header = {}
+    best_epoch = record.get("metrics", {}).get("best_epoch")
+    state = {"best_epoch": best_epoch if isinstance(best_epoch, int) else -1,
+             "epoch": header.get("epoch"), "step_in_epoch": header.get("step_in_epoch")}
+    _ensure_best_checkpoint(paths, state)
 
 
 def _ensure_best_checkpoint(paths: dict[str, Path], state: dict[str, Any]) -> None:
@@ -812,6 +872,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         if existing["status"] == "diverged":
             return existing
         if existing["status"] == "complete" and len(existing["history"]) == cfg.epochs:
+            if rank == 0:
+                _check_finished_best(paths, existing)
             return existing
 
     seed_everything(cfg.seed)
@@ -845,13 +907,21 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         if ckpt["config_hash"] != cfg.config_hash():
             raise CheckpointError(f"checkpoint {paths['last']} belongs to a different config; "
                                   "delete it or choose another checkpoint_dir")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        try:  # a valid checksum says nothing about the structure of what was saved
+            _check_resume_state(ckpt.get("state"), state)
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            running.__dict__.update(ckpt["running"])
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            what = " ".join(str(err).split())[:300] or type(err).__name__
+            raise CheckpointError(
+                f"{paths['last']}: its checksum is valid but its contents do not fit this run "
+                f"({type(err).__name__}: {what}); delete it to train the run from the start "
+                "(or run with --no-resume / resume=False)") from None
         state = ckpt["state"]
-        running.__dict__.update(ckpt["running"])
-        _set_rng_state(ckpt["rng"])
         del ckpt
         if rank == 0:
             _ensure_best_checkpoint(paths, state)
