@@ -81,3 +81,27 @@ def test_oversized_event_file_is_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(common.check_regular_file, "__defaults__", (100,))
     with pytest.raises(DataError, match="more than the 100 esdlib reads"):
         read_aedat2(path)
+
+
+def test_cifar10_dvs_run_id_covers_its_file_list(tmp_path):
+    from esdlib.train.config import RunConfig
+    from esdlib.train.records import make_run_id
+
+    rng = np.random.default_rng(0)
+    for cls in ("airplane", "cat"):
+        for i in range(2):
+            write_aedat(tmp_path / "dvs" / cls / f"{cls}_{i}.aedat", *random_events(rng, 50))
+
+    def run_id():
+        return make_run_id(RunConfig.from_profile("smoke", dataset="cifar10_dvs",
+                                                  data_root=str(tmp_path / "dvs")))
+
+    partial = run_id()
+    write_aedat(tmp_path / "dvs" / "dog" / "dog_0.aedat", *random_events(rng, 50))
+    complete = run_id()
+    assert complete != partial  # a class folder extracted later: another run
+    (tmp_path / "dvs" / "dog" / "dog_0.aedat").unlink()
+    assert run_id() == partial
+    # the embedded digits' ids do not depend on any folder (test_results recomputes them all)
+    digits = RunConfig.from_profile("smoke", data_root=str(tmp_path / "dvs"))
+    assert "files_sha256" not in digits.hash_dict()

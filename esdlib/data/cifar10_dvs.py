@@ -24,6 +24,7 @@ current torchvision), and cached as float32 in one ``.npz`` per sample.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import warnings
@@ -296,6 +297,45 @@ def make_split(files: list[str], labels: list[int], split: str) -> dict[str, Any
         raise ValueError(f"unknown cifar10_dvs split {split!r}; valid: official, balanced")
     return {"dataset": "cifar10_dvs", "split": split, "rule": rule, "files": list(files),
             "train": train, "test": test}
+
+
+def file_list_digest(root: str | os.PathLike) -> str | None:
+    """SHA-256 of the release's file list (:func:`list_files`: every ``<class>/<name>.aedat``
+    in data-set order), the part of a CIFAR10-DVS run's identity that its config cannot hold.
+
+    :meth:`esdlib.train.config.RunConfig.config_hash` adds it, so a run trained with a class
+    folder missing and the run on the complete folder get different run ids (the split is a
+    function of the file list and the config's ``split``). The listing is cached while no
+    class folder changes (their modification times).
+
+    Returns:
+        The hex digest, or ``None`` when ``root`` holds no release (the run then stops at
+        the data set with its own message).
+    """
+    root = Path(root)
+    stamps = []
+    for cls in CIFAR10_DVS_CLASSES:
+        try:
+            stamps.append((root / cls).stat().st_mtime_ns)
+        except OSError:
+            stamps.append(None)
+    return _file_list_digest(str(root.resolve()), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=16)
+def _file_list_digest(root: str, stamps: tuple[int | None, ...]) -> str | None:
+    import hashlib
+    import json
+
+    if not any(s is not None for s in stamps):
+        return None
+    with warnings.catch_warnings():  # the warning of a missing class comes with the data set
+        warnings.simplefilter("ignore")
+        try:
+            files, _ = list_files(root)
+        except DatasetNotFoundError:
+            return None
+    return hashlib.sha256(json.dumps(files).encode("utf-8")).hexdigest()
 
 
 def load_or_make_split(files: list[str], labels: list[int], split: str,
