@@ -50,3 +50,42 @@ def test_a_timed_out_collective_is_one_clear_error(monkeypatch, capsys):
     assert cli.main(["train", "--profile", "smoke", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "distributed run" in err and "Timed out" in err
+
+
+def test_batchnorm_statistics_are_averaged_over_ranks(monkeypatch):
+    import esdlib as esd
+
+    torch.manual_seed(0)
+    net = esd.build_model("spiking_resnet18", 10, 1, width=0.125)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.running_mean.uniform_(-1, 1)
+        m.running_var.uniform_(0.5, 2)
+    mine = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    # the other rank's statistics: 3 + ours, so the average is ours + 1.5
+    monkeypatch.setattr(engine, "_dist_info", lambda: (0, 2))
+    monkeypatch.setattr(engine.dist, "all_reduce", lambda t: t.mul_(2).add_(3))
+    engine.sync_batchnorm_stats(net)
+    for m, (mean, var) in zip(bns, mine, strict=True):
+        torch.testing.assert_close(m.running_mean, mean + 1.5)
+        torch.testing.assert_close(m.running_var, var + 1.5)
+
+
+def test_fit_syncs_batchnorm_before_every_evaluation_and_checkpoint(tmp_path, monkeypatch):
+    from esdlib.train.config import RunConfig
+
+    events = []
+    real_eval, real_save = engine.evaluate, engine.save_checkpoint
+    monkeypatch.setattr(engine, "sync_batchnorm_stats", lambda m: events.append("sync"))
+    monkeypatch.setattr(engine, "evaluate",
+                        lambda *a, **k: events.append("evaluate") or real_eval(*a, **k))
+    monkeypatch.setattr(engine, "save_checkpoint",
+                        lambda *a, **k: events.append("save") or real_save(*a, **k))
+    cfg = RunConfig.from_profile("smoke", epochs=1, out_dir=str(tmp_path / "o"),
+                                 checkpoint_dir=str(tmp_path / "c"))
+    engine.fit(cfg, progress=False)
+    assert "evaluate" in events and "save" in events
+    for i, e in enumerate(events):
+        if e in ("evaluate", "save"):
+            assert events[i - 1] == "sync" or (e == "save" and events[i - 1] == "save"
+                                                and events[i - 2] == "sync"), events

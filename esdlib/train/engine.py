@@ -264,6 +264,34 @@ def allreduce_gradients(model: nn.Module) -> None:
         offset += g.numel()
 
 
+def sync_batchnorm_stats(model: nn.Module) -> None:
+    """Average every BatchNorm's running mean and variance over ranks (a no-op in a single
+    process).
+
+    Under DDP each rank's running statistics follow its own shard; only gradients are
+    averaged. :func:`fit` calls this before every evaluation and every checkpoint, so all
+    ranks evaluate (and rank 0 saves) one and the same model: the record's test metrics are
+    those of the saved checkpoint, and a run resumed after a killed rank continues from the
+    statistics an uninterrupted run has at that point. Running statistics are used only at
+    inference, so training itself is unchanged.
+    """
+    _, world = _dist_info()
+    if world == 1:
+        return
+    buffers = [b for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+               for b in (m.running_mean, m.running_var) if b is not None]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().flatten().double() for b in buffers])
+    _all_reduce(flat, "averaging the BatchNorm statistics")
+    flat /= world
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b).to(b.dtype))
+        offset += b.numel()
+
+
 def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak CUDA memory allocated, or the process's peak resident set size on CPU."""
     if device.type == "cuda":
@@ -927,6 +955,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             _ensure_best_checkpoint(paths, state)
 
     def checkpoint(kind: str = "last") -> None:
+        sync_batchnorm_stats(model)  # every rank calls this: rank 0 saves the common model
         if rank != 0:
             return
         save_checkpoint(paths[kind], version=CHECKPOINT_VERSION, config=cfg.to_dict(),
@@ -1006,6 +1035,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             checkpoint()
             break
         epoch_time = time.perf_counter() - t0
+        sync_batchnorm_stats(model)  # every rank evaluates the model rank 0 then saves
         ev = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size, device=device,
                       channels_last=cfg.channels_last)
         entry = {"epoch": epoch + 1, **running.means(), "test_acc": ev["test_acc"],
@@ -1050,6 +1080,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         return final
     status = "complete" if state["epoch"] >= cfg.epochs else "running"
     if status == "complete" and state["last_eval"] is None:  # cannot happen after an epoch end
+        sync_batchnorm_stats(model)
         state["last_eval"] = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size,
                                       device=device, channels_last=cfg.channels_last)
     final = record(status)
