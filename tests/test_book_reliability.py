@@ -333,3 +333,19 @@ def test_malformed_manifests_are_one_clear_error_before_work(text, message, tmp_
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         grid_points("smoke", _manifest(tmp_path, text))
+
+
+def test_chapter9_code_runs_on_a_results_folder_without_ablation_records(tmp_path):
+    import pandas as pd
+
+    import esdbook
+    from esdbook import ablations
+
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    shutil.copytree(ROOT / "results" / "table1", tmp_path / "results" / "table1")
+    ch = esdbook.open_chapter("default", str(tmp_path / "results"))
+    table1, ablation = ch.runs("table1"), ch.runs("ablation")
+    reference = table1[(table1["config.method"] == "esd")
+                       & table1["config.T"].isin(ablation["config.T"].unique())]
+    assert len(ablation) == 0 and len(reference) == 0
+    ablations.ablation_table(pd.concat([reference, ablation]))
