@@ -349,3 +349,13 @@ def test_chapter9_code_runs_on_a_results_folder_without_ablation_records(tmp_pat
                        & table1["config.T"].isin(ablation["config.T"].unique())]
     assert len(ablation) == 0 and len(reference) == 0
     ablations.ablation_table(pd.concat([reference, ablation]))
+
+
+def test_a_missing_experiment_notebook_is_refused_before_any_point_runs(tmp_path):
+    from esdbook.reproduce import grid_points
+    from esdlib.train.config import ConfigError
+
+    manifest = _manifest(tmp_path, "experiments: {table1: book/experiments/nosuch.ipynb}\n"
+                                   "profiles: {smoke: {table1: {grid: {seed: [0]}}}}\n")
+    with pytest.raises(ConfigError, match="nosuch.ipynb does not exist"):
+        grid_points("smoke", manifest)

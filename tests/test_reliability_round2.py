@@ -129,3 +129,16 @@ def test_divergence_hint_names_more_than_the_learning_rate(monkeypatch, capsys):
         "divergence": {"epoch": 1, "step": 1, "reason": "non-finite training loss (nan)"}})
     assert cli.main(["train", "--profile", "smoke", "--quiet", "--set", "tau=1e-300"]) == 1
     assert "tau" in capsys.readouterr().err
+
+
+def test_a_checkpoint_too_large_for_memory_is_a_checkpoint_error(runs, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    cfg, paths, _ = _copy(runs, tmp_path, "mid", 2)
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(Path, "read_bytes", no_memory)
+    with pytest.raises(CheckpointError, match="does not fit in this process's memory"):
+        load_checkpoint(paths["last"])

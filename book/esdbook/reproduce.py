@@ -191,7 +191,8 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
         e.g. a grid point repeated in ``extra`` with its default value spelled out) once.
 
     Raises:
-        ConfigError: an invalid grid or point, or an unknown experiment in ``only``.
+        ConfigError: an invalid grid or point, an experiment notebook that does not exist, or
+            an unknown experiment in ``only``.
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
@@ -202,10 +203,16 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
         if missing:
             raise ConfigError(f"profile {profile!r} has no experiment(s) {missing}; "
                               f"available: {sorted(exps)}")
+    from esdlib.train import paths
+
+    root = paths.project_root()
     points: dict[str, GridPoint] = {}
     for name, spec in exps.items():
         if only and name not in only:
             continue
+        if not (root / manifest["experiments"][name]).is_file():
+            raise ConfigError(f"experiment {name!r}: its notebook "
+                              f"{manifest['experiments'][name]} does not exist in {root}")
         try:
             expanded = expand_grid(spec)
         except ValueError as err:

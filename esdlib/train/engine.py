@@ -533,6 +533,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raw = path.read_bytes()
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    except MemoryError:
+        size = path.stat().st_size
+        raise CheckpointError(f"checkpoint {path} ({size:,} bytes) does not fit in this "
+                              "process's memory: damaged, or not an esdlib checkpoint") from None
     if header is not None:
         data = memoryview(raw)[header["_offset"]:]
         if hashlib.sha256(data).hexdigest() != header["sha256"]:
