@@ -142,3 +142,27 @@ def test_a_checkpoint_too_large_for_memory_is_a_checkpoint_error(runs, tmp_path,
     monkeypatch.setattr(Path, "read_bytes", no_memory)
     with pytest.raises(CheckpointError, match="does not fit in this process's memory"):
         load_checkpoint(paths["last"])
+
+
+def test_a_loss_stuck_far_above_its_start_is_divergence(tmp_path, monkeypatch):
+    import esdlib.train.engine as engine
+
+    real = engine.get_method
+    calls = []
+
+    def inflated(name):
+        step = real(name)
+
+        def run(*args, **kwargs):
+            res = step(*args, **kwargs)
+            calls.append(1)
+            factor = 1.0 if len(calls) == 1 else 10.0  # the loss goes up 10x and stays there
+            return res._replace(loss=res.loss.detach() * factor)
+        return run
+
+    monkeypatch.setattr(engine, "get_method", inflated)
+    with pytest.warns(engine.DivergenceWarning, match="stuck far above its start"):
+        record = fit(_cfg(tmp_path, epochs=2), progress=False)
+    assert record["status"] == "diverged" and record["divergence"]["epoch"] == 1
+    assert engine._stuck_reason(3.9, 1.0, 1) is None and engine._stuck_reason(4.1, 1.0, 1)
+    assert engine._stuck_reason(100.0, None, 1) is None  # resumed from an older checkpoint

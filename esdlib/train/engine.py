@@ -648,6 +648,31 @@ the true class a probability of e^-10000, far beyond anything a converging run p
 (an untrained network starts near ``log K`` per output, ~2.3 for 10 classes)."""
 
 
+STUCK_LOSS_FACTOR = 4.0
+"""An epoch whose mean training loss is more than this many times the run's first step's loss
+counts as divergence ("stuck"): a run that learns goes below its start (the committed records
+never exceed 1.02× their first epoch's mean), while a too-large step can leave the loss
+bouncing far above it without ever reaching :data:`DIVERGED_LOSS`."""
+
+
+def _stuck_reason(epoch_loss: float, first_loss: float | None, world: int) -> str | None:
+    """The divergence reason of an epoch whose mean loss is stuck far above the first step's
+    (:data:`STUCK_LOSS_FACTOR`), agreed by all ranks; ``None`` otherwise."""
+    stuck = (first_loss is not None and math.isfinite(first_loss) and first_loss > 0
+             and epoch_loss > STUCK_LOSS_FACTOR * first_loss)
+    if world > 1:
+        flag = torch.tensor([1.0 if stuck else 0.0])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        _all_reduce(flag, "checking for divergence")
+        if float(flag) > 0 and not stuck:
+            return "divergence on another rank"
+    if not stuck:
+        return None
+    return (f"training loss stuck far above its start (epoch mean {epoch_loss:.3g} > "
+            f"{STUCK_LOSS_FACTOR:g}× the first step's {first_loss:.3g})")
+
+
 def _checked_tensors(model: nn.Module) -> list[Tensor]:
     """The parameters and floating-point buffers whose finiteness :func:`_divergence` checks.
 
@@ -927,7 +952,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
                         pin_memory=device.type == "cuda", persistent_workers=False)
 
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
-             "best_acc": -1.0, "best_epoch": -1, "train_s": 0.0, "last_eval": None}
+             "best_acc": -1.0, "best_epoch": -1, "train_s": 0.0, "last_eval": None,
+             "first_loss": None}
     running = _Running()
     if resume and paths["last"].is_file():
         try:
@@ -1013,6 +1039,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
                                        "global_step": state["global_step"] + 1,
                                        "reason": reason}
                 break
+            if state["global_step"] == 0:
+                state["first_loss"] = loss_value  # the reference of _stuck_reason
             correct = (res.logits.argmax(1) == y).sum().item()
             running.add(loss_value, correct, y.numel(), record_diagnostics(res.diagnostics))
             state["step_in_epoch"] += 1
@@ -1037,6 +1065,11 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             break
         if stopped and state["step_in_epoch"] < steps_per_epoch:
             checkpoint()
+            break
+        reason = _stuck_reason(running.means()["train_loss"], state.get("first_loss"), world)
+        if reason is not None:
+            state["divergence"] = {"epoch": epoch + 1, "step": state["step_in_epoch"],
+                                   "global_step": state["global_step"], "reason": reason}
             break
         epoch_time = time.perf_counter() - t0
         sync_batchnorm_stats(model)  # every rank evaluates the model rank 0 then saves
