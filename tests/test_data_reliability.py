@@ -105,3 +105,13 @@ def test_cifar10_dvs_run_id_covers_its_file_list(tmp_path):
     # the embedded digits' ids do not depend on any folder (test_results recomputes them all)
     digits = RunConfig.from_profile("smoke", data_root=str(tmp_path / "dvs"))
     assert "files_sha256" not in digits.hash_dict()
+
+
+def test_fifo_in_a_cifar_folder_is_refused_before_torchvision_opens_it(tmp_path):
+    from esdlib.data.vision import build_cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    os.mkfifo(folder / "data_batch_1")  # torchvision's checksum read would block forever
+    with pytest.raises(DataError, match="data_batch_1: the cifar10 data file is a FIFO"):
+        build_cifar("cifar10", tmp_path)

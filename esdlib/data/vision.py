@@ -100,6 +100,11 @@ def build_cifar(name: str, root: str | os.PathLike, augment: bool = True,
         raise DatasetNotFoundError(
             f"{name} not found: expected the folder {folder} (torchvision's python-version "
             f"layout) under root={root}. To obtain it, {how}.")
+    if folder.is_dir():  # torchvision opens every file: a FIFO there would block forever
+        for entry in (*cls.train_list, *cls.test_list, cls.meta):
+            path = folder / (entry["filename"] if isinstance(entry, dict) else entry[0])
+            if os.path.lexists(path):
+                check_regular_file(path, f"{name} data file", max_bytes=1 << 30)
     try:
         train = cls(str(root), train=True, transform=cifar_transforms(name, True, augment),
                     download=download)
