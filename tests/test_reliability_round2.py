@@ -166,3 +166,19 @@ def test_a_loss_stuck_far_above_its_start_is_divergence(tmp_path, monkeypatch):
     assert record["status"] == "diverged" and record["divergence"]["epoch"] == 1
     assert engine._stuck_reason(3.9, 1.0, 1) is None and engine._stuck_reason(4.1, 1.0, 1)
     assert engine._stuck_reason(100.0, None, 1) is None  # resumed from an older checkpoint
+
+
+def test_a_record_is_not_rebuilt_from_a_checkpoint_with_a_forged_history(runs, tmp_path):
+    cfg, paths, rec = _copy(runs, tmp_path, "done", 1)
+    honest = json.loads(rec.read_text())["metrics"]["final_test_acc"]
+    rec.unlink()
+    ck = load_checkpoint(paths["last"])
+    for entry in ck["state"]["history"]:
+        entry["test_acc"] = 0.99
+    save_checkpoint(paths["last"], **ck)  # a valid checksum: forgery, not damage
+    with pytest.raises(CheckpointError, match="the checkpoint was altered"):
+        fit(cfg, progress=False)
+    assert not rec.exists()
+    ck["state"]["history"][-1]["test_acc"] = honest  # the genuine history is rebuilt as before
+    save_checkpoint(paths["last"], **ck)
+    assert fit(cfg, progress=False)["metrics"]["final_test_acc"] == honest

@@ -648,6 +648,11 @@ the true class a probability of e^-10000, far beyond anything a converging run p
 (an untrained network starts near ``log K`` per output, ~2.3 for 10 classes)."""
 
 
+REBUILD_TOLERANCE = 0.01
+"""Largest difference (accuracy, as a fraction) between a finished checkpoint's recorded final
+test accuracy and a re-evaluation of its weights when a record is rebuilt from it: numerics of
+another machine move a sample or two, an altered history moves far more."""
+
 STUCK_LOSS_FACTOR = 4.0
 """An epoch whose mean training loss is more than this many times the run's first step's loss
 counts as divergence ("stuck"): a run that learns goes below its start (the committed records
@@ -1120,6 +1125,17 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         sync_batchnorm_stats(model)
         state["last_eval"] = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size,
                                       device=device, channels_last=cfg.channels_last)
+    elif status == "complete" and steps_this_call == 0 and state["history"]:
+        # the record is rebuilt from a finished checkpoint: its weights must give its history
+        sync_batchnorm_stats(model)
+        ev = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size, device=device,
+                      channels_last=cfg.channels_last)
+        saved = state["history"][-1].get("test_acc")
+        if not isinstance(saved, int | float) or abs(ev["test_acc"] - saved) > REBUILD_TOLERANCE:
+            raise CheckpointError(
+                f"{paths['last']}: its history says final test accuracy {saved!r}, its weights "
+                f"give {ev['test_acc']:.4f}: the checkpoint was altered; delete it to train "
+                "the run again")
     final = record(status)
     if rank == 0 and state["history"]:
         write_record(final, out_dir)
