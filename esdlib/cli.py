@@ -26,7 +26,7 @@ from pathlib import Path
 from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
 from esdlib.io import DiskFullError
 from esdlib.train.config import MAX_T, PRECISIONS, PROFILES, ConfigError, RunConfig, check_device
-from esdlib.train.engine import CheckpointError
+from esdlib.train.engine import CheckpointError, DistributedError
 
 
 class CommandError(Exception):
@@ -68,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
     if record["status"] == "diverged":
         d = record["divergence"]
         print(f"esd: training diverged at epoch {d['epoch']}, step {d['step']} ({d['reason']}); "
-              f"run {record['run_id']} recorded as 'diverged' — lower the learning rate",
+              f"run {record['run_id']} recorded as 'diverged' — lower the learning rate, or "
+              "check the other step and loss settings (e.g. tau, beta) and the data",
               file=sys.stderr)
         return 1
     m = record["metrics"]
@@ -253,6 +254,7 @@ def _dispatch(args: argparse.Namespace) -> int:
              ((DatasetNotFoundError,), "esd {}: data set not found: ", 2),
              ((CheckpointError,), "esd: unusable checkpoint: ", 2),
              ((DiskFullError,), "esd: ", 1),
+             ((DistributedError,), "esd {}: distributed run: ", 1),
              ((CommandError, DataError, RecordError), "esd {}: ", 2))
     try:
         return args.func(args)

@@ -185,7 +185,13 @@ def atomic_open(
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    tmp = temp_path_for(path)
+    try:
+        tmp = temp_path_for(path)  # no free inode (ENOSPC) fails here already
+    except OSError as err:
+        if _is_disk_full(err):
+            raise DiskFullError(err.errno,
+                                f"no space left on device while writing {path}") from err
+        raise
     try:
         try:
             with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:

@@ -101,11 +101,14 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert ref["firing_rates"]["per_timestep"] == resumed["firing_rates"]["per_timestep"]
 
 
-def test_ddp_two_processes_gloo(tmp_path):
+def test_ddp_two_processes_gloo(tmp_path, capsys):
+    from esdlib import cli
+
     out, ck = tmp_path / "results", tmp_path / "ckpt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", "2", "-m", "esdlib.cli", "train", "--profile", "smoke", "--quiet",
-           "--set", f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu"]
+           "--set", f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu",
+           "--set", "epochs=3", "--set", "max_train_steps=20", "--set", "batch_size=16"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -116,6 +119,12 @@ def test_ddp_two_processes_gloo(tmp_path):
     # the evaluation was sharded and reduced: it covers the whole test set
     assert rec["history"][0]["test_acc"] * 360 == pytest.approx(
         round(rec["history"][0]["test_acc"] * 360))
+    # the record's metrics are those of the saved model (BN statistics synced over ranks)
+    last = next(ck.glob("*/last.pt"))
+    assert cli.main(["evaluate", str(last), "--device", "cpu", "--quiet"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["test_acc"] == rec["metrics"]["final_test_acc"]
+    assert ev["test_loss"] == pytest.approx(rec["metrics"]["test_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("override,needle", [

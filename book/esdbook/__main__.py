@@ -12,11 +12,17 @@
     python -m esdbook check                              # every built page in Chromium
     python -m esdbook all --profile smoke                # execute + build + check
     python -m esdbook screenshot _executed/02_rate_bp.html --out screenshots
+    python -m esdbook run book/chapters/04_table1_static.ipynb -p profile smoke --out my_runs
+
+``run`` re-runs one page or experiment notebook with checked parameters. Prefer it to calling
+papermill directly: papermill parameters are code (papermill writes them into the notebook as
+Python source), and ``run`` passes only declared names with plain values.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +69,39 @@ def _reproduce(args: argparse.Namespace) -> int:
                       only=args.only, jobs=args.jobs, threads=args.threads, seeds=seeds)
     if index is not None:
         print(f"book: {index}")
+    return 0
+
+
+def parameter_value(text: str) -> str | int | float | bool | None:
+    """The value of ``-p NAME VALUE``: a JSON number, ``true``/``false``/``null`` or a quoted
+    JSON string when ``text`` is one, otherwise ``text`` itself as a string (``smoke``, or a
+    JSON object such as ``overrides_json``'s, which the notebook parses itself)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if type(value) in (str, int, float, bool, type(None)) else text
+
+
+def _run(args: argparse.Namespace) -> int:
+    from esdbook.build import check_parameter_values, run_notebook
+
+    src = Path(args.notebook)
+    if src.suffix != ".ipynb" or not src.is_file():
+        raise ValueError(f"{src} is not a notebook file (.ipynb)")
+    parameters: dict[str, object] = {}
+    for name, text in args.parameter or []:
+        if name in parameters:
+            raise ValueError(f"parameter {name!r} is given twice")
+        parameters[name] = parameter_value(text)
+    check_parameter_values(parameters, src.name)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is not a folder")
+    target = out / src.name
+    if target.resolve() == src.resolve():
+        raise ValueError(f"--out {out} would overwrite the source notebook {src}")
+    print(run_notebook(src, target, parameters, cwd=project_root(), timeout=args.timeout))
     return 0
 
 
@@ -118,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     paper_grid.add_arguments(p)
     p.set_defaults(func=_reproduce)
 
+    p = sub.add_parser("run", help="re-run one page or experiment notebook with checked "
+                                   "parameters (instead of papermill: its parameters are code)")
+    p.add_argument("notebook", help="a chapter (book/chapters/NN_name.ipynb) or experiment "
+                                    "notebook (book/experiments/*.ipynb)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter the notebook's parameters cell declares (repeatable); "
+                        "VALUE is a JSON number, true/false/null, or text")
+    p.add_argument("--out", required=True, help="folder for the executed copy (same file name)")
+    p.add_argument("--timeout", type=float, default=None, help="per-cell limit in seconds")
+    p.set_defaults(func=_run)
+
     for name, text in (("execute", "execute book/chapters into book/_executed"),
                        ("build", "build the HTML from book/_executed (jupyter-book, strict)"),
                        ("check", "check every built page in Chromium"),
@@ -145,8 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         Exit status: 0 on success, 1 when a check failed (a page problem, a verdict of a fresh
-        re-run that does not hold), 2 for invalid arguments or an invalid grid.
+        re-run that does not hold) or a notebook or the build failed (the error in one
+        message, no traceback), 2 for invalid arguments or an invalid grid.
     """
+    from esdbook.build import BookBuildError, ChapterExecutionError
     from esdlib.train.config import ConfigError
 
     args = build_parser().parse_args(argv)
@@ -155,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"esdbook {args.command}: {err}", file=sys.stderr)
         return 2
+    except (BookBuildError, ChapterExecutionError, FileNotFoundError) as err:
+        print(f"esdbook {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

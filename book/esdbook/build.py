@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,18 @@ __all__ = [
     "BookBuildError",
     "CHAPTER_PATTERN",
     "ChapterExecutionError",
+    "PARAMETER_TYPES",
     "build_book",
     "chapter_notebooks",
+    "check_parameter_values",
     "execute_chapters",
     "execution_error_message",
+    "executed_profiles",
     "hide_injected_parameters",
     "kernel_environment",
     "run_notebook",
     "shown_path",
+    "stale_temp_notebooks",
 ]
 
 CHAPTER_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
@@ -221,6 +224,37 @@ def shown_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+PARAMETER_TYPES = (str, int, float, bool, type(None))
+"""The only value types a papermill parameter may have (exactly these types, no subclasses):
+papermill writes parameters into the notebook as Python source, and its encoding of anything
+else (``bytes`` from a YAML ``!!binary`` value, objects with their own ``repr``) can run code."""
+
+
+def check_parameter_values(parameters: Mapping[str, Any], where: str = "the notebook") -> None:
+    """Refuse parameters that papermill could not write into a notebook as plain literals.
+
+    papermill parameters are code: papermill injects them as Python assignments before the
+    notebook's own checks run. A name must be a Python identifier (not a keyword) and a value
+    one of :data:`PARAMETER_TYPES`.
+
+    Args:
+        parameters: name → value.
+        where: the notebook, for the message.
+
+    Raises:
+        ValueError: the first bad name or value, named.
+    """
+    import keyword
+
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"parameter name {name!r} for {where} is not a Python identifier")
+        if type(value) not in PARAMETER_TYPES:
+            raise ValueError(f"parameter {name!r} for {where} is a {type(value).__name__}; "
+                             "only str, int, float, bool and None values are passed to a "
+                             "notebook")
+
+
 def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
                  parameters: Mapping[str, Any], *, cwd: str | os.PathLike,
                  timeout: float | None = None, kernel: str = "python3") -> Path:
@@ -242,14 +276,16 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         ``target`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: a parameter the notebook's ``parameters`` cell does not declare (before
-            anything runs; the message lists the valid names).
+        ValueError: a parameter the notebook's ``parameters`` cell does not declare, or a value
+            that is not a plain literal (:func:`check_parameter_values`), before anything runs;
+            the message lists the valid names.
         ChapterExecutionError: the notebook failed (names it and gives the cell's error).
     """
     import nbformat
     import papermill
 
     src, target = Path(src), Path(target)
+    check_parameter_values(parameters, src.name)
     check_parameter_names(parameters, papermill.inspect_notebook(str(src)), src.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
@@ -311,15 +347,109 @@ def _toc_files(book_dir: Path) -> list[str]:
     return [e.removesuffix(".ipynb").removesuffix(".md") for e in entries]
 
 
+_STAGING_PREFIX = ".esdbook-build-"
+
+
+def stale_temp_notebooks(book_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary notebooks that killed executions left in the book's folders, and
+    return the ones that remain (being written now, or left on another host).
+
+    :func:`run_notebook` writes ``.<name>.ipynb.<host>-<pid>.<random>.ipynb`` beside its
+    target; a writer killed with ``kill -9`` leaves it behind (:func:`esdlib.io.
+    remove_stale_temps` decides what is stale).
+    """
+    book_dir = Path(book_dir)
+    left = []
+    for folder in [book_dir, *(p for p in book_dir.iterdir()
+                               if p.is_dir() and not p.name.startswith(("_build", "."))
+                               and p.name != "_vendor")]:
+        for tmp in sorted(folder.glob(".*.ipynb")):
+            target = tmp.name[1:].partition(".ipynb.")[0] + ".ipynb"
+            remove_stale_temps(folder / target, ".ipynb")
+            if tmp.exists():
+                left.append(tmp)
+    return left
+
+
+def executed_profiles(book_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """The ``profile`` parameter each executed notebook of the toc was run with.
+
+    Returns:
+        profile → the toc pages (``_executed/NN_name``) executed with it; a notebook without
+        papermill parameters counts as ``"unknown"``. Markdown pages are not listed.
+    """
+    import json
+
+    book_dir = Path(book_dir)
+    found: dict[str, list[str]] = {}
+    for page in _toc_files(book_dir):
+        path = book_dir / f"{page}.ipynb"
+        if not path.is_file():
+            continue
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+            profile = str(meta.get("papermill", {}).get("parameters", {}).get("profile",
+                                                                                "unknown"))
+        except (ValueError, AttributeError, OSError) as err:
+            raise BookBuildError(f"{path} is not a readable notebook ({err}); execute the "
+                                 "chapters again (`python -m esdbook execute`)") from err
+        found.setdefault(profile, []).append(page)
+    return found
+
+
+def _remove_stale_staging(out: Path) -> None:
+    import shutil
+
+    for old in out.glob(_STAGING_PREFIX + "*"):
+        m = re.match(re.escape(_STAGING_PREFIX) + r"(\d+)-", old.name)
+        if m and int(m.group(1)) != os.getpid():
+            try:
+                os.kill(int(m.group(1)), 0)
+            except ProcessLookupError:
+                shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _publish(new_html: Path, final: Path) -> None:
+    """Swap the freshly built ``new_html`` in as ``final`` (two renames; the old site is
+    removed afterwards)."""
+    import shutil
+    import tempfile
+
+    for _ in range(5):  # a concurrent build may publish between our two renames: try again
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-old-",
+                                        dir=final.parent))
+            os.replace(final, old / "html")
+        try:
+            os.replace(new_html, final)
+        except OSError:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            continue
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise BookBuildError(f"could not publish the built book at {final}")
+
+
 def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None = None,
                strict: bool = True) -> Path:
     """Build the book with ``jupyter-book build`` (1.x); chapters must already be executed.
 
-    Runs ``jupyter-book build <book_dir> --path-output <build_dir> --all`` plus ``-W
+    Runs ``jupyter-book build <book_dir> --path-output <staging> --all`` plus ``-W
     --keep-going`` when ``strict`` (every Sphinx warning fails the build, after all warnings
-    have been reported). ``--all`` rebuilds every page so a warning is never hidden by an
-    incremental build; HTML pages the build did not write (left by an earlier table of
-    contents) are deleted afterwards, so the browser check never reads a stale page.
+    have been reported), into a fresh hidden staging folder inside ``<build_dir>/_build``.
+    Only a build that succeeded (and, when ``strict``, shows no damaged record) replaces
+    ``<build_dir>/_build/html``: a failed build leaves the previous site as it was and
+    publishes no page, and the site never holds stale pages of an earlier table of contents
+    (every page, ``index.html`` included, is written by this build).
+
+    Before building, temporary notebooks of killed chapter executions are removed
+    (:func:`stale_temp_notebooks`); executed chapters of different profiles
+    (:func:`executed_profiles`) fail a strict build and give a warning otherwise.
 
     Args:
         book_dir: the book source (holds ``_config.yml``, ``_toc.yml``).
@@ -332,9 +462,15 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
 
     Raises:
         BookBuildError: a page listed in ``_toc.yml`` does not exist (chapters not executed
-            yet), or the build failed (the message ends with the last lines of its log), or,
-            when ``strict``, a page shows a damaged record (:func:`damaged_record_pages`).
+            yet), a temporary notebook is still being written (named), the chapters were
+            executed with different profiles (``strict``), or the build failed (the message
+            ends with the last lines of its log), or, when ``strict``, a page shows a damaged
+            record (:func:`damaged_record_pages`).
     """
+    import shutil
+    import tempfile
+    import warnings
+
     book_dir = Path(book_dir)
     build_dir = Path(build_dir) if build_dir is not None else book_dir
     missing = [f for f in _toc_files(book_dir)
@@ -344,31 +480,47 @@ def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None 
             f"{book_dir / '_toc.yml'} lists pages that do not exist: {missing}; execute the "
             "chapters first (`python -m esdbook execute`)"
         )
-    cmd = [*_jupyter_book_command(), "build", str(book_dir), "--path-output", str(build_dir),
-           "--all"]
-    if strict:
-        cmd += ["-W", "--keep-going"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    started = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    log = _ANSI.sub("", proc.stdout + proc.stderr)
-    index = build_dir / "_build" / "html" / "index.html"
-    if proc.returncode != 0 or not index.is_file():
-        tail = "\n".join(log.strip().splitlines()[-60:])
-        warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
-        summary = "\n".join(warnings[:30])
+    busy = stale_temp_notebooks(book_dir)
+    if busy:
         raise BookBuildError(
-            f"jupyter-book build failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
-            f"--- warnings/errors ---\n{summary}\n--- log (end) ---\n{tail}"
-        )
-    from esdbook.check import damaged_record_pages, html_pages
+            "temporary notebooks of a chapter execution in progress (or killed on another "
+            f"host) are in the book: {[str(p) for p in busy]}; wait for it or delete them")
+    profiles = executed_profiles(book_dir)
+    if len(profiles) > 1:
+        mixed = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(profiles.items()))
+        message = (f"the chapters were executed with different profiles ({mixed}); execute "
+                   "them all with one profile (`python -m esdbook execute --profile ...`)")
+        if strict:
+            raise BookBuildError(message)
+        warnings.warn(message, stacklevel=2)
+    out = build_dir / "_build"
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=out))
+    try:
+        cmd = [*_jupyter_book_command(), "build", str(book_dir), "--path-output", str(staging),
+               "--all"]
+        if strict:
+            cmd += ["-W", "--keep-going"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        log = _ANSI.sub("", proc.stdout + proc.stderr)
+        new_html = staging / "_build" / "html"
+        if proc.returncode != 0 or not (new_html / "index.html").is_file():
+            tail = "\n".join(log.strip().splitlines()[-60:])
+            warned = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+            summary = "\n".join(warned[:30])
+            raise BookBuildError(
+                f"jupyter-book build failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
+                f"--- warnings/errors ---\n{summary}\n--- log (end) ---\n{tail}"
+            )
+        from esdbook.check import damaged_record_pages
 
-    for rel in html_pages(index.parent):  # left by an earlier toc: not written by this build
-        page = index.parent / rel
-        if page.stat().st_mtime < started - 1:
-            page.unlink()
-    damaged = damaged_record_pages(index.parent) if strict else []
-    if damaged:
-        raise BookBuildError("pages show damaged run records (repair or re-run them, e.g. "
-                             "`python -m esdbook reproduce`):\n" + "\n".join(damaged))
-    return index
+        damaged = damaged_record_pages(new_html) if strict else []
+        if damaged:
+            raise BookBuildError("pages show damaged run records (repair or re-run them, e.g. "
+                                 "`python -m esdbook reproduce`):\n" + "\n".join(damaged))
+        _publish(new_html, out / "html")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "html" / "index.html"

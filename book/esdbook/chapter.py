@@ -147,10 +147,22 @@ class Chapter:
 
     def records(self, experiment: str | None = None) -> pd.DataFrame:
         """Every record of ``experiment`` (all experiments when ``None``), any profile or
-        status; unreadable files are rows with ``status == "damaged"``."""
-        from esdlib import load_records
+        status; unreadable files are rows with ``status == "damaged"``. Every
+        ``config.<field>`` column exists even when there is no record (empty tables, never a
+        ``KeyError``)."""
+        import dataclasses
 
-        return load_records(self.results, experiment, strict=False)
+        import pandas as pd
+
+        from esdlib import load_records
+        from esdlib.train.config import RunConfig
+
+        df = load_records(self.results, experiment, strict=False)
+        if not len(df):  # no records: still every config column, so filters give empty tables
+            missing = [f"config.{f.name}" for f in dataclasses.fields(RunConfig)
+                       if f"config.{f.name}" not in df]
+            df = pd.concat([df, pd.DataFrame(columns=missing, dtype=object)], axis=1)
+        return df
 
     def runs(self, experiment: str | None = None) -> pd.DataFrame:
         """The complete runs of this chapter's profile (:func:`esdlib.analysis.runs.runs_of`)."""

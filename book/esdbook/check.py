@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "html_pages",
     "page_inventory",
     "screenshot_pages",
+    "unsafe_markup",
 ]
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -229,7 +231,8 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
       ``overflow-x: auto|scroll`` style; the theme's own CSS overflow does not count);
     - a redirect stub (``<meta http-equiv="refresh">``, e.g. ``index.html``) whose target page
       does not exist (stubs are not opened; their target is checked as a page);
-    - a link in an article to a local page or anchor that does not exist (:func:`broken_links`).
+    - a link in an article to a local page or anchor that does not exist (:func:`broken_links`);
+    - a script or inline event handler that is not the book's own (:func:`unsafe_markup`).
 
     Args:
         html_dir: the built HTML root (``<build_dir>/_build/html``).
@@ -263,6 +266,7 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
         if not (html_dir / rel).parent.joinpath(target).is_file():
             problems.append(f"{rel}: redirects to missing page {target}")
     problems += damaged_record_pages(html_dir)
+    problems += unsafe_markup(html_dir)
     problems += broken_links(html_dir)
     with _serve(html_dir) as base:
         blocked: list[str] = []
@@ -382,6 +386,105 @@ def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
         plain = " ".join(html_lib.unescape(tag.sub(" ", text)).split())
         hits = [m.group(0) for m in re.finditer(re.escape(DAMAGED_MARKER) + r" \S+", plain)]
         found.append(f"{rel}: shows {'; '.join(dict.fromkeys(hits)) or DAMAGED_MARKER}")
+    return found
+
+
+BOOK_INLINE_SCRIPTS: tuple[re.Pattern[str], ...] = tuple(re.compile(p) for p in (
+    r'document\.documentElement\.dataset\.mode = localStorage\.getItem\("mode"\) \|\| "\w+"; '
+    r'document\.documentElement\.dataset\.theme = localStorage\.getItem\("theme"\) \|\| "\w+";',
+    r"let toggleHint(Show|Hide) = '[\w ]*';",
+    r"let toggleOpenOnPrint = '(true|false)';",
+    r"var togglebuttonSelector = '[\w .,#-]*';",
+    r'window\.MathJax = \{"options": \{"processHtmlClass": "[\w|]*"\}\}',
+    r"DOCUMENTATION_OPTIONS\.pagename = '[\w/.-]*';",
+    r"DOCUMENTATION_OPTIONS\.search_as_you_type = (true|false);",
+    r'// Activate the search field on page load let searchInput = document\.querySelector\('
+    r'"form\.bd-search input"\); if \(searchInput\) \{ searchInput\.focus\(\); '
+    r'searchInput\.select\(\); console\.log\("\[PST\]: Set focus on search field\."\); \}',
+))
+"""The inline scripts the built book legitimately has (sphinx-book-theme's colour mode and
+search field, sphinx-togglebutton's settings, the MathJax options, Sphinx's page name), each
+matched in full after whitespace is collapsed. Anything else inline is not the book's own."""
+
+BOOK_EVENT_HANDLERS = frozenset({("button", "onclick", "window.print()"),
+                                 ("button", "onclick", "toggleFullScreen()")})
+"""Inline event handlers the theme writes (its print and full-screen buttons):
+``(tag, attribute, value)``. Any other ``on*=`` attribute is not the book's own."""
+
+
+BOOK_SCRIPT_FILES = ("searchindex.js",)
+"""Scripts the book loads from its HTML root; every other script file is in ``_static/``."""
+
+
+class _MarkupScan(HTMLParser):
+    def __init__(self, page: Path, html_dir: Path) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page, self.html_dir = page, html_dir.resolve()
+        self.found: list[str] = []
+        self._script: tuple[dict[str, str | None], list[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name.startswith("on") and (tag, name, value) not in BOOK_EVENT_HANDLERS:
+                self.found.append(f"inline event handler <{tag} {name}={value!r}>")
+            if (name in ("href", "src", "action", "formaction") and value
+                    and re.sub(r"[\s\x00-\x1f]", "", value).lower().startswith("javascript:")):
+                self.found.append(f"javascript: URL in <{tag} {name}={value!r}>")
+        if tag == "script":
+            self._script = (dict(attrs), [])
+
+    def handle_data(self, data: str) -> None:
+        if self._script is not None:
+            self._script[1].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._script is not None:
+            self._check_script(*self._script)
+            self._script = None
+
+    def _check_script(self, attrs: dict[str, str | None], parts: list[str]) -> None:
+        src = attrs.get("src")
+        if src is not None:
+            path = (self.page.parent / src.split("?")[0].split("#")[0]).resolve()
+            own = (path.is_relative_to(self.html_dir / "_static")
+                   or path in {self.html_dir / n for n in BOOK_SCRIPT_FILES})
+            if re.match(r"^[a-zA-Z][\w+.-]*:|^//", src) or not own or not path.is_file():
+                self.found.append(f"script that is not one of the book's files: {src!r}")
+            return
+        if attrs.get("type") not in (None, "", "text/javascript", "module"):
+            return  # a data block (e.g. JSON), never run by the browser
+        code = " ".join("".join(parts).split())
+        if code and not any(p.fullmatch(code) for p in BOOK_INLINE_SCRIPTS):
+            self.found.append(f"inline script that is not the book's own: {code[:80]!r}")
+
+
+def unsafe_markup(html_dir: str | os.PathLike) -> list[str]:
+    """Scripts and inline event handlers in the built pages that are not the book's own.
+
+    Every content page (:func:`html_pages`, redirect stubs included) is parsed; a problem is
+
+    - an ``on*=`` attribute other than the theme's (:data:`BOOK_EVENT_HANDLERS`),
+    - a ``javascript:`` URL,
+    - a ``<script src>`` that is not a file of the book's ``_static`` folder (or
+      :data:`BOOK_SCRIPT_FILES`),
+    - an inline ``<script>`` whose code is not one of :data:`BOOK_INLINE_SCRIPTS`.
+
+    Text from records and notebooks is escaped on the pages (:func:`esdbook.display.table`),
+    so planted markup shows as text and is not found here.
+
+    Args:
+        html_dir: the built HTML root.
+
+    Returns:
+        ``"<page>: <what>"`` lines; empty when every script and handler is the book's own.
+    """
+    html_dir = Path(html_dir)
+    found = []
+    for rel in html_pages(html_dir):
+        scan = _MarkupScan(html_dir / rel, html_dir)
+        scan.feed((html_dir / rel).read_text(encoding="utf-8", errors="replace"))
+        scan.close()
+        found += [f"{rel}: {msg}" for msg in dict.fromkeys(scan.found)]
     return found
 
 

@@ -91,25 +91,49 @@ def glue_figure(name: str, fig: Any) -> None:
     plt.close(fig)
 
 
+_CODE_SPAN = re.compile(r"(`+)(.*?)\1", re.S)
+
+
+def escape_markdown_html(text: str) -> str:
+    """``text`` with every ``<`` and ``&`` outside code spans backslash-escaped, so that
+    Markdown renders them as characters and never as raw HTML (a ``<script>`` or an
+    ``onerror=`` attribute in a file name or a record); code spans are literal already."""
+    out, pos = [], 0
+    for m in _CODE_SPAN.finditer(text):
+        out.append(re.sub(r"([<>&])", r"\\\1", text[pos:m.start()]))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(re.sub(r"([<>&])", r"\\\1", text[pos:]))
+    return "".join(out)
+
+
 def note(text: str, show: bool = True) -> Any:
     """A short Markdown note for a page (e.g. when a table is empty); ``None`` when not
-    ``show`` (a cell then displays nothing)."""
+    ``show`` (a cell then displays nothing). Raw HTML in ``text`` is shown as text
+    (:func:`escape_markdown_html`): notes may quote names from records and folders."""
     from IPython.display import Markdown
 
-    return Markdown(text) if show else None
+    return Markdown(escape_markdown_html(text)) if show else None
+
+
+def _escape(v: Any) -> str:
+    return html_lib.escape(str(v), quote=False)  # element text: quotes need no escape
 
 
 def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None) -> Any:
     """``df`` as HTML without its index, with column formats (``"{:.2f}×"``) and readable
-    headers, in a scroll container; without ``formats`` it is :func:`table`."""
+    headers, in a scroll container; without ``formats`` it is :func:`table`. Every cell and
+    header is HTML-escaped."""
     from IPython.display import HTML
 
     if not formats:
         return table(df)
     uuid = hashlib.sha1(df.to_csv().encode()).hexdigest()[:8]
-    style = (df.style.set_uuid(uuid).hide(axis="index").format(formats, na_rep="—")
-             .format_index(readable_name, axis="columns").set_table_styles(TABLE_STYLES)
-             .set_table_attributes('class="dataframe"'))
+    style = (df.style.set_uuid(uuid).hide(axis="index")
+             .format(_escape, na_rep="—")  # every column, then the given formats
+             .format(formats, na_rep="—", escape="html")
+             .format_index(lambda c: _escape(readable_name(c)), axis="columns")
+             .set_table_styles(TABLE_STYLES).set_table_attributes('class="dataframe"'))
     return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
 
 
@@ -224,6 +248,8 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
       ``.0``, and missing values show "—";
     - with three or more rows, a column holding one value in every row is stated once in the
       caption instead (not the columns named in ``keep``);
+    - every cell, header and the caption is HTML-escaped: text from records, notebooks and
+      file names shows as text and never runs as markup or script;
     - every column is shown, and the table sits in a deliberate horizontal scroll container
       (``<div class="esd-scroll" style="overflow-x:auto">``) so a wide table scrolls instead
       of overflowing the text column.
@@ -264,11 +290,12 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
         values = d[col].astype(object).tolist()
         floats = [float(v) for v in values if _is_float(v)]
         decimals = (digits or {}).get(str(col), _decimals(header, floats))
-        formats[col] = _formatter(values, decimals)
+        # escaped: text from records, notebooks and file names is never markup
+        formats[col] = (lambda f: lambda v: _escape(f(v)))(_formatter(values, decimals))
         headers[col] = header
     uuid = hashlib.sha1(d.to_csv().encode()).hexdigest()[:8]  # stable HTML ids for nbval
     style = (d.style.set_uuid(uuid).hide(axis="index").format(formats)
-             .format_index(lambda c: headers.get(c, c), axis="columns")
+             .format_index(lambda c: _escape(headers.get(c, c)), axis="columns")
              .set_table_styles(TABLE_STYLES).set_table_attributes('class="dataframe"'))
     numeric = [c for c in d.columns if all(
         _missing(v) or (isinstance(v, int | float) and not isinstance(v, bool))
@@ -294,10 +321,10 @@ def indicative_banner(profile: str) -> Any:
         return None
     return HTML(
         '<div class="admonition warning"><p class="admonition-title">Indicative only</p>'
-        f"<p>This page was built from the <code>{profile}</code> profile: short, unconverged "
-        "runs of one seed. Its numbers preview the layout of the page; they are not evidence "
-        "and no claim gets a verdict. The <code>default</code> profile gives the verdicts."
-        "</p></div>")
+        f"<p>This page was built from the <code>{_escape(profile)}</code> profile: short, "
+        "unconverged runs of one seed. Its numbers preview the layout of the page; they are "
+        "not evidence and no claim gets a verdict. The <code>default</code> profile gives the "
+        "verdicts.</p></div>")
 
 
 def left_out_table(records: pd.DataFrame, profile: str) -> Any:

@@ -43,6 +43,12 @@ from esdlib.train.records import environment_info, make_run_id, record_exists
 
 MANIFEST = Path("book") / "experiments" / "manifest.yaml"
 
+MAX_POINTS = 10_000
+"""Most points one experiment of a manifest may expand to (the default grid has a few
+hundred): a larger product is refused before it is expanded, with its size."""
+
+_PRIMITIVES = (str, int, float, bool, type(None))
+
 
 @dataclass(frozen=True)
 class GridPoint:
@@ -88,9 +94,18 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or set(data) != {"experiments", "profiles"}:
         raise ConfigError(f"{path}: expected top-level keys 'experiments' and 'profiles'")
+    if not isinstance(data["experiments"], dict) or not isinstance(data["profiles"], dict):
+        raise ConfigError(f"{path}: 'experiments' and 'profiles' must be mappings")
+    for name, notebook in data["experiments"].items():
+        if not isinstance(notebook, str) or not notebook.endswith(".ipynb"):
+            raise ConfigError(f"{path}: experiment {name!r} must name a notebook file "
+                              f"(a path ending in .ipynb), got {notebook!r}")
     for prof, exps in data["profiles"].items():
         if prof not in PROFILES:
             raise ConfigError(f"{path}: unknown profile {prof!r}; valid: {PROFILES}")
+        if not isinstance(exps, dict):
+            raise ConfigError(f"{path}: profile {prof!r} must map experiment names to their "
+                              f"grids, got {type(exps).__name__}")
         for name in exps:
             if name not in data["experiments"]:
                 raise ConfigError(f"{path}: profile {prof!r} uses unknown experiment {name!r}; "
@@ -107,20 +122,52 @@ def expand_grid(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     Returns:
         A list of override dicts, in a deterministic order, without duplicates.
+
+    Raises:
+        ValueError: an unknown key, a grid that is not a mapping of non-empty lists, a value
+            that is not a plain str/int/float/bool/None, or more than :data:`MAX_POINTS` points
+            (checked before anything is expanded).
     """
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"an experiment spec maps base/grid/extra, got {type(spec).__name__}")
     unknown = set(spec) - {"base", "grid", "extra"}
     if unknown:
         raise ValueError(f"unknown experiment keys {sorted(unknown)}; use base, grid, extra")
-    base = dict(spec.get("base") or {})
+    base = spec.get("base") or {}
     grids = spec.get("grid") or {}
-    points = []
-    for grid in grids if isinstance(grids, list) else [grids]:
+    extra = spec.get("extra") or []
+    if not isinstance(base, Mapping) or not isinstance(extra, list) or not all(
+            isinstance(e, Mapping) for e in extra):
+        raise ValueError("'base' must be a mapping and 'extra' a list of mappings")
+    grids = grids if isinstance(grids, list) else [grids]
+    total = len(extra)
+    for grid in grids:
         if not isinstance(grid, Mapping) or not all(isinstance(v, list) for v in grid.values()):
-            raise ValueError(f"a grid maps each key to a list of values, got {grid!r}")
+            raise ValueError(f"a grid maps each key to a list of values, got {grid!r:.200}")
+        empty = [k for k, v in grid.items() if not v]
+        if empty:
+            raise ValueError(f"grid key(s) {empty} have no values: the grid would run nothing")
+        size = 1
+        for values in grid.values():
+            size *= len(values)
+        total += size
+    if total > MAX_POINTS:
+        raise ValueError(f"the grid has {total:,} points (more than {MAX_POINTS:,}); split it "
+                         "or use fewer values")
+    for mapping in [base, *extra, *({k: x} for g in grids for k, v in g.items() for x in v)]:
+        for key, value in mapping.items():
+            if not isinstance(key, str) or type(value) not in _PRIMITIVES:
+                raise ValueError(f"point value {key!r}: {value!r:.80} is not a plain str, "
+                                 "int, float, bool or null")
+    base = dict(base)
+    points = []
+    for grid in grids:
         keys = list(grid)
         points += [base | dict(zip(keys, values, strict=True))
                    for values in itertools.product(*(grid[k] for k in keys))]
-    points += [base | dict(p) for p in spec.get("extra") or []]
+    points += [base | dict(p) for p in extra]
     unique, seen = [], set()
     for p in points:
         key = json.dumps(p, sort_keys=True)
@@ -152,6 +199,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def with_seeds(points: list[dict[str, Any]], seeds: Iterable[int]) -> list[dict[str, Any]]:
     """The same grid on other seeds: every point (its own ``seed`` dropped) once per seed."""
+    seeds = list(seeds)
     out, seen = [], set()
     for p in points:
         for seed in seeds:
@@ -176,10 +224,12 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
             e.g. to test whether a verdict depends on the seed set.
 
     Returns:
-        The points, experiments in manifest order.
+        The points, experiments in manifest order; points that are the same run (same run id,
+        e.g. a grid point repeated in ``extra`` with its default value spelled out) once.
 
     Raises:
-        ConfigError: an invalid point or an unknown experiment in ``only``.
+        ConfigError: an invalid grid or point, an experiment notebook that does not exist, or
+            an unknown experiment in ``only``.
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
@@ -190,21 +240,37 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
         if missing:
             raise ConfigError(f"profile {profile!r} has no experiment(s) {missing}; "
                               f"available: {sorted(exps)}")
-    points = []
+    from esdlib.train import paths
+
+    root = paths.project_root()
+    points: dict[str, GridPoint] = {}
     for name, spec in exps.items():
         if only and name not in only:
             continue
-        spec_points = expand_grid(spec)
+        if not (root / manifest["experiments"][name]).is_file():
+            raise ConfigError(f"experiment {name!r}: its notebook "
+                              f"{manifest['experiments'][name]} does not exist in {root}")
+        try:
+            expanded = expand_grid(spec)
+        except ValueError as err:
+            raise ConfigError(f"experiment {name!r} of profile {profile!r}: {err}") from None
         if seeds is not None:
-            spec_points = with_seeds(spec_points, seeds)
-        for overrides in spec_points:
+            expanded = with_seeds(expanded, seeds)
+        for overrides in expanded:
             try:
                 cfg = RunConfig.from_profile(profile, experiment=name, **overrides)
             except ConfigError as err:
                 raise ConfigError(f"experiment {name!r}, point {overrides}: {err}") from err
-            points.append(GridPoint(name, manifest["experiments"][name], overrides, cfg,
-                                    make_run_id(cfg)))
-    return points
+            point = GridPoint(name, manifest["experiments"][name], overrides, cfg,
+                              make_run_id(cfg))
+            same = points.get(point.run_id)
+            if same is None:
+                points[point.run_id] = point
+            elif same.config != cfg or same.notebook != point.notebook:
+                raise ConfigError(f"experiment {name!r}: points {same.overrides} and "
+                                  f"{overrides} have the same run id {point.run_id} but "
+                                  "differ")
+    return list(points.values())
 
 
 def run_point(point: GridPoint, root: Path, results: Path, runs: Path, checkpoints: Path,
@@ -308,15 +374,27 @@ class FreshComparison:
 
 
 def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) -> dict[str, Path]:
+    import tempfile
+
     fresh = Path(fresh_dir).resolve()
+    if fresh.exists() and not fresh.is_dir():
+        raise ValueError(f"--fresh {fresh_dir}: exists and is not a folder")
     folders = {name: fresh / name for name in ("results", "papermill_runs", "checkpoints")}
     for kept in (committed, root / "papermill_runs", root / "checkpoints"):
-        # the sub-folders are safe when their parent is neither a committed folder, inside one,
-        # nor above one
-        if fresh == kept or kept in fresh.parents or fresh in kept.parents:
-            raise ValueError(f"--fresh {fresh_dir}: the fresh re-run must not write into or "
-                             f"above {kept} (the committed runs); choose a separate folder, "
-                             "e.g. /tmp/esd-fresh")
+        kept = Path(kept).resolve()
+        # resolved (symlinks followed), as reproduce() will: a symlinked sub-folder must not
+        # lead into the committed runs
+        for folder in (fresh, *(f.resolve() for f in folders.values())):
+            if folder == kept or kept in folder.parents or folder in kept.parents:
+                raise ValueError(f"--fresh {fresh_dir}: the fresh re-run must not write into "
+                                 f"or above {kept} (the committed runs); choose a separate "
+                                 "folder, e.g. /tmp/esd-fresh")
+    try:
+        fresh.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=fresh).close()
+    except OSError as err:
+        raise ValueError(f"--fresh {fresh_dir}: not a writable folder "
+                         f"({err.strerror or err})") from None
     return folders
 
 

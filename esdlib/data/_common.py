@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,46 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], None]) ->
         write(f)
 
 
+MAX_DATA_FILE_BYTES = 1 << 30
+"""Largest single data-set file esdlib reads whole (1 GiB; a CIFAR10-DVS recording is a few
+MB, a split or cache index a few KB): a larger one is refused before it is read."""
+
+
+def check_regular_file(path: str | os.PathLike, what: str,
+                       max_bytes: int = MAX_DATA_FILE_BYTES) -> int:
+    """Refuse anything but a regular file of at most ``max_bytes`` before it is opened.
+
+    A FIFO would block ``open()`` forever and a device (``/dev/zero``) never ends; symlinks
+    are followed (a symlink to a regular file is fine).
+
+    Args:
+        path: The file.
+        what: What the file is, for the message (e.g. ``"event file"``).
+        max_bytes: Size limit.
+
+    Returns:
+        The file's size in bytes.
+
+    Raises:
+        DataError: The file cannot be examined, is not a regular file, or is too large (the
+            message names it).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a directory"
+                if stat.S_ISDIR(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise DataError(f"{path}: the {what} is {kind}, not a regular file")
+    if st.st_size > max_bytes:
+        raise DataError(f"{path}: the {what} is {st.st_size:,} bytes, more than the "
+                        f"{max_bytes:,} esdlib reads (damaged or not a data file?)")
+    return st.st_size
+
+
 def read_json_file(path: str | os.PathLike, what: str) -> Any:
     """``json.load`` of a data-set file; a missing, unreadable or damaged file is a
     :class:`DataError` naming it.
@@ -153,11 +194,15 @@ def read_json_file(path: str | os.PathLike, what: str) -> Any:
         path: The JSON file.
         what: What the file is, for the message (e.g. ``"split index file"``).
     """
+    if os.path.exists(path):  # a missing file keeps its own message below
+        check_regular_file(path, what, max_bytes=64 << 20)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable {what} ({' '.join(str(err).split())})") from None
+    except RecursionError:
+        raise DataError(f"{path}: unreadable {what} (nested too deeply to be one)") from None
 
 
 def check_split(train: Any, test: Any, n: int, path: str | os.PathLike,

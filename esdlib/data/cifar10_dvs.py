@@ -24,6 +24,7 @@ current torchvision), and cached as float32 in one ``.npz`` per sample.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import warnings
@@ -42,6 +43,7 @@ from ._common import (
     DataError,
     DatasetNotFoundError,
     atomic_write_bytes,
+    check_regular_file,
     check_split,
     read_json_file,
 )
@@ -100,6 +102,7 @@ def read_aedat2(path: str | os.PathLike) -> dict[str, np.ndarray]:
         DataError: The file is unreadable or not a valid AEDAT 2.0 DVS128 event stream (the
             message names the file).
     """
+    check_regular_file(path, "event file")  # a FIFO would block open() forever
     try:
         data = Path(path).read_bytes()
     except OSError as err:
@@ -296,6 +299,45 @@ def make_split(files: list[str], labels: list[int], split: str) -> dict[str, Any
             "train": train, "test": test}
 
 
+def file_list_digest(root: str | os.PathLike) -> str | None:
+    """SHA-256 of the release's file list (:func:`list_files`: every ``<class>/<name>.aedat``
+    in data-set order), the part of a CIFAR10-DVS run's identity that its config cannot hold.
+
+    :meth:`esdlib.train.config.RunConfig.config_hash` adds it, so a run trained with a class
+    folder missing and the run on the complete folder get different run ids (the split is a
+    function of the file list and the config's ``split``). The listing is cached while no
+    class folder changes (their modification times).
+
+    Returns:
+        The hex digest, or ``None`` when ``root`` holds no release (the run then stops at
+        the data set with its own message).
+    """
+    root = Path(root)
+    stamps = []
+    for cls in CIFAR10_DVS_CLASSES:
+        try:
+            stamps.append((root / cls).stat().st_mtime_ns)
+        except OSError:
+            stamps.append(None)
+    return _file_list_digest(str(root.resolve()), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=16)
+def _file_list_digest(root: str, stamps: tuple[int | None, ...]) -> str | None:
+    import hashlib
+    import json
+
+    if not any(s is not None for s in stamps):
+        return None
+    with warnings.catch_warnings():  # the warning of a missing class comes with the data set
+        warnings.simplefilter("ignore")
+        try:
+            files, _ = list_files(root)
+        except DatasetNotFoundError:
+            return None
+    return hashlib.sha256(json.dumps(files).encode("utf-8")).hexdigest()
+
+
 def load_or_make_split(files: list[str], labels: list[int], split: str,
                        path: str | os.PathLike) -> tuple[list[int], list[int]]:
     """Read the split saved at ``path``, or compute it (:func:`make_split`) and save it.
@@ -423,6 +465,7 @@ class CIFAR10DVSFrames(Dataset):
         """Untransformed frames of sample ``i``: float32 ``[T, 2, S, S]`` (from the cache)."""
         path = self.cache_path(i)
         if path.exists():
+            check_regular_file(path, "frame cache file")
             try:
                 with np.load(path) as z:
                     arr = z["frames"]
@@ -433,6 +476,10 @@ class CIFAR10DVSFrames(Dataset):
             if arr.shape != want or arr.dtype != np.float32:
                 raise DataError(f"{path}: frame cache holds {arr.dtype} {arr.shape}, expected "
                                 f"float32 {want}; delete it to recompute it")
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise DataError(f"{path}: frame cache holds {bad} non-finite (NaN/Inf) values "
+                                "of event counts; delete it to recompute it")
             return torch.from_numpy(arr)
         arr = aedat_to_frames(self.root / self.files[i], self.T, self.image_size)
         arr = np.ascontiguousarray(arr, dtype=np.float32)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from ._common import DataError, DatasetNotFoundError
+from ._common import DataError, DatasetNotFoundError, check_regular_file
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -105,6 +105,11 @@ def build_cifar(name: str, root: str | os.PathLike, augment: bool = True,
         raise DatasetNotFoundError(
             f"{name} not found: expected the folder {folder} (torchvision's python-version "
             f"layout) under root={root}. To obtain it, {how}.")
+    if folder.is_dir():  # torchvision opens every file: a FIFO there would block forever
+        for entry in (*cls.train_list, *cls.test_list, cls.meta):
+            path = folder / (entry["filename"] if isinstance(entry, dict) else entry[0])
+            if os.path.lexists(path):
+                check_regular_file(path, f"{name} data file", max_bytes=1 << 30)
     try:
         train = cls(str(root), train=True, transform=cifar_transforms(name, True, augment),
                     download=download)
@@ -165,6 +170,7 @@ def load_rgb_image(path: str) -> Any:
     """
     from PIL import Image
 
+    check_regular_file(path, "image")  # a FIFO would block open() forever
     try:
         with open(path, "rb") as f:
             img = Image.open(f)

@@ -641,6 +641,9 @@ class RunConfig:
         reads a split index file whose content is not the committed split
         (``esdlib.data.digits.changed_split_digest``), its digest is added as
         ``split_sha256``: a changed split gives other run ids, the committed one keeps them.
+        A ``cifar10_dvs`` run adds the digest of its release's file list
+        (:func:`esdlib.data.cifar10_dvs.file_list_digest`) as ``files_sha256``: a run on a
+        folder with files missing or added is another run.
         """
         from esdlib.data.digits import changed_split_digest
 
@@ -655,6 +658,14 @@ class RunConfig:
         digest = changed_split_digest(self.dataset, self.seed)
         if digest is not None:
             d["split_sha256"] = digest
+        if self.dataset == "cifar10_dvs":  # the run is tied to the files it trains on
+            from esdlib.data._common import default_root
+            from esdlib.data.cifar10_dvs import file_list_digest
+
+            root = self.data_root if self.data_root is not None else default_root(self.dataset)
+            files = file_list_digest(root)
+            if files is not None:
+                d["files_sha256"] = files
         return d
 
     # -- derived properties ------------------------------------------------

@@ -41,6 +41,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import resource
@@ -56,7 +57,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esdlib.data import DatasetInfo, build_datasets
+from esdlib.data import DataError, DatasetInfo, build_datasets
 from esdlib.io import atomic_open, remove_stale_temps
 from esdlib.methods import evaluate_batch, get_method
 from esdlib.models import SpikingNet, build_model, check_branch_pool
@@ -64,6 +65,7 @@ from esdlib.train.config import ConfigError, RunConfig, check_runtime
 from esdlib.train.metrics import FiringRateMeter, OpCounter
 from esdlib.train.paths import resolve_path
 from esdlib.train.records import (
+    RecordError,
     load_record,
     make_record,
     make_run_id,
@@ -192,8 +194,49 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+DDP_TIMEOUT_S = 600.0
+"""How long a rank waits for the others in one collective (seconds; torch's default is 30
+minutes). ``ESD_DDP_TIMEOUT_S`` in the environment overrides it (e.g. for very slow steps)."""
+
+
+class DistributedError(RuntimeError):
+    """A collective operation of a DDP run failed or timed out (a rank stopped or died); the
+    message says which operation and how long this rank waited."""
+
+
+def ddp_timeout_s() -> float:
+    """The collective timeout of DDP runs: ``ESD_DDP_TIMEOUT_S`` or :data:`DDP_TIMEOUT_S`.
+
+    Raises:
+        ConfigError: ``ESD_DDP_TIMEOUT_S`` is not a positive number.
+    """
+    text = os.environ.get("ESD_DDP_TIMEOUT_S")
+    if text is None:
+        return DDP_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < 1e7):
+        raise ConfigError(f"ESD_DDP_TIMEOUT_S={text!r} must be a number of seconds > 0")
+    return value
+
+
+def _all_reduce(tensor: Tensor, what: str) -> None:
+    try:
+        dist.all_reduce(tensor)
+    except RuntimeError as err:  # gloo/NCCL timeouts and dead peers (DistBackendError etc.)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DistributedError(
+            f"rank {dist.get_rank()}: {what} failed; another rank stopped, died or took longer "
+            f"than the {ddp_timeout_s():g} s timeout (ESD_DDP_TIMEOUT_S) ({first[:200]})"
+        ) from err
+
+
 def init_distributed(device: torch.device) -> bool:
-    """Initialise ``torch.distributed`` from torchrun's environment (``WORLD_SIZE`` > 1).
+    """Initialise ``torch.distributed`` from torchrun's environment (``WORLD_SIZE`` > 1), with
+    a collective timeout of :func:`ddp_timeout_s` seconds, so a stopped rank ends the run with
+    a :class:`DistributedError` instead of a 30-minute hang.
 
     Returns:
         True when this call created the process group (the caller destroys it).
@@ -201,7 +244,7 @@ def init_distributed(device: torch.device) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=ddp_timeout_s()))
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
@@ -214,12 +257,40 @@ def allreduce_gradients(model: nn.Module) -> None:
         return
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
+    _all_reduce(flat, "averaging the gradients")
     flat /= world
     offset = 0
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def sync_batchnorm_stats(model: nn.Module) -> None:
+    """Average every BatchNorm's running mean and variance over ranks (a no-op in a single
+    process).
+
+    Under DDP each rank's running statistics follow its own shard; only gradients are
+    averaged. :func:`fit` calls this before every evaluation and every checkpoint, so all
+    ranks evaluate (and rank 0 saves) one and the same model: the record's test metrics are
+    those of the saved checkpoint, and a run resumed after a killed rank continues from the
+    statistics an uninterrupted run has at that point. Running statistics are used only at
+    inference, so training itself is unchanged.
+    """
+    _, world = _dist_info()
+    if world == 1:
+        return
+    buffers = [b for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+               for b in (m.running_mean, m.running_var) if b is not None]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().flatten().double() for b in buffers])
+    _all_reduce(flat, "averaging the BatchNorm statistics")
+    flat /= world
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b).to(b.dtype))
+        offset += b.numel()
 
 
 def peak_memory_bytes(device: torch.device) -> int | None:
@@ -255,6 +326,10 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
 
     Returns:
         ``{"test_acc", "test_loss", "firing_rates": {...}, "energy": {...}, "samples"}``.
+
+    Raises:
+        DataError: some samples hold NaN or Inf values (the message counts them; under DDP
+            every rank raises it).
     """
     device = torch.device(device)
     rank, world = _dist_info()
@@ -262,9 +337,10 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
     meter = FiringRateMeter()
-    correct = torch.zeros(3, dtype=torch.float64)  # correct, count, loss sum
+    correct = torch.zeros(4, dtype=torch.float64)  # correct, count, loss sum, non-finite
     with OpCounter(model) as ops:
         for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            correct[3] += int((~torch.isfinite(x)).reshape(len(x), -1).any(1).sum())
             x, y = time_first(x).to(device), y.to(device)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -281,14 +357,18 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
         packed = torch.cat([correct, torch.tensor([ops.macs, ops.acs, ops.samples],
                                                   dtype=torch.float64)]
                            + [meter.sums[n] for n in names])
-        dist.all_reduce(packed)
-        correct = packed[:3]
-        ops.macs, ops.acs, ops.samples = (float(v) for v in packed[3:6])
+        _all_reduce(packed, "summing the evaluation")
+        correct = packed[:4]
+        ops.macs, ops.acs, ops.samples = (float(v) for v in packed[4:7])
         T_len = len(meter.sums[names[0]]) if names else 0
         for i, n in enumerate(names):
-            meter.sums[n] = packed[6 + i * T_len: 6 + (i + 1) * T_len]
+            meter.sums[n] = packed[7 + i * T_len: 7 + (i + 1) * T_len]
         meter.samples = int(correct[1])
         energy = ops.summary()
+    if correct[3] > 0:  # a NaN never crosses a threshold: silently "no spike", a wrong answer
+        raise DataError(f"the evaluation data hold {int(correct[3])} of {int(correct[1])} "
+                        "samples with non-finite (NaN/Inf) values; their predictions would be "
+                        "meaningless (check the data set or its cache)")
     n = max(float(correct[1]), 1.0)
     return {"test_acc": float(correct[0]) / n, "test_loss": float(correct[2]) / n,
             "firing_rates": meter.summary(), "energy": energy, "samples": int(correct[1])}
@@ -454,6 +534,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raw = path.read_bytes()
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    except MemoryError:
+        size = path.stat().st_size
+        raise CheckpointError(f"checkpoint {path} ({size:,} bytes) does not fit in this "
+                              "process's memory: damaged, or not an esdlib checkpoint") from None
     if header is not None:
         data = memoryview(raw)[header["_offset"]:]
         if hashlib.sha256(data).hexdigest() != header["sha256"]:
@@ -565,6 +649,36 @@ the true class a probability of e^-10000, far beyond anything a converging run p
 (an untrained network starts near ``log K`` per output, ~2.3 for 10 classes)."""
 
 
+REBUILD_TOLERANCE = 0.01
+"""Largest difference (accuracy, as a fraction) between a finished checkpoint's recorded final
+test accuracy and a re-evaluation of its weights when a record is rebuilt from it: numerics of
+another machine move a sample or two, an altered history moves far more."""
+
+STUCK_LOSS_FACTOR = 4.0
+"""An epoch whose mean training loss is more than this many times the run's first step's loss
+counts as divergence ("stuck"): a run that learns goes below its start (the committed records
+never exceed 1.02× their first epoch's mean), while a too-large step can leave the loss
+bouncing far above it without ever reaching :data:`DIVERGED_LOSS`."""
+
+
+def _stuck_reason(epoch_loss: float, first_loss: float | None, world: int) -> str | None:
+    """The divergence reason of an epoch whose mean loss is stuck far above the first step's
+    (:data:`STUCK_LOSS_FACTOR`), agreed by all ranks; ``None`` otherwise."""
+    stuck = (first_loss is not None and math.isfinite(first_loss) and first_loss > 0
+             and epoch_loss > STUCK_LOSS_FACTOR * first_loss)
+    if world > 1:
+        flag = torch.tensor([1.0 if stuck else 0.0])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        _all_reduce(flag, "checking for divergence")
+        if float(flag) > 0 and not stuck:
+            return "divergence on another rank"
+    if not stuck:
+        return None
+    return (f"training loss stuck far above its start (epoch mean {epoch_loss:.3g} > "
+            f"{STUCK_LOSS_FACTOR:g}× the first step's {first_loss:.3g})")
+
+
 def _checked_tensors(model: nn.Module) -> list[Tensor]:
     """The parameters and floating-point buffers whose finiteness :func:`_divergence` checks.
 
@@ -599,18 +713,39 @@ def _divergence(loss: float, checked: list[Tensor], world: int) -> str | None:
         flag = torch.tensor([0.0 if reason is None else 1.0])
         if dist.get_backend() == "nccl":
             flag = flag.cuda()
-        dist.all_reduce(flag)
+        _all_reduce(flag, "checking for divergence")
         if reason is None and float(flag) > 0:
             reason = "divergence on another rank"
     return reason
+
+
+def _refuse_newer_schema(path: Path) -> None:
+    """A record of a newer schema is not damaged: it was written by a newer esdlib, and this
+    one must neither replace nor move it."""
+    import json
+
+    from esdlib.train.records import SCHEMA_VERSION
+
+    try:
+        version = json.loads(path.read_text(encoding="utf-8")).get("schema_version")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise RecordError(f"{path}: run record of schema version {version}, written by a newer "
+                          f"esdlib (this one reads version {SCHEMA_VERSION}); update esdlib or "
+                          "use another out_dir")
 
 
 def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | None:
     """The valid record of this run at ``path``, or None when there is none.
 
     A damaged record (not JSON, not a valid record) or the record of another configuration is
-    moved aside to ``<name>.corrupt-<UTC time>`` (never deleted) with a warning, so the run can
-    re-create it from its checkpoint (or by training).
+    moved aside to ``<name>.corrupt-<UTC time>`` (never deleted) with a warning giving every
+    reason, so the run can re-create it from its checkpoint (or by training). A record of a
+    newer schema version is left alone.
+
+    Raises:
+        RecordError: the record was written by a newer esdlib (a newer ``schema_version``).
     """
     if not path.is_file():
         return None
@@ -620,7 +755,8 @@ def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | 
             return record
         problem = f"it belongs to another configuration (config_hash {record.get('config_hash')})"
     except ValueError as err:  # RecordError, UnicodeDecodeError
-        problem = str(err).splitlines()[0]
+        problem = " ".join(str(err).split())[:500]  # every reason, on one line
+        _refuse_newer_schema(path)
     if rank != 0:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -636,6 +772,43 @@ def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | 
     warnings.warn(f"damaged run record {path} moved to {aside.name} ({problem}); it is re-created "
                   "from the checkpoint or by training", UserWarning, stacklevel=4)
     return None
+
+
+def _check_resume_state(saved: Any, fresh: dict[str, Any]) -> None:
+    """Check a resumed checkpoint's ``state`` against a fresh run's: the same keys, of the
+    same types (an int where a float is expected is fine; ``last_eval`` may be anything).
+
+    Raises:
+        KeyError, TypeError: a missing key or a value of the wrong type (named).
+    """
+    if not isinstance(saved, dict):
+        raise TypeError(f"state is a {type(saved).__name__}, not a dict")
+    for key, default in fresh.items():
+        if default is None:  # free-form (last_eval)
+            continue
+        if key not in saved:
+            raise KeyError(f"state has no {key!r}")
+        value = saved[key]
+        want = (int, float) if isinstance(default, float) else type(default)
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise TypeError(f"state[{key!r}] is a {type(value).__name__}, expected "
+                            f"{type(default).__name__}")
+
+
+def _check_finished_best(paths: dict[str, Path], record: dict[str, Any]) -> None:
+    """For a finished run whose record is returned as it is: re-derive or warn about a
+    missing or damaged ``best.pt`` (e.g. an empty file), as a resumed run would
+    (:func:`_ensure_best_checkpoint`). Nothing is checked when neither checkpoint exists."""
+    if not paths["last"].is_file():
+        return
+    try:
+        header = read_checkpoint_header(paths["last"]) or {}
+    except CheckpointError:
+        header = {}
+    best_epoch = record.get("metrics", {}).get("best_epoch")
+    state = {"best_epoch": best_epoch if isinstance(best_epoch, int) else -1,
+             "epoch": header.get("epoch"), "step_in_epoch": header.get("step_in_epoch")}
+    _ensure_best_checkpoint(paths, state)
 
 
 def _ensure_best_checkpoint(paths: dict[str, Path], state: dict[str, Any]) -> None:
@@ -762,6 +935,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         if existing["status"] == "diverged":
             return existing
         if existing["status"] == "complete" and len(existing["history"]) == cfg.epochs:
+            if rank == 0:
+                _check_finished_best(paths, existing)
             return existing
 
     seed_everything(cfg.seed)
@@ -783,7 +958,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
                         pin_memory=device.type == "cuda", persistent_workers=False)
 
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
-             "best_acc": -1.0, "best_epoch": -1, "train_s": 0.0, "last_eval": None}
+             "best_acc": -1.0, "best_epoch": -1, "train_s": 0.0, "last_eval": None,
+             "first_loss": None}
     running = _Running()
     if resume and paths["last"].is_file():
         try:
@@ -795,18 +971,27 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         if ckpt["config_hash"] != cfg.config_hash():
             raise CheckpointError(f"checkpoint {paths['last']} belongs to a different config; "
                                   "delete it or choose another checkpoint_dir")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        try:  # a valid checksum says nothing about the structure of what was saved
+            _check_resume_state(ckpt.get("state"), state)
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            running.__dict__.update(ckpt["running"])
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            what = " ".join(str(err).split())[:300] or type(err).__name__
+            raise CheckpointError(
+                f"{paths['last']}: its checksum is valid but its contents do not fit this run "
+                f"({type(err).__name__}: {what}); delete it to train the run from the start "
+                "(or run with --no-resume / resume=False)") from None
         state = ckpt["state"]
-        running.__dict__.update(ckpt["running"])
-        _set_rng_state(ckpt["rng"])
         del ckpt
         if rank == 0:
             _ensure_best_checkpoint(paths, state)
 
     def checkpoint(kind: str = "last") -> None:
+        sync_batchnorm_stats(model)  # every rank calls this: rank 0 saves the common model
         if rank != 0:
             return
         save_checkpoint(paths[kind], version=CHECKPOINT_VERSION, config=cfg.to_dict(),
@@ -860,6 +1045,8 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
                                        "global_step": state["global_step"] + 1,
                                        "reason": reason}
                 break
+            if state["global_step"] == 0:
+                state["first_loss"] = loss_value  # the reference of _stuck_reason
             correct = (res.logits.argmax(1) == y).sum().item()
             running.add(loss_value, correct, y.numel(), record_diagnostics(res.diagnostics))
             state["step_in_epoch"] += 1
@@ -885,7 +1072,13 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         if stopped and state["step_in_epoch"] < steps_per_epoch:
             checkpoint()
             break
+        reason = _stuck_reason(running.means()["train_loss"], state.get("first_loss"), world)
+        if reason is not None:
+            state["divergence"] = {"epoch": epoch + 1, "step": state["step_in_epoch"],
+                                   "global_step": state["global_step"], "reason": reason}
+            break
         epoch_time = time.perf_counter() - t0
+        sync_batchnorm_stats(model)  # every rank evaluates the model rank 0 then saves
         ev = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size, device=device,
                       channels_last=cfg.channels_last)
         entry = {"epoch": epoch + 1, **running.means(), "test_acc": ev["test_acc"],
@@ -930,8 +1123,20 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         return final
     status = "complete" if state["epoch"] >= cfg.epochs else "running"
     if status == "complete" and state["last_eval"] is None:  # cannot happen after an epoch end
+        sync_batchnorm_stats(model)
         state["last_eval"] = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size,
                                       device=device, channels_last=cfg.channels_last)
+    elif status == "complete" and steps_this_call == 0 and state["history"]:
+        # the record is rebuilt from a finished checkpoint: its weights must give its history
+        sync_batchnorm_stats(model)
+        ev = evaluate(model, test_set, cfg.T, batch_size=cfg.eval_batch_size, device=device,
+                      channels_last=cfg.channels_last)
+        saved = state["history"][-1].get("test_acc")
+        if not isinstance(saved, int | float) or abs(ev["test_acc"] - saved) > REBUILD_TOLERANCE:
+            raise CheckpointError(
+                f"{paths['last']}: its history says final test accuracy {saved!r}, its weights "
+                f"give {ev['test_acc']:.4f}: the checkpoint was altered; delete it to train "
+                "the run again")
     final = record(status)
     if rank == 0 and state["history"]:
         write_record(final, out_dir)

@@ -1,0 +1,91 @@
+"""DDP reliability without a second process (review 2026-12, issue 22: N9): a collective
+timeout is set, and a failed or timed-out collective is one clear error."""
+
+import datetime
+
+import pytest
+import torch
+
+import esdlib.train.engine as engine
+from esdlib.train.config import ConfigError
+
+
+def test_init_distributed_sets_a_collective_timeout(monkeypatch):
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(engine.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(engine.dist, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    assert engine.init_distributed(torch.device("cpu"))
+    assert seen == {"backend": "gloo",
+                    "timeout": datetime.timedelta(seconds=engine.DDP_TIMEOUT_S)}
+    assert engine.DDP_TIMEOUT_S < 1800  # shorter than torch's 30-minute default
+    monkeypatch.setenv("ESD_DDP_TIMEOUT_S", "42")
+    engine.init_distributed(torch.device("cpu"))
+    assert seen["timeout"] == datetime.timedelta(seconds=42)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "soon", "nan"])
+def test_bad_ddp_timeout_is_a_config_error(text, monkeypatch):
+    monkeypatch.setenv("ESD_DDP_TIMEOUT_S", text)
+    with pytest.raises(ConfigError, match="ESD_DDP_TIMEOUT_S"):
+        engine.ddp_timeout_s()
+
+
+def test_a_timed_out_collective_is_one_clear_error(monkeypatch, capsys):
+    from esdlib import cli
+
+    def stuck(tensor):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:446] Timed out waiting 600000ms\nmore")
+
+    monkeypatch.setattr(engine.dist, "all_reduce", stuck)
+    monkeypatch.setattr(engine.dist, "get_rank", lambda: 0)
+    with pytest.raises(engine.DistributedError, match="rank 0: averaging the gradients failed"):
+        engine._all_reduce(torch.zeros(3), "averaging the gradients")
+
+    def fit(*args, **kwargs):
+        engine._all_reduce(torch.zeros(3), "averaging the gradients")
+
+    monkeypatch.setattr(engine, "fit", fit)
+    assert cli.main(["train", "--profile", "smoke", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "distributed run" in err and "Timed out" in err
+
+
+def test_batchnorm_statistics_are_averaged_over_ranks(monkeypatch):
+    import esdlib as esd
+
+    torch.manual_seed(0)
+    net = esd.build_model("spiking_resnet18", 10, 1, width=0.125)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.running_mean.uniform_(-1, 1)
+        m.running_var.uniform_(0.5, 2)
+    mine = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    # the other rank's statistics: 3 + ours, so the average is ours + 1.5
+    monkeypatch.setattr(engine, "_dist_info", lambda: (0, 2))
+    monkeypatch.setattr(engine.dist, "all_reduce", lambda t: t.mul_(2).add_(3))
+    engine.sync_batchnorm_stats(net)
+    for m, (mean, var) in zip(bns, mine, strict=True):
+        torch.testing.assert_close(m.running_mean, mean + 1.5)
+        torch.testing.assert_close(m.running_var, var + 1.5)
+
+
+def test_fit_syncs_batchnorm_before_every_evaluation_and_checkpoint(tmp_path, monkeypatch):
+    from esdlib.train.config import RunConfig
+
+    events = []
+    real_eval, real_save = engine.evaluate, engine.save_checkpoint
+    monkeypatch.setattr(engine, "sync_batchnorm_stats", lambda m: events.append("sync"))
+    monkeypatch.setattr(engine, "evaluate",
+                        lambda *a, **k: events.append("evaluate") or real_eval(*a, **k))
+    monkeypatch.setattr(engine, "save_checkpoint",
+                        lambda *a, **k: events.append("save") or real_save(*a, **k))
+    cfg = RunConfig.from_profile("smoke", epochs=1, out_dir=str(tmp_path / "o"),
+                                 checkpoint_dir=str(tmp_path / "c"))
+    engine.fit(cfg, progress=False)
+    assert "evaluate" in events and "save" in events
+    for i, e in enumerate(events):
+        if e in ("evaluate", "save"):
+            assert events[i - 1] == "sync" or (e == "save" and events[i - 1] == "save"
+                                                and events[i - 2] == "sync"), events
