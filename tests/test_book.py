@@ -113,7 +113,7 @@ def test_unknown_parameter_fails_before_any_kernel(tmp_path):
 
 
 def test_open_chapter_checks_its_parameters_and_finds_the_folders(tmp_path):
-    with pytest.raises(ValueError, match="smoke, quick, default, paper"):
+    with pytest.raises(ValueError, match="smoke, quick, default, mnist, paper"):
         esdbook.open_chapter("fast", ROOT / "results")
     with pytest.raises(ValueError, match="no 'paper/' folder"):
         esdbook.open_chapter("smoke", tmp_path)
