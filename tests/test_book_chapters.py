@@ -370,7 +370,10 @@ def test_verdict_table_states_each_claims_test_and_counts_what_was_shown():
     df = records_table(esd + bptt)
     html = verdicts.verdict_table(df, "04_table1_static").data
     assert "non-inferiority, δ = 1 pt" in html and "non-inferior (margin 1 pt)" in html
-    assert "[-0.62, +0.62] (95 %)" in html and ">±0.62<" in html  # t(0.975, 4)·sd/√5
+    assert "+0.00 pts [-0.62, +0.62] (95 %)" in html and ">±0.62<" in html  # t(.975, 4)·sd/√5
+    details = verdicts.verdict_details(df, "04_table1_static").data
+    assert "0: +0.00, 1: -0.50, 2: +0.50, 3: +0.50, 4: -0.50" in details
+    assert "TET, ResNet-19, T = 4: 94.44" in details and "one seed set" in details
     from esdlib.analysis.evidence import claims_table
 
     counts = verdicts.verdict_counts(claims_table(df), prefix="x_")

@@ -23,7 +23,7 @@ from esdbook import display
 from esdlib.analysis.evidence import CLAIMS, NO_VERDICT, claims_table, format_interval
 
 __all__ = ["claim_slug", "claim_values", "convergence_counts", "convergence_summary",
-           "test_label", "verdict_counts", "verdict_table", "verdict_word"]
+           "test_label", "verdict_counts", "verdict_details", "verdict_table", "verdict_word"]
 
 
 def claim_slug(key: str) -> str:
@@ -92,35 +92,51 @@ def verdict_counts(table: pd.DataFrame, prefix: str = "") -> dict[str, int]:
 
 def verdict_table(df: pd.DataFrame, chapter: str | None = None,
                   claims: Sequence[Any] | None = None) -> Any:
-    """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts.
+    """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts, compact
+    enough for the text column.
 
-    Columns: the claim, the paper's number, the test (kind and margin), the paired seeds ``n``,
-    the mean paired difference (signed so that the claimed direction is positive) with its
-    interval (95 %; 90 % for equivalence, the two one-sided tests), the verdict, the power of
-    the design (the interval's half-width and, for superiority, the smallest difference it
-    detects with power 0.8), the seed-set check where two seed sets are on record, and the
-    per-seed differences. ``claims`` replaces :data:`esdlib.analysis.evidence.CLAIMS` (e.g.
-    the bf16 parity checks). Returned as HTML without an index, ready to display.
+    Columns: the claim, its test (kind and margin), the paired seeds ``n``, the mean paired
+    difference (signed so that the claimed direction is positive) with its interval (95 %; 90 %
+    for equivalence, the two one-sided tests), the verdict (*close* when an interval end lies
+    near its boundary) and the power of the design (the interval's half-width and, for
+    superiority, the smallest difference it detects with power 0.8). The paper's numbers, the
+    seed-set check and the per-seed differences are in :func:`verdict_details`. ``claims``
+    replaces :data:`esdlib.analysis.evidence.CLAIMS` (e.g. the bf16 parity checks). Returned as
+    HTML without an index, ready to display.
     """
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({
-        "claim": t["claim"], "paper": t["paper"],
+        "claim": t["claim"],
         "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
                                                          strict=True)],
         "n": t["n"],
-        "mean difference": ["—" if not np.isfinite(m) else f"{m:+.2f} {u}".strip()
-                            for m, u in zip(t["mean"], t["unit"], strict=True)],
-        "interval": [format_interval(a, b) + ("" if not np.isfinite(a) else
-                                              f" ({c:.0%})".replace("%", " %"))
-                     for a, b, c in zip(t["ci_low"], t["ci_high"], t["confidence"],
-                                        strict=True)],
+        "difference": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
+            t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
         "verdict": [verdict_word(v) + (" (close)" if c else "")
                     for v, c in zip(t["verdict"], t["close"], strict=True)],
-        "power": [_power(h, d) for h, d in zip(t["half_width"], t["detectable"], strict=True)],
-        "per seed": t["differences"].replace("", "—")})
-    if (t["seed_sets"] != "one seed set").any() and len(t):
-        shown.insert(7, "seed sets", t["seed_sets"].replace("one seed set", "—"))
+        "power": [_power(h, d) for h, d in zip(t["half_width"], t["detectable"], strict=True)]})
     return display.table(shown, constants_to_caption=False)
+
+
+def verdict_details(df: pd.DataFrame, chapter: str | None = None,
+                    claims: Sequence[Any] | None = None) -> Any:
+    """The rest of :func:`verdict_table`: per claim what the paper reports, whether the verdict
+    holds on each seed set (with ten seeds on record) and the per-seed differences
+    (``seed: difference``). Returned as HTML without an index."""
+    t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
+    shown = pd.DataFrame({"claim": t["claim"], "paper": t["paper"],
+                          "seed sets": t["seed_sets"],
+                          "per seed": t["differences"].replace("", "—")})
+    return display.table(shown, constants_to_caption=False)
+
+
+def _difference(mean: float, unit: str, low: float, high: float, confidence: float) -> str:
+    if not np.isfinite(mean):
+        return "—"
+    text = f"{mean:+.2f} {unit}".strip()
+    if np.isfinite(low):
+        text += f" {format_interval(low, high)} ({confidence:.0%})".replace("%)", " %)")
+    return text
 
 
 def _power(half: float, detectable: float) -> str:
