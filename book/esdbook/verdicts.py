@@ -69,7 +69,7 @@ def claim_values(df: pd.DataFrame, chapter: str | None = None,
             f"{r.mean:+.2f} {r.unit}".strip()
         out[f"{slug}_ci"] = format_interval(r.ci_low, r.ci_high)
         out[f"{slug}_n"] = str(int(r.n))
-        out[f"{slug}_verdict"] = verdict_word(r.verdict)
+        out[f"{slug}_verdict"] = verdict_word(r.verdict) + _qualifier(False, r.seed_sets)
         out[f"{slug}_test"] = test_label(r.kind, r.margin, r.unit)
     return out
 
@@ -112,8 +112,8 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
         "n": t["n"],
         "difference": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
             t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
-        "verdict": [verdict_word(v) + (" (close)" if c else "")
-                    for v, c in zip(t["verdict"], t["close"], strict=True)],
+        "verdict": [verdict_word(v) + _qualifier(c, ss)
+                    for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)],
         "power": [_power(h, d) for h, d in zip(t["half_width"], t["detectable"], strict=True)]})
     return display.table(shown, constants_to_caption=False)
 
@@ -128,6 +128,17 @@ def verdict_details(df: pd.DataFrame, chapter: str | None = None,
                           "seed sets": t["seed_sets"],
                           "per seed": t["differences"].replace("", "—")})
     return display.table(shown, constants_to_caption=False)
+
+
+SEED_DEPENDENT = "depends on seeds"
+"""How a verdict that differs between seeds 0-4 and 5-9 is labelled
+(:func:`esdlib.analysis.evidence.seed_set_check`): stated, not asserted."""
+
+
+def _qualifier(close: bool, seed_sets: str) -> str:
+    words = [w for w, on in (("close", close),
+                             (SEED_DEPENDENT, seed_sets == "depends on the seed set")) if on]
+    return f" ({'; '.join(words)})" if words else ""
 
 
 def _difference(mean: float, unit: str, low: float, high: float, confidence: float) -> str:
