@@ -686,3 +686,36 @@ def test_unreadable_imagenet_images_are_named(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / "n03" / "b.png")
     with pytest.raises(data.DataError, match="n03"):
         build_datasets("imagenet", tmp_path)
+
+
+class _Marker:
+    """A pickle that runs code when loaded (writes a marker file)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_synthetic_cifar_reads_exact_pixels_and_never_runs_a_pickle(tmp_path, name):
+    from esdlib.data._common import SYNTHETIC_MARKER
+
+    write = write_cifar10 if name == "cifar10" else write_cifar100
+    trx, tr_y, _, _ = write(tmp_path)
+    (tmp_path / SYNTHETIC_MARKER).write_text("test data\n")
+    train, _, info = build_datasets(name, tmp_path, augment=False)  # no MD5: not the archive
+    assert info.split.startswith("SYNTHETIC TEST DATA") and len(train) == len(trx)
+    x, y = train[0]
+    mean, std = vision.CIFAR_STATS[name]
+    assert y == tr_y[0]
+    assert torch.equal(_undo(x, mean, std),
+                       torch.from_numpy(trx[0].reshape(3, 32, 32).astype(np.float32)))
+    folder = tmp_path / vision.CIFAR_FOLDERS[name]
+    batch = "data_batch_1" if name == "cifar10" else "train"
+    ran = tmp_path / "code-ran"
+    _dump(folder / batch, {"data": _Marker(ran), "labels": [0]})
+    with pytest.raises(data.DataError, match="refusing to load"):
+        build_datasets(name, tmp_path, augment=False)
+    assert not ran.exists()
