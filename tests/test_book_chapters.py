@@ -370,7 +370,7 @@ def test_verdict_table_states_each_claims_test_and_counts_what_was_shown():
     df = records_table(esd + bptt)
     html = verdicts.verdict_table(df, "04_table1_static").data
     assert "non-inferiority, δ = 1 pt" in html and "non-inferior (margin 1 pt)" in html
-    assert "+0.00 pts [-0.62, +0.62] (95 %)" in html and ">±0.62<" in html  # t(.975, 4)·sd/√5
+    assert "+0.00 pts [-0.62, +0.62]<" in html and ">±0.62<" in html  # t(.975, 4)·sd/√5
     details = verdicts.verdict_details(df, "04_table1_static").data
     assert "0: +0.00, 1: -0.50, 2: +0.50, 3: +0.50, 4: -0.50" in details
     assert "TET, ResNet-19, T = 4: 94.44" in details and "one seed set" in details
@@ -405,3 +405,13 @@ def test_a_verdict_that_depends_on_the_seed_set_says_so():
     # pooled over ten seeds: [+0.37, +4.43], its lower end within 1 pt of 0: close as well
     assert "supported (close; depends on seeds)" in verdicts.verdict_table(
         df, "04_table1_static").data
+
+
+def test_an_equivalence_row_shows_its_90_percent_interval():
+    from esdlib.analysis.evidence import PARITY_CLAIMS
+
+    fp32 = accs("esd", [0.900, 0.902, 0.904, 0.906, 0.908], **{"config.precision": "fp32"})
+    bf16 = accs("esd", [0.901, 0.901, 0.905, 0.905, 0.909], experiment="precision",
+                **{"config.precision": "bf16"})
+    html = verdicts.verdict_table(records_table(fp32 + bf16), claims=PARITY_CLAIMS[2:]).data
+    assert "(90 %)" in html and "equivalent within ±1 pt" in html and "equivalence, ±1 pt" in html

@@ -95,25 +95,26 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
     """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts, compact
     enough for the text column.
 
-    Columns: the claim, its test (kind and margin), the paired seeds ``n``, the mean paired
-    difference (signed so that the claimed direction is positive) with its interval (95 %; 90 %
-    for equivalence, the two one-sided tests), the verdict (*close* when an interval end lies
-    near its boundary) and the power of the design (the interval's half-width and, for
+    Columns: the claim, the verdict (*close* when an interval end lies near its boundary;
+    *depends on seeds* when seeds 0-4 and 5-9 disagree), the mean paired difference (signed so
+    that the claimed direction is positive) with its interval (95 %; 90 % for equivalence, the
+    two one-sided tests, marked), the paired seeds ``n``, the test (kind and margin) and the
+    power of the design (the interval's half-width and, for
     superiority, the smallest difference it detects with power 0.8). The paper's numbers, the
     seed-set check and the per-seed differences are in :func:`verdict_details`. ``claims``
     replaces :data:`esdlib.analysis.evidence.CLAIMS` (e.g. the bf16 parity checks). Returned as
     HTML without an index, ready to display.
     """
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
-    shown = pd.DataFrame({
+    shown = pd.DataFrame({  # the verdict second, so that it is in view on any screen
         "claim": t["claim"],
-        "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
-                                                         strict=True)],
-        "n": t["n"],
-        "difference": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
-            t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
         "verdict": [verdict_word(v) + _qualifier(c, ss)
                     for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)],
+        "difference": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
+            t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
+        "n": t["n"],
+        "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
+                                                         strict=True)],
         "power": [_power(h, d) for h, d in zip(t["half_width"], t["detectable"], strict=True)]})
     return display.table(shown, constants_to_caption=False)
 
@@ -146,7 +147,9 @@ def _difference(mean: float, unit: str, low: float, high: float, confidence: flo
         return "—"
     text = f"{mean:+.2f} {unit}".strip()
     if np.isfinite(low):
-        text += f" {format_interval(low, high)} ({confidence:.0%})".replace("%)", " %)")
+        text += f" {format_interval(low, high)}"
+        if round(confidence, 2) != 0.95:  # the TOST interval of an equivalence claim
+            text += f" ({confidence:.0%})".replace("%)", " %)")
     return text
 
 
