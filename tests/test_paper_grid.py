@@ -229,8 +229,11 @@ def dry(tmp_path_factory):
                    str(folder), "--quiet"])
     wall = time.perf_counter() - t0
     print(f"paper dry run: {wall:.0f} s wall")
-    # the run ids of the dry run's points (the data folder does not enter them)
-    points = paper_points(overrides={**paper_grid.DRY_RUN_OVERRIDES, "device": "cpu"})
+    # the run ids of the dry run's points: the data folder does not enter them, except through
+    # the CIFAR10-DVS file list (a run is tied to the files it trained on)
+    roots = {name: folder / "data" / name for name in PAPER_DATASETS}
+    points = paper_points(overrides={**paper_grid.DRY_RUN_OVERRIDES, "device": "cpu"},
+                          roots=roots)
     return {"status": status, "folder": folder, "wall_s": wall, "results_before": before,
             "points": points}
 
