@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from esdlib.analysis.plots import METHOD_STYLES, draw_points, legend_outside, new_figure, style_key
+from esdlib.analysis.plots import METHOD_STYLES, draw_points, legend_outside, new_figure
+from esdlib.analysis.runs import split_recipes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -101,10 +102,10 @@ def event_counts(frames: Any) -> pd.DataFrame:
 
 
 def _with_style(runs: pd.DataFrame) -> pd.DataFrame:
-    d = runs.copy()
-    scale = d["config.rate_grad_scale"] if "config.rate_grad_scale" in d else [None] * len(d)
-    d["style"] = [style_key(m, s) for m, s in zip(d["config.method"], scale, strict=True)]
-    return d
+    """``runs`` with a ``style`` column: the :data:`METHOD_STYLES` key of each run
+    (:func:`esdlib.analysis.split_recipes`: RateBP per loss scaling)."""
+    d = split_recipes(runs)
+    return d.assign(style=d["config.method"])
 
 
 def energy_table(runs: pd.DataFrame) -> pd.DataFrame:

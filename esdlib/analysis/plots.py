@@ -29,6 +29,7 @@ from esdlib.analysis.runs import (
     method_key,
     method_label,
     scale_of,
+    split_recipes,
     summarize,
 )
 
@@ -139,10 +140,8 @@ def accuracy_vs_T_figure(df: pd.DataFrame, methods: Sequence[str] = METHOD_ORDER
     do not hide each other; a single-seed point is hollow and unconnected."""
     d = complete(df)
     if len(d):
-        d = d[d["config.method"].isin(methods)].copy()
-        scale = d["config.rate_grad_scale"] if "config.rate_grad_scale" in d else None
-        d["style"] = [style_key(m, None if scale is None else scale.loc[i])
-                      for i, m in d["config.method"].items()]
+        d = split_recipes(d[d["config.method"].isin(methods)])
+        d = d.assign(style=d["config.method"])
     s = summarize(d, ["config.arch", "style", T_COL]) if len(d) else summarize(d, ["x"])
     archs = sorted(s["config.arch"].unique()) if len(s) else ["—"]
     fig = new_figure(figsize=(5 * len(archs) + 1.8, 3.6), layout="constrained")
@@ -153,7 +152,7 @@ def accuracy_vs_T_figure(df: pd.DataFrame, methods: Sequence[str] = METHOD_ORDER
             g = s[(s["config.arch"] == arch) & (s["style"] == key)].sort_values(T_COL)
             if len(g):
                 dx = 0.08 * (j - (len(keys) - 1) / 2)
-                st = METHOD_STYLES.get(key) or replace(UNKNOWN_STYLE, label=key)
+                st = method_style(key)
                 draw_points(ax, g[T_COL] + dx, g["mean_%"], g["std_%"], g["seeds"], st, st.label)
         if not len(s):
             ax.text(0.5, 0.5, "no complete runs", ha="center", va="center",
@@ -189,10 +188,10 @@ def learning_curve_figure(curves: pd.DataFrame, title: str = "") -> Figure:
     fig = new_figure(figsize=(7.6, 3.6), layout="constrained")
     ax = fig.subplots()
     order = list(METHOD_STYLES.values())
-    groups = sorted(curves.groupby("group", sort=False), key=lambda kv: order.index(
-        curve_group_style(str(kv[0]))[0]) if curve_group_style(str(kv[0]))[0] in order else 99)
-    for group, g in groups:
-        style, label = curve_group_style(str(group))
+    groups = [(curve_group_style(str(group)), g)
+              for group, g in curves.groupby("group", sort=False)]
+    groups.sort(key=lambda sg: order.index(sg[0][0]) if sg[0][0] in order else len(order))
+    for (style, label), g in groups:
         s = g.groupby("epoch")["test_acc_%"].agg(["mean", "min", "max"])
         n = int(g["seed"].nunique())
         if n > 1:
