@@ -666,7 +666,7 @@ def claim_differences(df: pd.DataFrame, claim: Claim) -> dict[int, float]:
 
 CLAIM_COLUMNS = ["key", "chapter", "source", "claim", "kind", "margin", "metric", "unit", "n",
                  "mean", "ci_low", "ci_high", "confidence", "verdict", "shown", "half_width",
-                 "detectable", "close", "seed_sets", "differences", "paper"]
+                 "detectable", "close", "seed_sets", "seeds", "differences", "paper"]
 """Columns of :func:`claims_table`."""
 
 
@@ -686,7 +686,8 @@ def claims_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, *,
         ``verdict`` (:func:`decide`) and whether it was shown ``for``/``against`` the claim;
         ``half_width`` of the interval and the smallest difference the design ``detectable``
         with power :data:`POWER`; whether it is ``close`` (:func:`is_close`); the seed-set check
-        (:func:`seed_set_check`); the ``differences`` as ``"seed: value"`` and the ``paper``.
+        (:func:`seed_set_check`); the paired ``seeds`` (``"0-4"``; ``"—"`` for none), the
+        ``differences`` as ``"seed: value"`` and the ``paper``.
     """
     rows = []
     for claim in claims:
@@ -708,6 +709,7 @@ def claims_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, *,
                      "verdict": v.verdict, "shown": v.shown, "half_width": v.half_width,
                      "detectable": v.detectable, "close": is_close(v, near=metric.near),
                      "seed_sets": seed_sets,
+                     "seeds": format_seeds(s for s, _ in v.differences) or "—",
                      "differences": ", ".join(f"{s}: {d:+.2f}" for s, d in v.differences),
                      "paper": claim.paper})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
@@ -823,23 +825,16 @@ def compare_verdicts(committed: pd.DataFrame, fresh: pd.DataFrame,
         rows.append({"key": claim.key, "claim": claim.text, "kind": claim.kind,
                      "verdict_committed": ra["verdict"], "mean_committed": ra["mean"],
                      "ci_committed": format_interval(ra["ci_low"], ra["ci_high"]),
-                     "seeds_committed": _seeds_of(ra["differences"]),
+                     "seeds_committed": ra["seeds"],
                      "verdict_fresh": rb["verdict"] if compared else "not re-run",
                      "mean_fresh": rb["mean"] if compared else math.nan,
                      "ci_fresh": format_interval(rb["ci_low"], rb["ci_high"]) if compared
                      else "—",
-                     "seeds_fresh": _seeds_of(rb["differences"]) if compared else "—",
+                     "seeds_fresh": rb["seeds"] if compared else "—",
                      "status": "not re-run" if not compared else
                      ("holds" if holds else "changed"),
                      "holds": holds})
     return pd.DataFrame(rows)
-
-
-def _seeds_of(differences: str) -> str:
-    seeds = [int(part.split(":")[0]) for part in differences.split(", ") if ":" in part]
-    if not seeds:
-        return "—"
-    return format_seeds(seeds)
 
 
 def format_seeds(seeds: Iterable[int]) -> str:
