@@ -20,7 +20,13 @@ import numpy as np
 import pandas as pd
 
 from esdbook import display
-from esdlib.analysis.evidence import CLAIMS, NO_VERDICT, claims_table, format_interval
+from esdlib.analysis.evidence import (
+    CLAIMS,
+    NO_VERDICT,
+    claims_table,
+    format_interval,
+    format_margin,
+)
 
 __all__ = ["claim_slug", "claim_values", "convergence_counts", "convergence_summary",
            "test_label", "verdict_counts", "verdict_details", "verdict_table", "verdict_word"]
@@ -36,7 +42,7 @@ def test_label(kind: str, margin: float, unit: str = "pts") -> str:
     ``"equivalence, ±1 pt"``."""
     if kind == "superiority":
         return kind
-    amount = f"{margin:g} {'pt' if unit == 'pts' and margin == 1 else unit}".strip()
+    amount = format_margin(margin, unit)
     return f"non-inferiority, δ = {amount}" if kind == "non-inferiority" else \
         f"equivalence, ±{amount}"
 

@@ -77,6 +77,7 @@ __all__ = [
     "decide",
     "equivalence_verdict",
     "format_interval",
+    "format_margin",
     "format_seeds",
     "is_close",
     "non_inferiority_verdict",
@@ -332,7 +333,8 @@ paired_verdict = superiority_verdict
 """The book's first rule, under its first name: :func:`superiority_verdict`."""
 
 
-def _amount(margin: float, unit: str) -> str:
+def format_margin(margin: float, unit: str = "pts") -> str:
+    """A margin with its unit, as verdicts and tables write it: ``"1 pt"``, ``"0.5 pts"``."""
     if unit == "pts" and margin == 1:
         unit = "pt"
     return f"{margin:g} {unit}".strip()
@@ -362,7 +364,7 @@ def non_inferiority_verdict(differences: Mapping[int, float], margin: float, *,
         raise ValueError(f"a non-inferiority margin must be positive, got {margin}")
     pairs = _pairs(differences)
     n, mean, low, high, half, _ = _interval(pairs, confidence, min_pairs)
-    words = _amount(margin, unit)
+    words = format_margin(margin, unit)
     if n < min_pairs:
         verdict, shown = NO_VERDICT, "none"
     elif low > -margin:
@@ -403,7 +405,7 @@ def equivalence_verdict(differences: Mapping[int, float], margin: float, *, unit
     pairs = _pairs(differences)
     confidence = 1 - 2 * alpha
     n, mean, low, high, half, _ = _interval(pairs, confidence, min_pairs)
-    words = _amount(margin, unit)
+    words = format_margin(margin, unit)
     if n < min_pairs:
         verdict, shown = NO_VERDICT, "none"
     elif -margin < low and high < margin:
