@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these experiments of the manifest (repeatable)")
     p.add_argument("--no-book", action="store_true", help="run the grid only")
     p.add_argument("--jobs", type=int, default=None,
-                   help="grid points run at once, each in its own kernel (default: one per CPU)")
+                   help="grid points run at once, each job in one kernel that runs point after "
+                        "point (default: one per CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per kernel (default 1)")
     p.add_argument("--fresh", metavar="DIR", default=None,
                    help="re-run the grid into DIR (never touching the committed records), then "

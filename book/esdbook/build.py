@@ -39,6 +39,7 @@ __all__ = [
     "execution_error_message",
     "executed_profiles",
     "hide_injected_parameters",
+    "KernelSession",
     "kernel_environment",
     "run_notebook",
     "shown_path",
@@ -255,9 +256,121 @@ def check_parameter_values(parameters: Mapping[str, Any], where: str = "the note
                              "notebook")
 
 
+class KernelSession:
+    """One Jupyter kernel that executes several notebooks in turn (the points of a grid).
+
+    Starting a kernel and importing PyTorch, esdlib and pandas in it costs about 5 s on the
+    CPU host, as much as a tenth of a small grid point; a session pays it once per worker.
+    Before each notebook the kernel's user namespace, input history and execution counter are
+    reset (``InteractiveShell.reset``), so every notebook starts from an empty namespace and
+    its saved copy is numbered from 1 as in a fresh kernel; only imported modules (and their
+    caches, e.g. the generated digit images) are kept. A kernel that died is started again;
+    :func:`run_notebook` discards the kernel after a failed notebook, and a kernel is retired
+    after ``max_notebooks`` notebooks so that no state accumulates without bound.
+
+    Use it as a context manager (the kernel is shut down on exit), one per thread.
+
+    Args:
+        cwd: working directory of the kernel (every notebook run in it shares it).
+        kernel: Jupyter kernel name.
+        max_notebooks: notebooks per kernel before a fresh one is started.
+    """
+
+    _RESET = "get_ipython().reset(new_session=True)\nimport gc as _gc; _gc.collect(); del _gc"
+
+    def __init__(self, cwd: str | os.PathLike, kernel: str = "python3",
+                 max_notebooks: int = 50) -> None:
+        if max_notebooks < 1:
+            raise ValueError(f"max_notebooks must be >= 1, got {max_notebooks}")
+        self.cwd = str(cwd)
+        self.kernel = kernel
+        self.max_notebooks = max_notebooks
+        self._km: Any = None
+        self._used = 0
+
+    def manager(self) -> Any:
+        """The kernel manager of a live kernel with an empty namespace (started if needed)."""
+        from jupyter_client.manager import KernelManager
+
+        if self._km is not None and (not self._km.is_alive() or self._used >= self.max_notebooks):
+            self.discard()
+        if self._km is None:
+            km = KernelManager(kernel_name=self.kernel)
+            km.start_kernel(cwd=self.cwd)
+            self._km = km
+        elif self._used:
+            self._reset()
+        self._used += 1
+        return self._km
+
+    def _reset(self) -> None:
+        kc = self._km.blocking_client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            reply = kc.execute_interactive(self._RESET, store_history=False, timeout=60)
+        finally:
+            kc.stop_channels()
+        if reply["content"]["status"] != "ok":  # never expected: start over with a new kernel
+            self.discard()
+            self.manager()
+
+    def discard(self) -> None:
+        """Shut the kernel down (the next :meth:`manager` call starts a fresh one)."""
+        km, self._km, self._used = self._km, None, 0
+        if km is not None:
+            with contextlib.suppress(Exception):
+                km.shutdown_kernel(now=True)
+
+    def __enter__(self) -> KernelSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
+
+
+def _shared_kernel_engine() -> str:
+    """Register (once) and name the papermill engine that runs a notebook in a given kernel.
+
+    papermill passes ``km`` through to its notebook client, which then neither starts nor shuts
+    down the kernel but also leaves its own client's channels open; this engine closes them.
+    """
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    name = "esdbook-shared-kernel"
+    if _REGISTERED.get(name):
+        return name
+
+    class SharedKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False,
+                                     stdout_file=None, stderr_file=None, start_timeout=60,
+                                     execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            client = PapermillNotebookClient(nb_man, **merge_kwargs(
+                kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                kernel_name=kernel_name, log_output=log_output, stdout_file=stdout_file,
+                stderr_file=stderr_file))
+            try:
+                return client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+
+    papermill_engines.register(name, SharedKernelEngine)
+    _REGISTERED[name] = True
+    return name
+
+
+_REGISTERED: dict[str, bool] = {}
+
+
 def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
                  parameters: Mapping[str, Any], *, cwd: str | os.PathLike,
-                 timeout: float | None = None, kernel: str = "python3") -> Path:
+                 timeout: float | None = None, kernel: str = "python3",
+                 session: KernelSession | None = None) -> Path:
     """Execute ``src`` with papermill into ``target`` atomically.
 
     The executed notebook is written to a hidden temporary file beside ``target`` (its papermill
@@ -271,6 +384,8 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
         cwd: working directory of the kernel.
         timeout: per-cell limit in seconds (``None``: none).
         kernel: Jupyter kernel name.
+        session: run in this :class:`KernelSession`'s kernel (its ``cwd`` and kernel name
+            apply) instead of a fresh kernel; after a failure its kernel is discarded.
 
     Returns:
         ``target`` as a :class:`~pathlib.Path`.
@@ -290,11 +405,13 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
     remove_stale_temps(target.with_name(target.stem), ".ipynb")  # older ".<stem>.*.ipynb" ones
+    shared = {} if session is None else {"km": session.manager(),
+                                         "engine_name": _shared_kernel_engine()}
     try:
         papermill.execute_notebook(
             str(src), str(tmp), parameters=dict(parameters), kernel_name=kernel,
             progress_bar=False, log_output=False, request_save_on_cell_execute=False,
-            cwd=str(cwd), execution_timeout=timeout,
+            cwd=str(cwd), execution_timeout=timeout, **shared,
         )
         nb = nbformat.read(tmp, as_version=4)
         meta = nb.metadata.setdefault("papermill", {})
@@ -306,6 +423,8 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if session is not None:  # an interrupted or failed kernel is not used again
+            session.discard()
         if isinstance(exc, Exception):
             raise ChapterExecutionError(src.name, execution_error_message(exc)) from exc
         raise
