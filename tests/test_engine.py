@@ -37,6 +37,9 @@ def test_smoke_fit_writes_a_valid_record(tmp_path):
     assert 0 <= rec["metrics"]["final_test_acc"] <= 1
     assert rec["metrics"]["final_test_acc"] == rec["history"][-1]["test_acc"]
     assert len(rec["firing_rates"]["per_timestep"]) == cfg.T
+    # operations are counted once, at the final epoch, for the record's metrics
+    assert [("sops_per_sample" in h) for h in rec["history"]] == [False, True]
+    assert rec["metrics"]["sops_per_sample"] == rec["history"][-1]["sops_per_sample"] > 0
     df = load_records(tmp_path / "results")
     assert list(df["run_id"]) == [rec["run_id"]]
     model, cfg2 = load_trained_model(tmp_path / "ckpt" / rec["run_id"] / "last.pt")
