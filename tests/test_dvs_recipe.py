@@ -25,4 +25,4 @@ def test_default_dvs_ratebp_uses_the_published_unscaled_gradient():
 def test_default_dvs_esd_keeps_the_official_one_over_T():
     points = _dvs_points("default")
     assert points["esd"].rate_grad_scale == "1/T"
-    assert {"ratebp", "esd", "bptt", "esd_bptt"} <= set(points)
+    assert {"ratebp", "esd", "esd_bptt"} <= set(points)
