@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -87,3 +88,20 @@ def test_reproduce_starts_the_longest_points_first():
     assert ordered[0].config.epochs == 30  # the 30-epoch event runs lead
     same = [p for p in points if p.config.epochs * (p.config.T + 1) == cost[-1]]
     assert [p for p in ordered if p in same] == same  # ties keep the manifest's order
+
+
+def test_kernels_listen_on_private_unix_sockets_and_print_no_tcp_warning(tmp_path, capfd):
+    import glob
+    import tempfile
+
+    src = _notebook(tmp_path / "nb.ipynb", REPORT)
+    before = set(glob.glob(f"{tempfile.gettempdir()}/esdbook-kernel-*"))
+    run_notebook(src, tmp_path / "fresh.ipynb", {}, cwd=tmp_path)
+    with KernelSession(tmp_path) as session:
+        run_notebook(src, tmp_path / "shared.ipynb", {}, cwd=tmp_path, session=session)
+        km = session.manager()
+        assert km.transport == "ipc"
+        folder = km.ip.rsplit("/", 1)[0]
+        assert os.stat(folder).st_mode & 0o777 == 0o700
+    assert "without encryption" not in capfd.readouterr().err
+    assert set(glob.glob(f"{tempfile.gettempdir()}/esdbook-kernel-*")) == before  # removed

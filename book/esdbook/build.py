@@ -34,6 +34,7 @@ __all__ = [
     "PARAMETER_TYPES",
     "build_book",
     "chapter_notebooks",
+    "ipc_kernel_manager",
     "check_parameter_values",
     "execute_chapters",
     "execution_error_message",
@@ -256,6 +257,41 @@ def check_parameter_values(parameters: Mapping[str, Any], where: str = "the note
                              "notebook")
 
 
+_IPC_MANAGER: list[type] = []
+
+
+def ipc_kernel_manager() -> type:
+    """A Jupyter ``KernelManager`` class whose kernels listen on Unix sockets, not TCP.
+
+    A kernel on TCP accepts code from any local user who reads its ports (the messages are
+    signed, but ipykernel warns on every start that they are not encrypted). These kernels
+    talk over socket files in a fresh ``0700`` folder under the temporary directory, removed
+    when the kernel is shut down: only this user can connect, and no warning is printed. Every
+    kernel ``esdbook`` starts (chapters, grid points, :class:`KernelSession`) uses it.
+    """
+    if not _IPC_MANAGER:
+        import shutil
+        import tempfile
+
+        from jupyter_client.manager import KernelManager
+        from traitlets import CaselessStrEnum, default
+
+        class IpcKernelManager(KernelManager):
+            transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+            @default("ip")
+            def _private_socket_folder(self) -> str:
+                return os.path.join(tempfile.mkdtemp(prefix="esdbook-kernel-"), "ipc")
+
+            async def _async_cleanup_resources(self, restart: bool = False) -> None:
+                await super()._async_cleanup_resources(restart=restart)
+                if not restart and self.transport == "ipc":
+                    shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
+
+        _IPC_MANAGER.append(IpcKernelManager)
+    return _IPC_MANAGER[0]
+
+
 class KernelSession:
     """One Jupyter kernel that executes several notebooks in turn (the points of a grid).
 
@@ -290,12 +326,10 @@ class KernelSession:
 
     def manager(self) -> Any:
         """The kernel manager of a live kernel with an empty namespace (started if needed)."""
-        from jupyter_client.manager import KernelManager
-
         if self._km is not None and (not self._km.is_alive() or self._used >= self.max_notebooks):
             self.discard()
         if self._km is None:
-            km = KernelManager(kernel_name=self.kernel)
+            km = ipc_kernel_manager()(kernel_name=self.kernel)
             km.start_kernel(cwd=self.cwd)
             self._km = km
         elif self._used:
@@ -405,8 +439,8 @@ def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target, suffix=".ipynb")  # also removes stale ones of killed runs
     remove_stale_temps(target.with_name(target.stem), ".ipynb")  # older ".<stem>.*.ipynb" ones
-    shared = {} if session is None else {"km": session.manager(),
-                                         "engine_name": _shared_kernel_engine()}
+    shared = ({"kernel_manager_class": ipc_kernel_manager()} if session is None else
+              {"km": session.manager(), "engine_name": _shared_kernel_engine()})
     try:
         papermill.execute_notebook(
             str(src), str(tmp), parameters=dict(parameters), kernel_name=kernel,
