@@ -147,12 +147,15 @@ def test_refusals_are_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     before = sorted(p for p in (ROOT / "results").rglob("*"))
     cases = [
-        (["--profile", "paper"], ["no CUDA GPU", "--device cpu", "--dry-run"]),
-        (["--profile", "paper", "--device", "cpu", "--data-dir", str(tmp_path / "d")],
+        (["--profile", "paper"], ["would replace the committed pages", "--out DIR"]),
+        (["--profile", "paper", "--no-book"], ["no CUDA GPU", "--device cpu", "--dry-run"]),
+        (["--profile", "paper", "--out", str(tmp_path / "o")], ["no CUDA GPU"]),
+        (["--profile", "paper", "--no-book", "--device", "cpu", "--data-dir",
+          str(tmp_path / "d")],
          ["4 data set(s) missing", str(tmp_path / "d" / "imagenet"), "--data-root imagenet="]),
-        (["--profile", "paper", "--device", "cpu", "--data-root", "svhn=/x"],
+        (["--profile", "paper", "--no-book", "--device", "cpu", "--data-root", "svhn=/x"],
          ["unknown data set 'svhn'"]),
-        (["--profile", "paper", "--seeds", "x", "--device", "cpu"], ["--seeds"]),
+        (["--profile", "paper", "--no-book", "--seeds", "x", "--device", "cpu"], ["--seeds"]),
         (["--profile", "default", "--gpus", "2"], ["--gpus only apply to --profile paper"]),
         (["--profile", "paper", "--dry-run", "--data-dir", "/x"], ["synthetic data"]),
         (["--profile", "paper", "--dry-run", "--dry-run-dir", str(ROOT / "results" / "x")],

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esdbook import paper_grid
-from esdbook.build import build_book, execute_chapters
+from esdbook.build import build_book, execute_chapters, is_committed_book, stage_book
 from esdbook.check import DEFAULT_CHROMIUM, check_pages, page_inventory, screenshot_pages
 from esdlib.train.config import PROFILES
 from esdlib.train.paths import project_root
@@ -37,6 +37,11 @@ from esdlib.train.paths import project_root
 def _reproduce(args: argparse.Namespace) -> int:
     from esdbook.reproduce import parse_seeds, reproduce, reproduce_fresh
 
+    if args.out is not None and (args.fresh is not None or args.no_book or args.dry_run):
+        raise ValueError("--out names where the pages go: it does not apply with --fresh, "
+                         "--dry-run (they keep their pages in their own folder) or --no-book")
+    writes_pages = not (args.no_book or args.fresh is not None or args.dry_run or args.plan)
+    args.book_dir = _target_book(project_root() / "book", args.out, args.profile, writes_pages)
     if args.profile == "paper":  # checks, plan, GPUs, torchrun, --dry-run: esdbook.paper_grid
         return paper_grid.main(args)
     paper_grid.refuse_paper_options(args)
@@ -66,7 +71,8 @@ def _reproduce(args: argparse.Namespace) -> int:
               f"({len(v) - len(compared)} not re-run); report: {found.report}")
         return 0 if found.all_hold else 1
     index = reproduce(args.profile, build=not args.no_book, progress=not args.quiet,
-                      only=args.only, jobs=args.jobs, threads=args.threads, seeds=seeds)
+                      only=args.only, jobs=args.jobs, threads=args.threads, seeds=seeds,
+                      book_dir=args.book_dir)
     if index is not None:
         print(f"book: {index}")
     return 0
@@ -105,8 +111,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_book(book: Path, out: str | None, profile: str, writes_pages: bool) -> Path:
+    """The book folder a command writes pages to: a staged copy under ``--out``, or ``book``.
+
+    Pages of another profile than ``default`` never replace the committed ones: without
+    ``--out`` such a command is refused before any work.
+    """
+    if out is not None:
+        return stage_book(book, out)
+    if writes_pages and profile != "default" and is_committed_book(book):
+        raise ValueError(f"--profile {profile} would replace the committed pages of the default "
+                         f"profile in {book / '_executed'}; add --out DIR (e.g. --out my_runs) "
+                         "to execute and build the pages in DIR/book instead")
+    return book
+
+
 def _book(args: argparse.Namespace) -> int:
-    book = Path(args.book)
+    book = _target_book(Path(args.book), getattr(args, "out_book", None), args.profile,
+                        args.command in ("execute", "all"))
     html = Path(args.build_dir or book) / "_build" / "html"
     if args.command in ("execute", "all"):
         execute_chapters(book / "chapters", book / "_executed",
@@ -155,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the grid on these seeds instead of the manifest's, e.g. 5-9 or "
                         "0,2,4 (with --fresh: does a verdict depend on the seed set?)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="execute and build the pages in a copy of the book in DIR/book, leaving "
+                        "the committed book/_executed as it is (required for a profile other "
+                        "than default; the records still go to results/)")
     paper_grid.add_arguments(p)
     p.set_defaults(func=_reproduce)
 
@@ -179,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("pages", nargs="+", help="pages relative to the html root")
             p.add_argument("--out", default="screenshots", help="screenshot folder")
         p.add_argument("--book", default=str(root / "book"))
+        if name in ("execute", "build", "check", "all"):
+            p.add_argument("--out", dest="out_book", metavar="DIR", default=None,
+                           help="work on a copy of the book's sources in DIR/book (pages, "
+                                "HTML), leaving the committed book/_executed as it is; "
+                                "required for a profile other than default")
         p.add_argument("--build-dir", default=None, help="default: the book folder")
         p.add_argument("--profile", choices=PROFILES, default="default")
         p.add_argument("--results-dir", default="results")

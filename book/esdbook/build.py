@@ -31,19 +31,21 @@ __all__ = [
     "BookBuildError",
     "CHAPTER_PATTERN",
     "ChapterExecutionError",
+    "KernelSession",
     "PARAMETER_TYPES",
     "build_book",
     "chapter_notebooks",
-    "ipc_kernel_manager",
     "check_parameter_values",
     "execute_chapters",
-    "execution_error_message",
     "executed_profiles",
+    "execution_error_message",
     "hide_injected_parameters",
-    "KernelSession",
+    "ipc_kernel_manager",
+    "is_committed_book",
     "kernel_environment",
     "run_notebook",
     "shown_path",
+    "stage_book",
     "stale_temp_notebooks",
 ]
 
@@ -586,6 +588,53 @@ def _publish(new_html: Path, final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         return
     raise BookBuildError(f"could not publish the built book at {final}")
+
+
+_NOT_STAGED = ("_executed", "_build", "esdbook", "experiments", "__pycache__")
+
+
+def stage_book(book_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Copy the book's sources to ``<out_dir>/book`` for pages re-run with other parameters.
+
+    The copy holds what a build reads (``_config.yml``, ``_toc.yml``, the Markdown pages,
+    ``chapters/``, assets, the bibliography, the vendored MathJax), not the committed executed
+    pages (``_executed``) nor the HTML (``_build``): executing and building the copy leaves
+    ``book/`` as committed. Sources already in the copy are replaced; its own ``_executed`` and
+    ``_build`` are kept (a later build replaces them).
+
+    Args:
+        book_dir: the book source folder.
+        out_dir: where the copy goes; must not lie inside ``book_dir``.
+
+    Returns:
+        ``<out_dir>/book``.
+
+    Raises:
+        ValueError: ``out_dir`` is inside ``book_dir`` (or is it), or is a file.
+    """
+    import shutil
+
+    book_dir, out_dir = Path(book_dir).resolve(), Path(out_dir).resolve()
+    if out_dir == book_dir or book_dir in out_dir.parents:
+        raise ValueError(f"--out {out_dir} lies inside the book folder {book_dir}; choose a "
+                         "folder outside it (e.g. my_runs/)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is not a folder")
+    target = out_dir / "book"
+    target.mkdir(parents=True, exist_ok=True)
+    for item in book_dir.iterdir():
+        if item.name in _NOT_STAGED or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target / item.name)
+    return target
+
+
+def is_committed_book(book_dir: str | os.PathLike) -> bool:
+    """Whether ``book_dir`` is the project's own ``book/`` (whose ``_executed`` is committed)."""
+    return Path(book_dir).resolve() == (paths.project_root() / "book").resolve()
 
 
 def build_book(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None = None,

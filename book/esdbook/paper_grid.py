@@ -5,8 +5,8 @@ synthetic files.
 ::
 
     python -m esdbook reproduce --profile paper --data-dir /data --plan     # checks + plan only
-    python -m esdbook reproduce --profile paper --data-dir /data --gpus 8   # the whole grid
-    python -m esdbook reproduce --profile paper --data-root imagenet=/fast/ilsvrc --seeds 0-2
+    python -m esdbook reproduce --profile paper --data-dir /data --gpus 8 --out paper_book  # grid + book
+    python -m esdbook reproduce --profile paper --data-root imagenet=/fast/ilsvrc --seeds 0-2 --no-book
     python -m esdbook reproduce --profile paper --dry-run                   # minutes, any CPU
 
 The grid is the ``paper`` profile of ``book/experiments/manifest.yaml`` (one seed per cell;
@@ -793,8 +793,9 @@ def main(args: Any) -> int:
     if not args.no_book:
         from esdbook.build import build_book, execute_chapters, shown_path
 
-        execute_chapters(root / "book" / "chapters", root / "book" / "_executed",
+        book = Path(getattr(args, "book_dir", None) or root / "book")
+        execute_chapters(book / "chapters", book / "_executed",
                          {"profile": "paper", "results_dir": shown_path(results, root)},
                          progress=not args.quiet, cwd=root, threads=args.threads)
-        print(f"book: {build_book(root / 'book')}")
+        print(f"book: {build_book(book)}")
     return 0
