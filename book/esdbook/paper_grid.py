@@ -5,8 +5,8 @@ synthetic files.
 ::
 
     python -m esdbook reproduce --profile paper --data-dir /data --plan     # checks + plan only
-    python -m esdbook reproduce --profile paper --data-dir /data --gpus 8 --out paper_book  # grid + book
-    python -m esdbook reproduce --profile paper --data-root imagenet=/fast/ilsvrc --seeds 0-2 --no-book
+    python -m esdbook reproduce --profile paper --data-dir /data --gpus 8 --out pages  # + book
+    python -m esdbook reproduce --profile paper --data-root imagenet=/ilsvrc --seeds 0-2 --no-book
     python -m esdbook reproduce --profile paper --dry-run                   # minutes, any CPU
 
 The grid is the ``paper`` profile of ``book/experiments/manifest.yaml`` (one seed per cell;
