@@ -415,3 +415,41 @@ def test_an_equivalence_row_shows_its_90_percent_interval():
                 **{"config.precision": "bf16"})
     html = verdicts.verdict_table(records_table(fp32 + bf16), claims=PARITY_CLAIMS).data
     assert "(90 %)" in html and "equivalent within ±1 pt" in html and "equivalence, ±1 pt" in html
+
+
+def test_results_box_colours_each_verdict_and_says_what_it_means():
+    esd = accs("esd", [0.90, 0.91, 0.92, 0.93, 0.94], **{"config.T": 4})
+    sd = accs("sd", [0.85, 0.86, 0.87, 0.88, 0.89], **{"config.T": 4})  # ESD − SD = +5 each
+    bptt = accs("bptt", [0.90, 0.915, 0.915, 0.925, 0.945], **{"config.T": 4})
+    html = verdicts.results_box(records_table(esd + sd + bptt)).data
+    row = html.split("beats standard self-distillation")[1].split("</tr>")[0]
+    assert "supported" in row and "our runs show the claimed direction" in row
+    assert f"background-color: {verdicts.VERDICT_COLOURS['for']}" in html
+    # ESD − BPTT: mean −0.2 pts, interval well above −1: non-inferior, with its own meaning
+    assert "no worse than 1 pt below, possibly better" in html
+    assert "no verdict" in html  # claims of cells without runs stay listed, in yellow
+    assert f"background-color: {verdicts.VERDICT_COLOURS['none']}" in html
+
+
+@pytest.mark.parametrize("kind, shown, words", [
+    ("superiority", "neither", "cannot tell"), ("superiority", "against", "opposite"),
+    ("non-inferiority", "neither", "below −1 pt"), ("equivalence", "for", "within ±1 pt"),
+    ("equivalence", "against", "more than 1 pt"), ("equivalence", "none", "too few")])
+def test_meaning_of_each_verdict(kind, shown, words):
+    assert words in verdicts.meaning(kind, shown, 1.0)
+
+
+def test_forest_figure_draws_each_claim_with_its_margin():
+    from esdbook import figures
+    from esdlib.analysis.evidence import claims_table
+
+    esd = accs("esd", [0.90, 0.91, 0.92, 0.93, 0.94], **{"config.T": 4})
+    bptt = accs("bptt", [0.90, 0.915, 0.915, 0.925, 0.945], **{"config.T": 4})
+    t = claims_table(records_table(esd + bptt))
+    fig = figures.forest_figure(t)
+    ax = fig.axes[0]
+    labels = [tick.get_text() for tick in ax.get_yticklabels()]
+    assert "esd>=bptt" in labels and "esd>sd" in labels
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert [tuple(ln.get_xdata()) for ln in dashed] == [(-1.0, -1.0)]  # δ of esd>=bptt only
+    assert figures.forest_figure(t.iloc[:0]).axes[0].texts  # nothing to draw: a message

@@ -72,3 +72,15 @@ def test_execute_with_out_writes_pages_into_the_copy(tmp_path, monkeypatch):
     book = (tmp_path / "book").resolve()
     assert (src, out) == (book / "chapters", book / "_executed")
     assert params["profile"] == "quick"
+
+
+def test_a_results_folder_outside_the_checkout_still_gives_the_books_revision(tmp_path):
+    import shutil
+
+    import esdbook
+    from esdlib.train.records import git_revision
+
+    shutil.copytree(ROOT / "results" / "paper", tmp_path / "results" / "paper")
+    ch = esdbook.open_chapter("default", str(tmp_path / "results"))
+    assert git_revision(tmp_path) is None  # not a checkout
+    assert ch.revision() == git_revision(ROOT) is not None

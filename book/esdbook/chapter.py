@@ -139,11 +139,14 @@ class Chapter:
         return load_bench(self.bench_dir)
 
     def revision(self) -> str | None:
-        """The git revision of the checkout the page is executed in (``+dirty`` with
-        uncommitted changes; :func:`esdlib.train.records.git_revision`)."""
+        """The git revision of the project the book belongs to (``+dirty`` with uncommitted
+        changes; :func:`esdlib.train.records.git_revision`), wherever ``results`` lies: a
+        results folder outside the checkout (a ``--fresh`` re-run in ``/tmp``) still gives the
+        book's revision."""
+        from esdlib.train import paths
         from esdlib.train.records import git_revision
 
-        return git_revision(self.results.parent)
+        return git_revision(paths.project_root())
 
     def records(self, experiment: str | None = None) -> pd.DataFrame:
         """Every record of ``experiment`` (all experiments when ``None``), any profile or

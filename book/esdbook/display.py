@@ -11,7 +11,7 @@ import hashlib
 import html as html_lib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_GLUE",
     "glue_all",
     "glue_figure",
+    "glue_html",
     "html_table",
     "indicative_banner",
     "left_out_table",
@@ -78,6 +79,14 @@ def glue_all(values: dict[str, Any]) -> None:
             raise ValueError(f"glue {name!r} is {len(value)} characters long (> {MAX_GLUE}): "
                              f"write the words in the markdown and glue the numbers: {value!r}")
         glue(name, value, display=False)
+
+
+def glue_html(name: str, html: Any) -> None:
+    """``myst_nb.glue`` a displayable object (an HTML table of :func:`table`) under ``name``
+    without displaying it, e.g. for a ``{glue}`` directive on another page (``:doc:``)."""
+    from myst_nb import glue
+
+    glue(name, html, display=False)
 
 
 def glue_figure(name: str, fig: Any) -> None:
@@ -237,7 +246,8 @@ def _formatter(values: list[Any], decimals: int | None) -> Any:
 
 
 def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] | None = None,
-          constants_to_caption: bool = True, keep: Iterable[str] = ()) -> Any:
+          constants_to_caption: bool = True, keep: Iterable[str] = (),
+          cell_css: dict[str, Sequence[str]] | None = None) -> Any:
     """``df`` as a reader's HTML table: the one presentation of every table of the book.
 
     - a named or labelled index becomes ordinary columns (an unnamed integer index is row
@@ -260,6 +270,8 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
         digits: decimals per original column name.
         constants_to_caption: move constant columns into the caption.
         keep: original column names never moved into the caption.
+        cell_css: per original column name, one CSS declaration per row (the book's own
+            styling, e.g. a verdict's background colour; never text from records).
 
     Returns:
         An ``IPython.display.HTML`` object.
@@ -303,6 +315,11 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
     if numeric:  # numbers align right, words left
         style = style.set_properties(subset=numeric, **{"text-align": "right"})
     style = style.map(lambda v: "white-space: nowrap" if len(str(v)) <= NOWRAP else "")
+    for col, css in (cell_css or {}).items():
+        if col in d.columns:
+            if len(css) != len(d):
+                raise ValueError(f"cell_css[{col!r}] has {len(css)} entries for {len(d)} rows")
+            style = style.apply(lambda _, css=list(css): css, subset=[col], axis=0)
     text = " · ".join([t for t in (caption, "; ".join(notes)) if t])
     if text:
         style = style.set_caption(html_lib.escape(text))

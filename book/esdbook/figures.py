@@ -284,3 +284,62 @@ def energy_values(energy: pd.DataFrame, records: Sequence[Any], T: int = 4) -> d
                 "ex_energy": num(m.get("energy_uj_per_sample"), 4, " µJ"),
                 "ex_rate": num(m.get("firing_rate_mean"), 4)})
     return out
+
+
+FOREST_COLOURS = {"for": "#2e7d4f", "against": "#b83a32", "neither": "#6f6f6f",
+                  "none": "#c9a227"}
+"""Forest-plot colours by what the runs showed: the darker twins of
+:data:`esdbook.verdicts.VERDICT_COLOURS`."""
+
+_UNIT_TITLES = {"pts": "accuracy difference (points)",
+                "% of neurons": "firing-rate difference (% of neurons)",
+                "": "gradient-error difference (K_rate − K_esd)"}
+
+
+def forest_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """Figure: one row per claim of a :func:`~esdlib.analysis.evidence.claims_table` — the mean
+    paired difference (dot) and its interval (bar; 90 % for equivalence, else 95 %), a zero
+    line, the claim's margin as short dashed ticks (−δ for non-inferiority, ±δ for
+    equivalence), coloured by the verdict (:data:`FOREST_COLOURS`). Claims with other units
+    (firing rate, gradient error) get their own panel below; rows are labelled by claim key, in
+    the table's order, and a claim without a verdict is drawn as its label only."""
+    from matplotlib.lines import Line2D
+
+    units = [u for u in _UNIT_TITLES if len(table) and (table["unit"] == u).any()]
+    units += [u for u in dict.fromkeys(table["unit"]) if u not in units] if len(table) else []
+    if not units:
+        return message_figure("no claims to draw")
+    sizes = [int((table["unit"] == u).sum()) for u in units]
+    fig = new_figure(figsize=(8.2, 0.9 + 0.34 * sum(sizes) + 0.45 * len(units)),
+                     layout="constrained")
+    axes = fig.subplots(len(units), 1, gridspec_kw={"height_ratios": [n + 1.2 for n in sizes]},
+                        squeeze=False)[:, 0]
+    for ax, unit in zip(axes, units, strict=True):
+        rows = table[table["unit"] == unit].reset_index(drop=True)
+        y = list(range(len(rows)))[::-1]
+        ax.axvline(0.0, color="black", lw=0.8)
+        for yi, r in zip(y, rows.itertuples(), strict=True):
+            colour = FOREST_COLOURS.get(r.shown, FOREST_COLOURS["none"])
+            if r.mean != r.mean:  # no verdict: the label only
+                continue
+            if r.kind != "superiority" and r.margin == r.margin:
+                for x in ((-r.margin,) if r.kind == "non-inferiority" else
+                          (-r.margin, r.margin)):
+                    ax.plot([x, x], [yi - 0.38, yi + 0.38], ls="--", lw=1.0, color=colour)
+            if r.ci_low == r.ci_low:
+                ax.plot([r.ci_low, r.ci_high], [yi, yi], lw=2.2, color=colour,
+                        solid_capstyle="butt")
+            ax.plot([r.mean], [yi], "o", ms=5, color=colour)
+        ax.set_yticks(y, rows["key"].tolist(), fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(_UNIT_TITLES.get(unit, unit), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color=c, marker="o", lw=2.2, label=w) for w, c in (
+        ("claim shown", FOREST_COLOURS["for"]), ("opposite shown", FOREST_COLOURS["against"]),
+        ("undecided", FOREST_COLOURS["neither"]))]
+    handles.append(Line2D([], [], color="black", ls="--", lw=1.0, label="margin δ"))
+    axes[0].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                   borderaxespad=0)  # off the data, as legend_outside places it
+    if title:
+        axes[0].set_title(title, fontsize=10)
+    return fig

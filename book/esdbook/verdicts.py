@@ -28,8 +28,9 @@ from esdlib.analysis.evidence import (
     format_margin,
 )
 
-__all__ = ["claim_slug", "claim_values", "convergence_counts", "convergence_summary",
-           "test_label", "verdict_counts", "verdict_details", "verdict_table", "verdict_word"]
+__all__ = ["VERDICT_COLOURS", "claim_slug", "claim_values", "convergence_counts",
+           "convergence_summary", "meaning", "results_box", "test_label", "verdict_counts",
+           "verdict_details", "verdict_table", "verdict_word"]
 
 
 def claim_slug(key: str) -> str:
@@ -135,6 +136,55 @@ def verdict_details(df: pd.DataFrame, chapter: str | None = None,
                           "seed sets": t["seed_sets"],
                           "per seed": t["differences"].replace("", "—")})
     return display.table(shown, constants_to_caption=False)
+
+
+VERDICT_COLOURS = {"for": "#d7efd7", "against": "#f5d3d3", "neither": "#e9e9e9",
+                   "none": "#fbf1cc"}
+"""Background of a verdict by what the runs showed (``shown`` of
+:func:`~esdlib.analysis.evidence.claims_table`): the claim (green), its opposite (red),
+neither (grey), no verdict (yellow). The forest plot uses the same colours, darker."""
+
+
+def meaning(kind: str, shown: str, margin: float, unit: str = "pts") -> str:
+    """One line on what a verdict means for the claim, in words a reader can act on."""
+    if shown == "none":
+        return "too few paired seeds (or the cells mix data sets) to decide"
+    amount = format_margin(margin, unit)
+    if kind == "non-inferiority":
+        return {"for": f"no worse than {amount} below, possibly better",
+                "against": f"worse by more than {amount}",
+                "neither": f"the interval reaches below −{amount}: undecided"}[shown]
+    if kind == "equivalence":
+        return {"for": f"within ±{amount} of each other",
+                "against": f"different by more than {amount}",
+                "neither": f"the interval is too wide for ±{amount}: undecided"}[shown]
+    return {"for": "our runs show the claimed direction",
+            "against": "our runs show the opposite direction",
+            "neither": "the seeds cannot tell the two apart"}[shown]
+
+
+def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
+                caption: str | None = None) -> Any:
+    """What reproduced, one line per claim: the claim (*diagnosis* marks ours), its test, the
+    verdict on a coloured background (:data:`VERDICT_COLOURS`), the mean difference with its
+    interval and :func:`meaning`. Returned as HTML without an index, narrow enough for the
+    text column (the landing page pastes it from chapter 11)."""
+    t = claims_table(df, CLAIMS if claims is None else claims)
+    shown = pd.DataFrame({
+        "claim": [c + (" (our diagnosis)" if src == "diagnosis" else "")
+                  for c, src in zip(t["claim"], t["source"], strict=True)],
+        "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
+                                                         strict=True)],
+        "verdict": [verdict_word(v) + _qualifier(c, ss)
+                    for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)],
+        "difference [interval]": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
+            t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
+        "what it means": [meaning(k, sh, m, u) for k, sh, m, u in zip(
+            t["kind"], t["shown"], t["margin"], t["unit"], strict=True)]})
+    css = [f"background-color: {VERDICT_COLOURS.get(sh, '#ffffff')}; font-weight: 600"
+           for sh in t["shown"]]
+    return display.table(shown, caption=caption, constants_to_caption=False,
+                         cell_css={"verdict": css})
 
 
 SEED_DEPENDENT = "depends on seeds"
