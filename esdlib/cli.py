@@ -264,6 +264,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         text = err.strerror if isinstance(err, DiskFullError) else _one_line(err)
         print(prefix.format(args.command) + text, file=sys.stderr)
         return status
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        print(f"esd {args.command}: out of memory: {_one_line(err) or type(err).__name__}; "
+              "use a smaller batch_size, T or width (BPTT keeps all T steps for its backward, "
+              "rate-based methods one); a resumable run continues from its last checkpoint",
+              file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder removed or made unwritable while the run was writing
+        print(f"esd {args.command}: file error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+_OOM_WORDS = ("out of memory", "can't allocate memory", "defaultcpuallocator",
+              "cannot allocate memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure (host or device): a :class:`MemoryError`,
+    ``torch.OutOfMemoryError`` or the ``RuntimeError`` PyTorch's CPU allocator raises."""
+    import torch
+
+    if isinstance(err, MemoryError | torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(w in str(err).lower() for w in _OOM_WORDS)
 
 
 def _one_line(err: BaseException) -> str:

@@ -89,3 +89,73 @@ def test_fit_syncs_batchnorm_before_every_evaluation_and_checkpoint(tmp_path, mo
         if e in ("evaluate", "save"):
             assert events[i - 1] == "sync" or (e == "save" and events[i - 1] == "save"
                                                 and events[i - 2] == "sync"), events
+
+
+def _torchrun_train(out, ck, *extra):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "esdlib.cli", "train", "--profile", "smoke", "--quiet", "--set",
+           f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu", "--set",
+           "epochs=3", "--set", "max_train_steps=12", "--set", "batch_size=16", "--set",
+           "checkpoint_every=2", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _children(pid):
+    from pathlib import Path
+
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found
+
+
+@pytest.mark.slow
+def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(tmp_path):
+    """N4: kill rank 1 in the middle of epoch 2, resume with the same command: the record equals
+    the one of an uninterrupted run (weights, BatchNorm statistics and metrics)."""
+    import json
+    import os
+    import signal
+    import time
+
+    ref = _torchrun_train(tmp_path / "ref" / "r", tmp_path / "ref" / "c")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()[-3000:]
+    out, ck = tmp_path / "k" / "r", tmp_path / "k" / "c"
+    run = _torchrun_train(out, ck)
+    deadline, killed = time.time() + 240, False
+    while time.time() < deadline and run.poll() is None:
+        found = list(ck.glob("*/last.pt"))
+        if found:
+            try:
+                state = engine.load_checkpoint(found[0])["state"]
+            except engine.CheckpointError:  # being replaced right now
+                state = {"epoch": 0}
+            if state["epoch"] == 1 and state["step_in_epoch"] >= 2:
+                workers = [p for p in _children(run.pid)
+                           if b"esdlib.cli" in open(f"/proc/{p}/cmdline", "rb").read()]
+                victim = max(workers)  # the later-started worker: rank 1 in practice
+                os.kill(victim, signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.05)
+    assert killed, "never caught the run in epoch 2: nothing was tested"
+    assert run.wait(timeout=120) != 0  # torchrun tore the group down
+    resumed = _torchrun_train(out, ck)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    a = json.loads(next((tmp_path / "ref" / "r").glob("*/*.json")).read_text())
+    b = json.loads(next(out.glob("*/*.json")).read_text())
+    assert b["status"] == "complete" and b["run_id"] == a["run_id"]
+    keys = ("train_loss", "train_acc", "test_acc", "test_loss", "firing_rate_mean")
+    assert [{k: h.get(k) for k in keys} for h in a["history"]] == \
+        [{k: h.get(k) for k in keys} for h in b["history"]]
+    assert a["metrics"]["final_test_acc"] == b["metrics"]["final_test_acc"]
+    wa = engine.load_checkpoint(next((tmp_path / "ref" / "c").glob("*/last.pt")))["model"]
+    wb = engine.load_checkpoint(next(ck.glob("*/last.pt")))["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -182,3 +182,38 @@ def test_a_record_is_not_rebuilt_from_a_checkpoint_with_a_forged_history(runs, t
     ck["state"]["history"][-1]["test_acc"] = honest  # the genuine history is rebuilt as before
     save_checkpoint(paths["last"], **ck)
     assert fit(cfg, progress=False)["metrics"]["final_test_acc"] == honest
+
+
+@pytest.mark.parametrize("error, words", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 96636764160 bytes."),
+     ["out of memory", "DefaultCPUAllocator", "BPTT keeps all T steps"]),
+    (MemoryError(), ["out of memory", "MemoryError"]),
+    (FileNotFoundError(2, "No such file or directory", "/ck/run/.last.pt.tmp"),
+     ["file error", "No such file or directory"]),
+])
+def test_out_of_memory_and_vanished_folders_are_one_line(error, words, monkeypatch, capsys):
+    """N11: T = 1024 with BPTT (or RLIMIT_AS lowered mid-run) runs out of memory, and a
+    checkpoint folder deleted during training fails a write: one line each, no traceback."""
+    from esdlib import cli
+    from esdlib.train import engine
+
+    def fit(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(engine, "fit", fit)
+    assert cli.main(["train", "--profile", "smoke", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(monkeypatch):
+    from esdlib import cli
+    from esdlib.train import engine
+
+    monkeypatch.setattr(engine, "fit", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.main(["train", "--profile", "smoke", "--quiet"])
