@@ -162,6 +162,12 @@ def test_bf16_ratios_and_table_put_bf16_next_to_fp32_of_the_same_run():
     assert list(t["precision"]) == ["fp32", "fp32", "bf16", "bf16"]
     assert t.loc[t.precision == "bf16", "esd step /fp32"].tolist() == [0.6, 0.6]
     assert not any("ref" in c or "target" in c for c in t.columns)
+    time, memory = (scalability.scalability_table(both, part) for part in ("time", "memory"))
+    assert "esd step s" in time and "esd saved MiB" not in time
+    assert "esd saved MiB" in memory and "esd step s" not in memory
+    assert set(time.columns) | set(memory.columns) == set(t.columns)
+    with pytest.raises(ValueError, match="part"):
+        scalability.scalability_table(both, "speed")
 
 
 def test_spike_pass_over_inference_ratio():
@@ -453,3 +459,13 @@ def test_forest_figure_draws_each_claim_with_its_margin():
     dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
     assert [tuple(ln.get_xdata()) for ln in dashed] == [(-1.0, -1.0)]  # δ of esd>=bptt only
     assert figures.forest_figure(t.iloc[:0]).axes[0].texts  # nothing to draw: a message
+
+
+def test_status_counts_per_experiment_with_a_total_row():
+    t = pd.DataFrame({"experiment": ["a", "a", "b", "b", "b"],
+                      "status": ["ok", "failed", "ok", "ok", "ok"]})
+    c = provenance.status_counts(t).set_index("experiment")
+    assert c.loc["a"].to_dict() == {"total": 2, "failed": 1, "ok": 1}
+    assert c.loc["b"].to_dict() == {"total": 3, "failed": 0, "ok": 3}
+    assert c.loc["all"].to_dict() == {"total": 5, "failed": 1, "ok": 4}
+    assert list(provenance.status_counts(t.iloc[:0]).columns) == ["experiment", "total"]

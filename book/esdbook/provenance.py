@@ -71,6 +71,20 @@ def notebook_status(runs_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def status_counts(table: pd.DataFrame, by: str = "experiment",
+                  status: str = "status") -> pd.DataFrame:
+    """Per value of ``by`` (an experiment), how many rows have each status: the compact view of
+    :func:`notebook_status` and :func:`record_status`, one row per experiment and a ``total``
+    row, a column per status (``ok``, ``failed``; ``complete``, ``diverged``, ``damaged``…)."""
+    if not len(table):
+        return pd.DataFrame(columns=[by, "total"])
+    counts = pd.crosstab(table[by].fillna("?"), table[status].fillna("?"))
+    counts.columns.name = None
+    counts.insert(0, "total", counts.sum(axis=1))
+    counts.loc["all"] = counts.sum(axis=0)
+    return counts.rename_axis(by).reset_index()
+
+
 def record_status(df: pd.DataFrame) -> pd.DataFrame:
     """The provenance columns of every record: run_id, experiment, status, created, git
     revision, wall time (s) and scale label."""

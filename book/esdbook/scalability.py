@@ -14,11 +14,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def scalability_table(bench: pd.DataFrame) -> pd.DataFrame:
+def scalability_table(bench: pd.DataFrame, part: str | None = None) -> pd.DataFrame:
     """Benchmark records as one row per (run, configuration, T): times, ratios, memory.
 
     Args:
         bench: :func:`esdlib.bench.load_bench` table (may be empty).
+        part: ``"time"`` (step times, their ratios, inference time) or ``"memory"`` (saved and
+            peak memory and their ratios), each with the identifying columns, so that each fits
+            a page; ``None``: every column.
 
     Returns:
         :func:`esdlib.bench.bench_table` with its columns reordered (identification incl. the
@@ -40,7 +43,11 @@ def scalability_table(bench: pd.DataFrame) -> pd.DataFrame:
     mem = [c for c in cols if c.endswith(" MiB") or c.endswith(" saved")
            or c.endswith(" saved /fp32")]
     rest = [c for c in cols if c not in {*ident, *steps, *ratios, *mem}]
-    out = t[[c for c in ident if c in cols] + steps + ratios + mem + rest]
+    chosen = {None: steps + ratios + mem + rest, "time": steps + ratios + rest,
+              "memory": mem}
+    if part not in chosen:
+        raise ValueError(f"part must be 'time', 'memory' or None, got {part!r}")
+    out = t[[c for c in ident if c in cols] + chosen[part]]
     out = out.copy()
     for c in out.select_dtypes("float").columns.difference(ident):
         out[c] = out[c].map(lambda v: float(f"{v:.3g}") if v == v else v)
