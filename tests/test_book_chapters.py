@@ -469,3 +469,15 @@ def test_status_counts_per_experiment_with_a_total_row():
     assert c.loc["b"].to_dict() == {"total": 3, "failed": 0, "ok": 3}
     assert c.loc["all"].to_dict() == {"total": 5, "failed": 1, "ok": 4}
     assert list(provenance.status_counts(t.iloc[:0]).columns) == ["experiment", "total"]
+
+
+def test_wall_span_of_runs_from_their_records():
+    runs = pd.DataFrame({"created": ["2026-12-06T10:01:00Z", "2026-12-06T10:01:30Z",
+                                     "2026-12-06T10:03:00Z"],
+                         "timing.wall_s": [60.0, 90.0, 90.0],
+                         "environment.device_name": ["AMD EPYC"] * 3})
+    span = provenance.wall_span(runs)
+    assert span["minutes"] == 3.0  # 10:00:00 (first start) to 10:03:00 (last end)
+    assert span["runs"] == 3 and span["hosts"] == ["AMD EPYC"]
+    assert span["busy"] == pytest.approx(240 / 180)  # about 1.3 runs at a time
+    assert math.isnan(provenance.wall_span(runs.iloc[:0])["minutes"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -163,3 +164,30 @@ def short_revision(revision: str | None) -> str:
         return "unknown"
     dirty = revision.endswith("+dirty")
     return revision.removesuffix("+dirty")[:12] + ("+dirty" if dirty else "")
+
+
+def wall_span(runs: pd.DataFrame) -> dict[str, Any]:
+    """How long a set of runs took end to end, from their records alone.
+
+    A record is written when its run ends (``created``) and holds the run's wall time, so the
+    runs span from the earliest start (``created − wall_s``) to the latest end. For a grid run
+    from scratch in one session that is the grid's wall time; runs made in several sessions
+    span the time between them too, which ``busy`` (the summed run time over the span: about
+    the number of jobs when they ran back to back) makes visible.
+
+    Returns:
+        ``{"minutes", "runs", "busy", "first", "last", "hosts"}`` (``minutes`` is NaN without
+        runs); ``hosts`` lists the distinct ``environment.device_name`` values.
+    """
+    if not len(runs) or "created" not in runs or "timing.wall_s" not in runs:
+        return {"minutes": float("nan"), "runs": 0, "busy": float("nan"), "first": None,
+                "last": None, "hosts": []}
+    end = pd.to_datetime(runs["created"], utc=True)
+    wall = pd.to_numeric(runs["timing.wall_s"], errors="coerce").fillna(0.0)
+    start = end - pd.to_timedelta(wall, unit="s")
+    seconds = (end.max() - start.min()).total_seconds()
+    hosts = sorted(runs.get("environment.device_name", pd.Series(dtype=object)).dropna()
+                   .astype(str).unique())
+    return {"minutes": seconds / 60, "runs": len(runs),
+            "busy": float(wall.sum() / seconds) if seconds > 0 else float("nan"),
+            "first": start.min().isoformat(), "last": end.max().isoformat(), "hosts": hosts}
