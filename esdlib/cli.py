@@ -102,8 +102,7 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from esdlib.data import build_datasets
-    from esdlib.train.engine import evaluate, load_trained_model, resolve_device
+    from esdlib.train.engine import datasets_of, evaluate, load_trained_model, resolve_device
 
     check_evaluate_args(args)
     device = resolve_device(args.device)
@@ -114,10 +113,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.checkpoint} is not a readable esdlib checkpoint "
                            f"({type(err).__name__}: {reason[:300]})") from err
     T = cfg.T if args.T is None else args.T
-    _, test, info = build_datasets(cfg.dataset, args.data_root or cfg.data_root,
-                                   T=T if cfg.dataset in TIME_VARYING_DATASETS else cfg.T,
-                                   image_size=cfg.image_size, augment=False, split=cfg.split,
-                                   seed=cfg.seed, cache_dir=cfg.cache_dir)
+    _, test, info = datasets_of(cfg, data_root=args.data_root,
+                                T=T if cfg.dataset in TIME_VARYING_DATASETS else cfg.T,
+                                augment=False, download=False)
     ev = evaluate(model, test, T, batch_size=args.batch_size, device=device,
                   progress=not args.quiet)
     print(json.dumps({"checkpoint": str(args.checkpoint), "T": T, "test_acc": ev["test_acc"],

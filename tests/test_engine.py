@@ -299,3 +299,28 @@ def test_op_counter_counts_macs_on_real_inputs_and_acs_on_spikes():
     assert s["sops_per_sample"] == pytest.approx(acs / 5)
     assert s["energy_uj_per_sample"] == pytest.approx((E_AC_PJ * acs + E_MAC_PJ * macs) / 5e6)
     assert 0 < spikes.mean().item() < 1
+
+
+def test_every_path_to_data_goes_through_datasets_of(tmp_path, monkeypatch):
+    """Training, the gradient study and ``esd evaluate`` build their data with the config's
+    cache folder, split and seed (the gradient study used to drop ``cache_dir``, so a read-only
+    DVS data folder would have been written to)."""
+    import esdlib.train.engine as engine
+    from esdlib.train.gradients import gradient_study
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def build_datasets(name, root, **kw):
+        seen.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(engine, "build_datasets", build_datasets)
+    cfg = _cfg(tmp_path, method="esd", cache_dir=str(tmp_path / "cache"), seed=3)
+    for call in (lambda: engine.build_run(cfg), lambda: gradient_study(cfg, progress=False)):
+        with pytest.raises(Stop):
+            call()
+    assert [kw["cache_dir"] for kw in seen] == [tmp_path / "cache"] * 2
+    assert [kw["seed"] for kw in seen] == [3, 3] and seen[1]["augment"] is False

@@ -132,13 +132,32 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg))
 
 
-def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet]:
-    """Data sets and model of a config (branches only for methods that train them)."""
-    train, test, info = build_datasets(
-        cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size, augment=cfg.augment,
-        split=cfg.split, download=cfg.download, seed=cfg.seed,
+def datasets_of(cfg: RunConfig, *, data_root: str | os.PathLike | None = None,
+                T: int | None = None, augment: bool | None = None,
+                download: bool | None = None) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """The train and test sets of a config: the one place a :class:`RunConfig` becomes data
+    (training, the gradient study and ``esd evaluate`` all come here, so every one of them
+    uses the config's split, seed, training subset and cache folder).
+
+    Args:
+        cfg: the run configuration.
+        data_root: instead of ``cfg.data_root`` (e.g. ``esd evaluate --data-root``).
+        T: instead of ``cfg.T`` (frames of a time-varying data set).
+        augment: instead of ``cfg.augment``.
+        download: instead of ``cfg.download``.
+    """
+    return build_datasets(
+        cfg.dataset, cfg.data_root if data_root is None else data_root,
+        T=cfg.T if T is None else T, image_size=cfg.image_size,
+        augment=cfg.augment if augment is None else augment, split=cfg.split,
+        download=cfg.download if download is None else download, seed=cfg.seed,
         cache_dir=None if cfg.cache_dir is None else resolve_path(cfg.cache_dir),
         train_subset=cfg.train_subset)
+
+
+def build_run(cfg: RunConfig) -> tuple[Dataset, Dataset, DatasetInfo, SpikingNet]:
+    """Data sets and model of a config (branches only for methods that train them)."""
+    train, test, info = datasets_of(cfg)
     if cfg.uses_branches:  # the published pooling window fits only some input sizes
         check_branch_pool(cfg.arch, info.image_size[0], cfg.branch_pool)
     return train, test, info, model_from_config(cfg, info.num_classes, info.in_channels)

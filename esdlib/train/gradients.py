@@ -140,13 +140,11 @@ def gradient_study(cfg: RunConfig, batch_size: int = 64, progress: bool = False)
     """
     from torch.utils.data import DataLoader
 
-    from esdlib.data import build_datasets
-    from esdlib.train.engine import fit, resolve_device, time_first
+    from esdlib.train.engine import datasets_of, fit, resolve_device, time_first
 
     if not cfg.uses_branches:
         raise ValueError(f"gradient_study needs a method with branches, got {cfg.method!r}")
-    _, test, _ = build_datasets(cfg.dataset, cfg.data_root, T=cfg.T, image_size=cfg.image_size,
-                                augment=False, split=cfg.split, seed=cfg.seed)
+    _, test, _ = datasets_of(cfg, augment=False)
     x, y = next(iter(DataLoader(test, batch_size=batch_size, shuffle=False)))
     device = resolve_device(cfg.device)
     tracker = GradientErrorTracker(time_first(x).to(device), y.to(device), cfg.T,
