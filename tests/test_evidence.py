@@ -221,9 +221,9 @@ def test_default_grid_pairs_every_claim_cell_over_five_or_ten_seeds():
 
 
 def test_fresh_run_refuses_the_committed_folders(tmp_path):
-    from esdbook.reproduce import project_root, reproduce_fresh
+    from esdbook.reproduce import book_root, reproduce_fresh
 
-    root = project_root()
+    root = book_root()
     for bad in (root, root / "results", root / "results" / "fresh", root / "checkpoints"):
         with pytest.raises(ValueError, match="separate folder"):
             reproduce_fresh("smoke", bad, progress=False)

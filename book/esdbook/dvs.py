@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from esdbook.paper import PAPER_DVS_ROWS, paper_scale, paper_value
-from esdbook.table1 import _group_runs
+from esdbook.table1 import group_runs
 from esdlib.analysis.runs import (
     CELL_COLUMNS,
     DATASET_COL,
@@ -48,7 +48,7 @@ def dvs_comparison(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                      "seeds": int(r["seeds"]), "split": r["config.split"],
                      "paper_cifar10_dvs_%": pv,
                      "paper_T": int(hit["T"].iloc[0]) if len(hit) and pv == pv else np.nan,
-                     "our scale": scale_of(_group_runs(df, [r[k] for k in CELL_COLUMNS])),
+                     "our scale": scale_of(group_runs(df, [r[k] for k in CELL_COLUMNS])),
                      "paper scale": paper_scale("cifar10_dvs")})
     return pd.DataFrame(rows, columns=["dataset", "architecture", "method", "T", "ours_%",
                                        "seeds", "split", "paper_cifar10_dvs_%", "paper_T",

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from esdbook.paper_data import data_problem, data_roots, parse_data_roots, write_synthetic_data
-from esdbook.reproduce import GridPoint, grid_points, project_root, run_point
+from esdbook.reproduce import GridPoint, book_root, grid_points, run_point
+from esdlib.train import paths
 from esdlib.train.config import ConfigError, RunConfig
 from esdlib.train.records import make_run_id
 
@@ -293,7 +294,7 @@ def estimate(points: Sequence[GridPoint], gpus: int = 1, bench_dir: str | os.Pat
     Raises:
         PaperGridError: no usable benchmark record.
     """
-    bench_dir = Path(bench_dir) if bench_dir is not None else project_root() / _GPU_BENCH
+    bench_dir = Path(bench_dir) if bench_dir is not None else book_root() / _GPU_BENCH
     df, source = _bench_rows(bench_dir, device_name)
     rows, total, disk = [], 0.0, 0
     ckpt_cache: dict[tuple, int] = {}
@@ -577,7 +578,8 @@ def _notebook_subset(points: Sequence[GridPoint]) -> list[GridPoint]:
 
 
 def _check_scratch(folder: Path, root: Path) -> None:
-    for kept in (root / "results", root / "papermill_runs", root / "checkpoints", root / "book"):
+    for kept in (paths.results_dir(root), paths.papermill_runs_dir(root),
+                 paths.checkpoints_dir(root), root / "book"):
         if folder == kept or kept in folder.parents or folder in kept.parents:
             raise PaperGridError(f"--dry-run-dir {folder}: the dry run must not write into or "
                                  f"above {kept}; choose a scratch folder, e.g. /tmp/esd-dry")
@@ -626,7 +628,7 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
     if notebooks not in ("subset", "all"):
         raise PaperGridError(f"notebooks must be 'subset' or 'all', got {notebooks!r}")
     t0 = time.perf_counter()
-    root = project_root()
+    root = book_root()
     folder = Path(folder or tempfile.mkdtemp(prefix="esd-paper-dry-run-")).resolve()
     _check_scratch(folder, root)
     results, runs, ckpts = folder / "results", folder / "papermill_runs", folder / "checkpoints"
@@ -748,8 +750,9 @@ def main(args: Any) -> int:
     import torch
 
     gpus = args.gpus or (torch.cuda.device_count() if args.device != "cpu" else 1) or 1
-    root = project_root()
-    results, runs, ckpts = root / "results", root / "papermill_runs", root / "checkpoints"
+    root = book_root()
+    results, runs, ckpts = (paths.results_dir(root), paths.papermill_runs_dir(root),
+                            paths.checkpoints_dir(root))
     seeds = _seeds(args)
     base = paper_points(seeds, args.only)
     roots = data_roots(sorted({p.config.dataset for p in base}), explicit, args.data_dir)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esdlib.train import paths
 from esdlib.train.config import PROFILES, ConfigError, RunConfig
 from esdlib.train.records import environment_info, make_run_id, record_exists
 
@@ -70,10 +71,9 @@ class GridPoint:
     run_id: str
 
 
-def project_root(start: Path | None = None) -> Path:
-    """The project root (:func:`esdlib.train.paths.project_root`); it must hold the manifest."""
-    from esdlib.train import paths
-
+def book_root(start: Path | None = None) -> Path:
+    """The project root (:func:`esdlib.train.paths.project_root`), which must hold the book's
+    manifest (raises ``FileNotFoundError`` otherwise)."""
     root = paths.project_root(start)
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"no {MANIFEST} in the project root {root}")
@@ -88,7 +88,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """
     import yaml
 
-    path = Path(path) if path is not None else project_root() / MANIFEST
+    path = Path(path) if path is not None else book_root() / MANIFEST
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -241,8 +241,6 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
         if missing:
             raise ConfigError(f"profile {profile!r} has no experiment(s) {missing}; "
                               f"available: {sorted(exps)}")
-    from esdlib.train import paths
-
     root = paths.project_root()
     points: dict[str, GridPoint] = {}
     for name, spec in exps.items():
@@ -342,10 +340,10 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
         shown_path,
     )
 
-    root = project_root()
-    results = Path(results_dir or root / "results").resolve()
-    runs = Path(runs_dir or root / "papermill_runs").resolve()
-    ckpts = Path(checkpoint_dir or root / "checkpoints").resolve()
+    root = book_root()
+    results = Path(results_dir or paths.results_dir(root)).resolve()
+    runs = Path(runs_dir or paths.papermill_runs_dir(root)).resolve()
+    ckpts = Path(checkpoint_dir or paths.checkpoints_dir(root)).resolve()
     book = Path(book_dir or root / "book").resolve()
     points = grid_points(profile, only=only, seeds=seeds)  # validates all before any work
     jobs = jobs or os.cpu_count() or 1
@@ -418,7 +416,7 @@ def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) ->
     if fresh.exists() and not fresh.is_dir():
         raise ValueError(f"--fresh {fresh_dir}: exists and is not a folder")
     folders = {name: fresh / name for name in ("results", "papermill_runs", "checkpoints")}
-    for kept in (committed, root / "papermill_runs", root / "checkpoints"):
+    for kept in (committed, paths.papermill_runs_dir(root), paths.checkpoints_dir(root)):
         kept = Path(kept).resolve()
         # resolved (symlinks followed), as reproduce() will: a symlinked sub-folder must not
         # lead into the committed runs
@@ -475,8 +473,8 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     from esdlib.io import atomic_write_json, atomic_write_text
     from esdlib.train.records import load_records
 
-    root = project_root()
-    committed = Path(committed_dir or root / "results").resolve()
+    root = book_root()
+    committed = Path(committed_dir or paths.results_dir(root)).resolve()
     folders = _fresh_folders(fresh_dir, committed, root)
     seeds = None if seeds is None else sorted(set(int(s) for s in seeds))
     points = grid_points(profile, only=only, seeds=seeds)

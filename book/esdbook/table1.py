@@ -29,7 +29,8 @@ from esdlib.analysis.runs import (
 )
 
 
-def _group_runs(df: pd.DataFrame, keys: Sequence[Any]) -> pd.DataFrame:
+def group_runs(df: pd.DataFrame, keys: Sequence[Any]) -> pd.DataFrame:
+    """The complete runs of ``df`` whose :data:`CELL_COLUMNS` equal ``keys`` (one table cell)."""
     d = complete(df)
     sel = np.ones(len(d), dtype=bool)
     for col, val in zip(CELL_COLUMNS, keys, strict=False):
@@ -68,7 +69,7 @@ def static_comparison(df: pd.DataFrame, paper: pd.DataFrame,
                      "T": int(r[T_COL]), "ours_%": pm(r["mean_%"], r["std_%"]),
                      "seeds": int(r["seeds"]), "paper_%": pv, "paper column": col,
                      "difference_pts": r["mean_%"] - pv if pv == pv else np.nan,
-                     "our scale": scale_of(_group_runs(df, [r[k] for k in CELL_COLUMNS])),
+                     "our scale": scale_of(group_runs(df, [r[k] for k in CELL_COLUMNS])),
                      "paper scale": paper_scale(col)})
     return pd.DataFrame(rows, columns=cols)
 

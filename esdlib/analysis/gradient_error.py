@@ -32,7 +32,9 @@ def gradient_error_history(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=_GRAD_COLS)
 
 
-def _as_history(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+def as_history(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """A gradient-error history (the record's ``extra.gradient_error`` list, or a table of
+    several runs) as a table with a ``run_id`` column (``"run"`` for a single history)."""
     h = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
     if "run_id" not in h and len(h):
         h = h.assign(run_id="run")

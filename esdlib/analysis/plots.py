@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from esdlib.analysis.firing import layer_rate_table
-from esdlib.analysis.gradient_error import _as_history
+from esdlib.analysis.gradient_error import as_history
 from esdlib.analysis.runs import (
     METHOD_ORDER,
     PLAIN_CE,
@@ -271,7 +271,7 @@ def gradient_error_figure(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -
         history: one record's ``extra["gradient_error"]`` list, or
             :func:`gradient_error_history` of several records.
     """
-    h = _as_history(history)
+    h = as_history(history)
     fig = new_figure(figsize=(11, 3.4), layout="constrained")
     ax_k, ax_c = fig.subplots(1, 2)
     if not len(h):

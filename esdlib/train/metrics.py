@@ -38,11 +38,6 @@ FIRING_RATE_DEFINITION = (
 )
 
 
-def accuracy(logits: Tensor, y: Tensor) -> float:
-    """Top-1 accuracy (fraction) of ``logits [B, K]`` against labels ``y [B]``."""
-    return (logits.argmax(1) == y).float().mean().item()
-
-
 @dataclass
 class FiringRateMeter:
     """Accumulates per-layer, per-timestep firing rates over evaluation batches.

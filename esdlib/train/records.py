@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RecordError",
-    "SCHEMA_PATH",
     "SCHEMA_VERSION",
     "check_schema",
     "environment_info",
@@ -67,8 +66,6 @@ __all__ = [
 SCHEMA_VERSION = 1
 """Version of the run-record schema written by this module."""
 
-SCHEMA_PATH = paths.schema_path("run_record")
-"""Location of the run-record JSON Schema (package data)."""
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
