@@ -45,7 +45,7 @@ ALLOWED = {
     r"\b[Pp]ages \d+(?:(?:–| to | and |, )\d+)*\b": "references to pages (= chapters)",
     r"\[[^\]]*\]\(\d\d_[^)\s]*\)": "the text of a link to a chapter",
     r"\b[Tt]ables? \d+\b": "the paper's tables",
-    r"\bExercises? \d+\.\d+\b": "exercise numbers",
+    r"\bExercises? \d+\.\d+(?:(?:–| to | and |, )\d+\.\d+)*\b": "exercise numbers",
     r"§\d+": "section numbers",
     r"^[ \t]*\d+\. ": "ordered-list markers",
 }
