@@ -3,8 +3,9 @@
 Every number about data, a measurement or the paper in a chapter's markdown comes from a code
 cell through glue (``{glue:text}`key```), or — for notation and design constants — is written
 as math (``$T = 4$``). This test strips from the markdown cells of ``book/chapters/NN_*.ipynb``
-what may hold digits (the :data:`ALLOWED` names and references, glue and other MyST roles, math, code, fenced blocks and directives,
-link targets, HTML tags, dates) and the short :data:`ALLOWED` list, and fails on any digit left.
+the short :data:`ALLOWED` list (names and references), then what may hold digits (glue and other
+MyST roles, math, code, fenced blocks and directives, link targets, HTML tags, dates), and fails
+on any digit left.
 """
 
 import json
@@ -20,7 +21,7 @@ MONTHS = ("January|February|March|April|May|June|July|August|September|October|N
           "December")
 
 STRIPPED = [
-    re.compile(r"```.*?```", re.S),                      # fenced code and directives ({glue:figure})
+    re.compile(r"```.*?```", re.S),                      # fenced code, directives ({glue:figure})
     re.compile(r"\$\$.*?\$\$", re.S),                    # display math
     re.compile(r"\$[^$\n]+\$"),                          # inline math
     re.compile(r"\{[a-z][\w:-]*\}`[^`]*`"),              # roles: glue, cite, numref, doc, eq
