@@ -87,8 +87,9 @@ def evidence_rule() -> dict[str, Any]:
     that the prose that states the rule quotes the code: ``ci_level`` (``"95 %"``, the two-sided
     interval), ``q_ci`` (its Student-t quantile, ``0.975``), ``eq_level`` (``"90 %"``, the
     equivalence interval), ``q_eq`` (``0.95``), ``tost_level`` (``"5 %"``, each one-sided test),
-    ``min_pairs`` (fewest paired seeds), ``power`` (of the detectable difference), ``margin``
-    (``δ`` in points) and ``seed_block`` (seeds per block of the seed-set check)."""
+    ``min_pairs`` (fewest paired seeds), ``power`` (of the detectable difference) and
+    ``seed_block`` (seeds per block of the seed-set check). The margin ``δ`` is glued by the
+    pages themselves (``margin``, with its unit)."""
     from esdlib.analysis import evidence as ev
 
     tail = (1 - ev.CONFIDENCE) / 2
