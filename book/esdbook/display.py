@@ -18,6 +18,7 @@ import pandas as pd
 
 __all__ = [
     "INDICATIVE_PROFILES",
+    "evidence_rule",
     "MAX_GLUE",
     "glue_all",
     "glue_figure",
@@ -79,6 +80,23 @@ def glue_all(values: dict[str, Any]) -> None:
             raise ValueError(f"glue {name!r} is {len(value)} characters long (> {MAX_GLUE}): "
                              f"write the words in the markdown and glue the numbers: {value!r}")
         glue(name, value, display=False)
+
+
+def evidence_rule() -> dict[str, Any]:
+    """The constants of the verdict rule (:mod:`esdlib.analysis.evidence`) as glue values, so
+    that the prose that states the rule quotes the code: ``ci_level`` (``"95 %"``, the two-sided
+    interval), ``q_ci`` (its Student-t quantile, ``0.975``), ``eq_level`` (``"90 %"``, the
+    equivalence interval), ``q_eq`` (``0.95``), ``tost_level`` (``"5 %"``, each one-sided test),
+    ``min_pairs`` (fewest paired seeds), ``power`` (of the detectable difference) and
+    ``seed_block`` (seeds per block of the seed-set check). The margin ``δ`` is glued by the
+    pages themselves (``margin``, with its unit)."""
+    from esdlib.analysis import evidence as ev
+
+    tail = (1 - ev.CONFIDENCE) / 2
+    return {"ci_level": f"{100 * ev.CONFIDENCE:.0f} %", "q_ci": round(1 - tail, 4),
+            "eq_level": f"{100 * (1 - 2 * tail * 2):.0f} %", "q_eq": round(1 - 2 * tail, 4),
+            "tost_level": f"{100 * 2 * tail:.0f} %", "min_pairs": ev.MIN_PAIRS,
+            "power": ev.POWER, "seed_block": ev.SEED_BLOCK}
 
 
 def glue_html(name: str, html: Any) -> None:
