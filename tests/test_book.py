@@ -342,6 +342,28 @@ def test_browser_check_fails_leaks_and_wide_tables_but_not_scroll_containers(tmp
     assert not [p for p in problems if p.startswith(("scrolls.html", "hidden.html"))], problems
 
 
+@pytest.mark.pipeline
+def test_browser_check_measures_tables_and_finds_a_verdict_column_off_screen(tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(NO_CHROMIUM)
+    pad = "".join(f"<th>a long column header number {i}</th>" for i in range(12))
+    scroll = f'<div class="{check.SCROLL_CLASS}" style="overflow-x:auto">'
+    pages = {"late.html": f"{scroll}<table><tr><th>claim</th>{pad}<th>verdict</th></tr>"
+                          "<tr><td>x</td></tr></table></div>",
+             "early.html": f"{scroll}<table><tr><th>claim</th><th>verdict</th>{pad}</tr>"
+                           "<tr style='height:120px'><td>x</td></tr></table></div>"}
+    for name, html in pages.items():
+        (tmp_path / name).write_text("<!doctype html><html><body><article style='width:700px'>"
+                                     f"{html}</article></body></html>")
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=early.html">')
+    stats: dict = {}
+    problems = check_pages(tmp_path, CHROMIUM, expected={}, timeout_s=10, stats=stats)
+    assert [p for p in problems if "verdict column not visible" in p] == [
+        p for p in problems if p.startswith("late.html")] != []
+    assert stats["early.html"]["tables"] == 1 and stats["early.html"]["tallest"] >= 120
+    assert stats["late.html"]["widest"] > 700
+
+
 def test_display_table_is_a_reader_table():
     from esdbook import display
 

@@ -137,12 +137,20 @@ def _book(args: argparse.Namespace) -> int:
     if args.command in ("build", "all"):
         print(build_book(book, args.build_dir))
     if args.command in ("check", "all"):
-        problems = check_pages(html, args.chromium)
+        measured: dict = {}
+        problems = check_pages(html, args.chromium, stats=measured)
         inventory = page_inventory(html)
         totals = {k: sum(r[k] for r in inventory) for k in inventory[0] if k != "page"} \
             if inventory else {}
         print(f"{len(inventory)} pages: " + ", ".join(f"{v} {k.replace('_', ' ')}"
                                                       for k, v in totals.items()))
+        if measured:
+            widest = max(measured.items(), key=lambda kv: kv[1]["widest"])
+            tallest = max(measured.items(), key=lambda kv: kv[1]["tallest"])
+            print(f"in the browser (1280 px): {sum(m['tables'] for m in measured.values())} "
+                  f"tables, {sum(m['figures'] for m in measured.values())} figures on "
+                  f"{len(measured)} pages; widest table {widest[1]['widest']} px ({widest[0]}), "
+                  f"tallest table row {tallest[1]['tallest']} px ({tallest[0]})")
         print("\n".join(problems) or f"all pages of {html} are fine")
         if problems:
             return 1

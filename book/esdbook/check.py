@@ -180,6 +180,33 @@ _TEXT_AND_TABLES = """(scrollClass) => {
   return [art.innerText, wide];
 }"""
 
+_MEASURE = """() => {
+  const art = document.querySelector('article') || document.body;
+  const view = window.innerWidth;
+  let widest = 0, tallest = 0, hidden = [];
+  const tables = art.querySelectorAll('table');
+  for (const t of tables) {
+    widest = Math.max(widest, Math.round(t.getBoundingClientRect().width));
+    for (const r of t.querySelectorAll('tr')) {
+      tallest = Math.max(tallest, Math.round(r.getBoundingClientRect().height));
+    }
+    for (const th of t.querySelectorAll('th')) {
+      if (th.innerText.trim().toLowerCase() !== 'verdict') continue;
+      let box = th.closest('.esd-scroll') || art;
+      const limit = Math.min(box.getBoundingClientRect().right, view);
+      const right = Math.round(th.getBoundingClientRect().right);
+      if (right > limit + 1) {
+        const first = t.querySelector('th') ? t.querySelector('th').innerText.trim() : '';
+        hidden.push([right, Math.round(limit), first]);
+      }
+    }
+  }
+  return {tables: tables.length, widest: widest, tallest: tallest,
+          figures: art.querySelectorAll('figure').length, hidden: hidden};
+}"""
+"""Per page: tables, figures, the widest table and the tallest table row (px), and every
+``verdict`` column header whose right edge lies beyond what is visible without scrolling."""
+
 _IMAGES = """() => Array.from(document.querySelectorAll('article img')).map(
   i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.getAttribute('alt')])"""
 
@@ -210,7 +237,7 @@ def html_pages(html_dir: Path) -> list[str]:
 
 def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAULT_CHROMIUM,
                 expected: Mapping[str, Sequence[str]] | None = None,
-                timeout_s: float = 60.0) -> list[str]:
+                timeout_s: float = 60.0, stats: dict[str, Any] | None = None) -> list[str]:
     """Open every built HTML page in Chromium and list what is wrong with it.
 
     The folder is served by a localhost HTTP server (not ``file://``); every request to another
@@ -232,13 +259,18 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
     - a redirect stub (``<meta http-equiv="refresh">``, e.g. ``index.html``) whose target page
       does not exist (stubs are not opened; their target is checked as a page);
     - a link in an article to a local page or anchor that does not exist (:func:`broken_links`);
-    - a script or inline event handler that is not the book's own (:func:`unsafe_markup`).
+    - a script or inline event handler that is not the book's own (:func:`unsafe_markup`);
+    - a table column headed ``verdict`` that is not visible without scrolling in the 1280-px
+      window (its right edge beyond its scroll container or the window).
 
     Args:
         html_dir: the built HTML root (``<build_dir>/_build/html``).
         chromium: Chromium executable (Debian's; Playwright's bundled browsers are not used).
         expected: page → CSS selectors that must be present; default :data:`EXPECTED_CONTENT`.
         timeout_s: per-page load timeout in seconds.
+        stats: when given, filled per page with what the browser measured: ``tables``,
+            ``figures``, ``widest`` (the widest table, px) and ``tallest`` (the tallest table
+            row, px), at a 1280-px window.
 
     Returns:
         Problem descriptions ``"<page>: <what>"``; empty when every page is fine.
@@ -273,7 +305,7 @@ def check_pages(html_dir: str | os.PathLike, chromium: str | os.PathLike = DEFAU
         with _browser_context(chromium, base, blocked) as context:
             for rel in pages:
                 problems += _check_page(context, base, rel, blocked, expected.get(rel, ()),
-                                        timeout_s)
+                                        timeout_s, stats)
     return problems
 
 
@@ -489,7 +521,7 @@ def unsafe_markup(html_dir: str | os.PathLike) -> list[str]:
 
 
 def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Sequence[str],
-                timeout_s: float) -> list[str]:
+                timeout_s: float, stats: dict[str, Any] | None = None) -> list[str]:
     found: list[str] = []
 
     def short(url: str) -> str:
@@ -536,6 +568,12 @@ def _check_page(context, base: str, rel: str, blocked: list[str], selectors: Seq
         found += [f"leak in the visible text: {leak}" for leak in leaks_in_text(text)]
         found += [f"table wider than the text column ({width} px > {column} px) outside a "
                   f"scroll container: {head}" for width, column, head in wide]
+        measured = page.evaluate(_MEASURE)
+        found += [f"verdict column not visible without scrolling (its right edge at {right} px, "
+                  f"the visible area ends at {limit} px): table starting '{first}'"
+                  for right, limit, first in measured.pop("hidden")]
+        if stats is not None:
+            stats[rel] = measured
     except Exception as exc:  # a timeout or navigation error is a problem of this page
         found.append(f"could not load page: {type(exc).__name__}: {exc}")
     finally:
