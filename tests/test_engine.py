@@ -134,14 +134,15 @@ def test_ddp_two_processes_gloo(tmp_path, capsys):
     ("T=0", "T"), ("method=magic", "esd"), ("arch=vgg", "spiking_resnet18"),
     ("tempo=3", "unknown"), ("beta=-1", "beta"),
 ])
-def test_cli_rejects_bad_input_before_any_work(tmp_path, override, needle):
+def test_cli_rejects_bad_input_before_any_work(tmp_path, override, needle, capsys):
+    from esdlib import cli
+
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "esdlib.cli", "train", "--profile", "smoke", "--set", override,
-         "--set", f"out_dir={out}", "--set", f"checkpoint_dir={tmp_path / 'ck'}"],
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "invalid configuration" in proc.stderr and needle in proc.stderr
+    code = cli.main(["train", "--profile", "smoke", "--set", override, "--set",
+                     f"out_dir={out}", "--set", f"checkpoint_dir={tmp_path / 'ck'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "invalid configuration" in err and needle in err
     assert not out.exists() and not (tmp_path / "ck").exists()
 
 
@@ -155,14 +156,14 @@ def test_cli_help_lists_every_command_and_key():
         assert cmd in top.stdout
 
 
-def test_missing_dataset_is_one_clear_message(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "esdlib.cli", "train", "--profile", "smoke", "--set",
-         "dataset=cifar10", "--set", f"data_root={tmp_path}", "--set", "image_size=32",
-         "--set", f"out_dir={tmp_path / 'r'}"],
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "data set not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_missing_dataset_is_one_clear_message(tmp_path, capsys):
+    from esdlib import cli
+
+    code = cli.main(["train", "--profile", "smoke", "--set", "dataset=cifar10", "--set",
+                     f"data_root={tmp_path}", "--set", "image_size=32", "--set",
+                     f"out_dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "data set not found" in err and len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_restores_memory(tmp_path):

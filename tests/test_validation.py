@@ -1,9 +1,13 @@
-"""Bad input is a one-line error before any work (issue 11, review F9/F12 and Appendix A).
+"""Bad input is a one-line error before any work (review F9/F12 and Appendix A).
 
-CLI cases run ``python -m esdlib.cli`` in a subprocess and check: non-zero exit, one line on
-stderr naming the problem, no Python traceback, and nothing written.
+CLI cases call the commands' ``main(argv)`` in this process (the same code as ``esd`` and
+``python -m esdbook``, without paying the PyTorch import per case) and check: non-zero exit,
+one line on stderr naming the problem, no Python traceback, and nothing written. One case per
+command runs the real entry point in a subprocess.
 """
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -17,13 +21,32 @@ from esdlib.train.config import ConfigError, RunConfig, check_runtime, check_wri
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_main(main, args, cwd):
+    """``main(args)`` in this process, in ``cwd``, as a finished process: exit status (argparse's
+    ``SystemExit`` included), stdout and stderr. An exception that escapes ``main`` is raised:
+    it is what a user would see as a traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def run_cli(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "esdlib.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    from esdlib.cli import main
+
+    return run_main(main, args, cwd)
 
 
 def run_book_cli(args, cwd):
+    from esdbook.__main__ import main
+
+    return run_main(main, args, cwd)
+
+
+def run_book_cli_subprocess(args, cwd):
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'book'}", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "esdbook", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -121,8 +144,8 @@ def test_reproduce_jobs_and_threads_must_be_positive(tmp_path, args, needle):
 
 
 def test_reproduce_fresh_refuses_the_committed_records(tmp_path):
-    proc = run_book_cli(["reproduce", "--profile", "smoke", "--fresh", str(REPO / "results")],
-                        tmp_path)
+    proc = run_book_cli_subprocess(["reproduce", "--profile", "smoke", "--fresh",
+                                    str(REPO / "results")], tmp_path)  # the real entry point
     assert_clear_error(proc, "--fresh", "separate folder")
 
 
