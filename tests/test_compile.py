@@ -373,3 +373,29 @@ def test_fit_applies_tf32_for_the_run_and_records_that_the_cpu_ignores_it(tmp_pa
     runtime = rec["extra"]["runtime"]
     assert runtime["tf32"] is False and "no effect on cpu" in runtime["tf32_note"]
     assert runtime["compile"] == "none" and rec["config"]["tf32"] is True
+
+
+def test_fit_wires_the_compiled_pass_and_records_a_fallback(tmp_path, monkeypatch):
+    """``fit`` builds the compiled pass from ``cfg.compile``; a compiler that fails makes the run
+    train on eagerly, warn once and say so in the record."""
+    calls = []
+
+    def no_compiler(fn, **kwargs):
+        calls.append(kwargs)
+
+        def compiled(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    cfg = RunConfig.from_profile("smoke", device="cpu", compile="reduce-overhead",
+                                 keep_freed_memory=False, out_dir=str(tmp_path / "r"),
+                                 checkpoint_dir=str(tmp_path / "c"))
+    with pytest.warns(UserWarning, match="spike pass runs eagerly") as caught:
+        rec = esd.fit(cfg, progress=False)
+    assert len([w for w in caught if "spike pass runs eagerly" in str(w.message)]) == 1
+    assert [c["mode"] for c in calls] == ["reduce-overhead"]
+    assert rec["status"] == "complete"
+    runtime = rec["extra"]["runtime"]
+    assert runtime["compile"] == "reduce-overhead"
+    assert runtime["compile_error"] == "RuntimeError: no C++ compiler"
