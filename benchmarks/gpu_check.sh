@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One prepared GPU check, about 6-8 minutes on one H100: the CUDA tests (T = 1 rate-BP == BPTT
+# One prepared GPU check, about 9-12 minutes on one H100: the CUDA tests (T = 1 rate-BP == BPTT
 # in float64 and in bf16, CPU/CUDA parity, rate pass == spike average under bf16/fp16 autocast,
-# CUDA memory release) and `esd bench` for ResNet-18/19 at batch 128 (CIFAR size) and
+# CUDA memory release; the compiled spike pass over CUDA-graph replays: tests/test_compile.py,
+# ~1-2 minutes of compilation), the ESD step of
+# ResNet-18 at batch 128, T = 6 eager vs the compiled spike pass (RunConfig.compile) in fp32,
+# TF32 and bf16 (benchmarks/compile_step.py, ~2-4 minutes: it compiles), and `esd bench` for
+# ResNet-18/19 at batch 128 (CIFAR size) and
 # PreAct-ResNet-34 at batch 32 (224 px, 1000 classes), T in {1, 2, 4, 6, 8}, bptt/ratebp/esd,
 # fp32, bf16 and fp16 (autocast + gradient scaler), channels-last on and off; then the dry run of
 # the paper grid on the GPU (every point of `reproduce --profile paper` for 2 steps on synthetic
@@ -10,13 +14,16 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # default OUT_DIR: results/bench/gpu
 #   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh /tmp/dry   # tiny CPU rehearsal of the same calls
 #   GPU_CHECK_MNIST=1 bash benchmarks/gpu_check.sh          # + the MNIST grid (~7 more minutes)
+#   GPU_CHECK_ONLY_COMPILE=1 bash benchmarks/gpu_check.sh   # host, compile tests and timing only
 #
 # With GPU_CHECK_MNIST=1 it also re-runs the MNIST evidence grid (`--profile mnist`, chapter 11:
 # 25 runs, 4 at a time) on the GPU as a fresh check of the committed CPU verdicts, writing
 # OUT_DIR/mnist_comparison.md. A GPU machine without the internet needs MNIST carried to it:
 # data/mnist/mnist_uint8.npz (55 MB, made by the first MNIST run here; `esd info` says where).
 #
-# Writes OUT_DIR/host.txt (GPU, driver, CPU, torch), OUT_DIR/tests.txt (pytest output), one
+# Writes OUT_DIR/host.txt (GPU, driver, CPU, torch), OUT_DIR/tests.txt (pytest output),
+# OUT_DIR/compile_tests.txt and OUT_DIR/compile_step-<device>.json (the compiled step's timings,
+# rewritten after each variant) with OUT_DIR/compile_step.txt (its printout), one
 # bench record per call (OUT_DIR/<bench_id>.json) and OUT_DIR/paper_dry_run.txt (the dry run's
 # summary; its synthetic records stay in a temporary folder, never in results/). Runs most
 # important first (channels-last, fp32 then bf16 then fp16), each call under its own time limit,
@@ -34,11 +41,18 @@ if [ -n "${GPU_CHECK_DRY:-}" ]; then
   IMNET_SIZE=112; LIMIT=120; TESTS=(tests/test_cuda.py); PRECISIONS=(fp32 bf16)
   # the call's syntax on the smallest part of the grid (tests/test_paper_grid.py runs it all)
   PAPER_DRY=(--device cpu --only gradient_error --no-book); PAPER_LIMIT=120
+  COMPILE_STEP=(--device cpu --width 0.125 --batch 2 --image-size 16 --T 2 --warmup 1 --steps 1
+                --variants "eager fp32,default fp32,eager bf16")
+  COMPILE_TESTS=(-m "not slow and not gpu" tests/test_compile.py); COMPILE_LIMIT=300
 else
   DEV=cuda; B_CIFAR=128; B_IMNET=32; TS=1,2,4,6,8; STEPS=${GPU_CHECK_STEPS:-5}; EXTRA=()
   IMNET_SIZE=224; LIMIT=${GPU_CHECK_CALL_LIMIT:-100}; TESTS=(tests/test_cuda.py tests/test_bench.py)
   PRECISIONS=(fp32 bf16 fp16)
   PAPER_DRY=(--device cuda --gpus 1 --jobs 4); PAPER_LIMIT=${GPU_CHECK_PAPER_LIMIT:-150}
+  # max-autotune is left out here (its autotuning alone takes minutes); --variants adds it
+  COMPILE_STEP=(--device cuda --batch 128 --image-size 32 --T 6 --warmup 3 --steps 10
+                --variants "eager fp32,reduce-overhead fp32,default fp32,eager bf16,reduce-overhead bf16,eager tf32,reduce-overhead tf32")
+  COMPILE_TESTS=(-m gpu tests/test_compile.py); COMPILE_LIMIT=${GPU_CHECK_COMPILE_LIMIT:-300}
 fi
 fail=0
 {
@@ -55,10 +69,25 @@ run() {
   timeout "$LIMIT" "$@"
   local rc=$?
   if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): $*"; fail=1; fi
+  return $rc  # callers in a pipeline (| tee) read it from PIPESTATUS: fail=1 is lost there
 }
 
-run "$PY" -m pytest -q -p no:cacheprovider -m gpu "${TESTS[@]}" 2>&1 | tee "$OUT/tests.txt"
+# the compiled spike pass: its exactness tests on $DEV, then the step timed there
+if [ -z "${GPU_CHECK_ONLY_COMPILE:-}" ]; then
+  run "$PY" -m pytest -q -p no:cacheprovider -m gpu "${TESTS[@]}" 2>&1 | tee "$OUT/tests.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+fi
+LIMIT_BEFORE=$LIMIT; LIMIT=$COMPILE_LIMIT
+run "$PY" -m pytest -q -p no:cacheprovider "${COMPILE_TESTS[@]}" 2>&1 | tee "$OUT/compile_tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+run "$PY" benchmarks/compile_step.py "${COMPILE_STEP[@]}" --out "$OUT" 2>&1 \
+  | tee "$OUT/compile_step.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+LIMIT=$LIMIT_BEFORE
+if [ -n "${GPU_CHECK_ONLY_COMPILE:-}" ]; then
+  ls -l "$OUT"
+  exit $fail
+fi
 
 common=(--device "$DEV" --methods bptt,ratebp,esd --T "$TS" --steps "$STEPS" --warmup 2
         --no-peak --quiet-wait 0 --no-progress --out "$OUT" "${EXTRA[@]}")

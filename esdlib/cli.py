@@ -4,6 +4,7 @@ Examples::
 
     esd train --profile default --set method=esd --set T=4
     esd train --profile default --precision bf16 --no-channels-last
+    esd train --profile paper --compile reduce-overhead --tf32
     esd train --profile paper --set dataset=cifar100 --set data_root=/data/cifar
     torchrun --nproc_per_node 8 -m esdlib.cli train --profile paper --set dataset=imagenet
     esd evaluate checkpoints/<run_id>/last.pt --T 6
@@ -25,7 +26,15 @@ from pathlib import Path
 
 from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
 from esdlib.io import DiskFullError
-from esdlib.train.config import MAX_T, PRECISIONS, PROFILES, ConfigError, RunConfig, check_device
+from esdlib.train.config import (
+    COMPILE_MODES,
+    MAX_T,
+    PRECISIONS,
+    PROFILES,
+    ConfigError,
+    RunConfig,
+    check_device,
+)
 from esdlib.train.engine import CheckpointError, DistributedError
 
 
@@ -33,7 +42,7 @@ class CommandError(Exception):
     """A bad command-line argument or input file; printed as one line, exit status 2."""
 
 
-_TRAIN_FLAGS = ("precision", "channels_last", "keep_freed_memory")
+_TRAIN_FLAGS = ("precision", "channels_last", "keep_freed_memory", "compile", "tf32")
 """``esd train`` options that are shortcuts for ``--set KEY=VALUE``."""
 
 
@@ -198,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="CPU: glibc keeps freed memory for reuse (= --set keep_freed_memory=...; "
                         "default on)")
+    p.add_argument("--compile", choices=COMPILE_MODES, default=None,
+                   help="compile the spike pass of ratebp/sd/esd with torch.compile in this mode "
+                        "(= --set compile=...; default none)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA: TF32 tensor cores for float32 matmuls and convolutions "
+                        "(= --set tf32=...; default off)")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore an existing checkpoint of the same configuration")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -2,7 +2,8 @@
 
 A method is a training step (:class:`StepFn`)::
 
-    step(model, x, y, T, loss_cfg, *, rate_grad_scale="1/T", timer=None, backward=None)
+    step(model, x, y, T, loss_cfg, *, rate_grad_scale="1/T", timer=None, backward=None,
+         spike_fn=None)
 
 which runs the forward pass(es) and the backward pass (gradients accumulate into ``.grad``);
 the caller owns ``optimizer.zero_grad()`` / ``optimizer.step()``. What distinguishes the
@@ -51,13 +52,19 @@ class StepResult(NamedTuple):
     diagnostics: dict[str, float]
 
 
+SpikePassFn = Callable[[nn.Module, Tensor, int], object]
+"""A spike pass, ``spike(model, x, T)``: :func:`~esdlib.passes.spike_pass` or a
+:class:`~esdlib.passes.CompiledSpikePass`."""
+
+
 class StepFn(Protocol):
     """The signature of every training step (every :class:`Method` is one)."""
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, T: int,
                  loss_cfg: LossConfig | None = None, *, rate_grad_scale: str = "1/T",
                  timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
-                 backward: Callable[[Tensor], None] | None = None) -> StepResult:
+                 backward: Callable[[Tensor], None] | None = None,
+                 spike_fn: SpikePassFn | None = None) -> StepResult:
         """One training step: forward pass(es), loss, backward.
 
         Args:
@@ -69,6 +76,10 @@ class StepFn(Protocol):
             rate_grad_scale: ``"1/T"`` (official code) or ``"none"``; two-pass methods only.
             timer: ``timer(phase_name)`` → context manager, for benchmarks.
             backward: ``backward(loss)``; default ``loss.backward()`` (AMP passes a scaler's).
+            spike_fn: the spike pass of the two-pass methods, ``spike_fn(model, x, T)``;
+                default :func:`~esdlib.passes.spike_pass` (a
+                :class:`~esdlib.passes.CompiledSpikePass` runs it compiled). BPTT methods
+                have no spike pass and ignore it.
 
         Returns:
             :class:`StepResult`.
@@ -117,7 +128,8 @@ class Method:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, T: int,
                  loss_cfg: LossConfig | None = None, *, rate_grad_scale: str = "1/T",
                  timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
-                 backward: Callable[[Tensor], None] | None = None) -> StepResult:
+                 backward: Callable[[Tensor], None] | None = None,
+                 spike_fn: SpikePassFn | None = None) -> StepResult:
         """One training step of this method (arguments: see :class:`StepFn`)."""
         if self.passes == "two_pass" and rate_grad_scale not in RATE_GRAD_SCALES:
             raise ValueError(f"rate_grad_scale must be one of {RATE_GRAD_SCALES}, "
@@ -127,7 +139,7 @@ class Method:
         try:
             if self.passes == "two_pass":
                 with timer("spike_pass"):
-                    spike_pass(model, x, T)
+                    (spike_fn or spike_pass)(model, x, T)
                 with timer("rate_forward"):
                     out = rate_pass(model, x, aux=self.branches)
                     lo = self.loss(out.all_logits, y, loss_cfg)

@@ -37,6 +37,8 @@ the neuron first and the job last; the module is the neuron's name:
 - :func:`lif_multistep`: the reference loop of :func:`lif_step` over a ``[T, ...]`` sequence
   (differentiable, BPTT);
 - :func:`lif_spike_pass`: the fused no-grad kernel of the spike pass (spikes, ``r``, ``e``);
+  :func:`lif_spike_pass_traceable` is the same pass out of place, which ``torch.compile``
+  traces into one graph (:class:`esdlib.passes.CompiledSpikePass`);
 - :func:`lif_rate_pass`: the rate pass's autograd function (value ``r``, gradient ``e``);
 - :class:`LIF`: the module, which holds a :class:`LIFParams` record (``LIF(p)``) and the
   recorded state, and dispatches on its mode to the functions above.
@@ -325,6 +327,64 @@ def lif_spike_pass(x_seq: Tensor, params: LIFParams,
     return unflatten(spikes, T), rate, elig
 
 
+@torch.no_grad()
+def lif_spike_pass_traceable(x_seq: Tensor, params: LIFParams,
+                             decay: Tensor | float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`lif_spike_pass` written out of place, for ``torch.compile``.
+
+    The same equations, in the same order, with fresh tensors at every step instead of the
+    eager kernel's ``out=``/in-place buffers: TorchDynamo traces this loop into one graph and
+    Inductor fuses the ``T`` steps of a layer into a few kernels. The results equal
+    :func:`lif_spike_pass`'s up to floating-point rounding (a compiler may contract
+    ``λ v + x`` into one fused multiply-add; ``κ[t]`` is accumulated by its recurrence in the
+    decay's dtype instead of the closed form in double precision), so spikes agree except where
+    ``v[t]`` lies within rounding of ``θ``. :class:`LIF` calls it in spike mode while
+    ``torch.compile`` traces (:class:`esdlib.passes.CompiledSpikePass`).
+
+    Args:
+        x_seq: input currents ``[T, ...]``.
+        params: neuron parameters.
+        decay: the leak ``λ`` as a 0-d tensor (or a float), replacing ``params.decay``: a
+            traced graph cannot read a tensor's value into a Python float without breaking.
+
+    Returns:
+        ``(spikes [T, ...], rate [...], eligibility [...])`` in the layouts and dtypes of
+        :func:`lif_spike_pass`.
+    """
+    T = x_seq.shape[0]
+    lam = params.decay if decay is None else decay
+    th, alpha = params.v_threshold, params.surrogate_alpha
+    order, inverse = _memory_order(x_seq)
+    xp = x_seq.permute(order).contiguous()
+    x_flat = xp.view(T, -1)
+    dtype = state_dtype(x_flat.dtype)
+    v = torch.zeros_like(x_flat[0], dtype=dtype)
+    count = torch.zeros_like(v)
+    elig = torch.zeros_like(v)
+    kappa = 0.0 if params.reset == "soft" else torch.zeros_like(v)
+    spikes = []
+    for t in range(T):
+        v = x_flat[t] + lam * v  # charge
+        s = (v >= th).to(dtype)  # fire (in the membrane's dtype: θ·s is exact)
+        spikes.append(s)
+        count = count + s
+        sig = torch.sigmoid((v - th) * alpha)
+        sg = sig - sig * sig  # sg(v) / α
+        kappa = kappa * lam + 1.0  # κ[t] before this step's reset factor
+        elig = elig + sg * (alpha * kappa)
+        if params.reset == "soft_nodetach":
+            kappa = kappa * (1.0 - (alpha * th) * sg)
+        elif params.reset == "hard":
+            kappa = kappa * (1.0 - s)
+        v = v * (1.0 - s) if params.reset == "hard" else v - th * s  # voltage reset
+
+    def unflatten(flat: Tensor, lead: int) -> Tensor:  # back to x_seq's shape and strides
+        return flat.view(lead, *xp.shape[1:]).permute(inverse)
+
+    spike_seq = unflatten(torch.stack(spikes).to(x_flat.dtype), T)
+    return spike_seq, unflatten(count / T, 1)[0], unflatten(elig / T, 1)[0]
+
+
 class _LIFRatePass(torch.autograd.Function):
     """Rate-pass LIF: forward returns the recorded rate, backward multiplies by ``e``."""
 
@@ -419,13 +479,15 @@ class LIF(ModeAware, nn.Module):
             raise RuntimeError(f"leading dim {x.shape[0]} is not a multiple of T={T}")
         x_seq = x.reshape(T, x.shape[0] // T, *x.shape[1:])
         self.num_neurons = x_seq[0, 0].numel()
-        p = self.params()
-        if self.mode == "spike":
-            spikes, self.rate, self.elig = lif_spike_pass(x_seq, p)
+        if self.mode == "spike" and torch.compiler.is_compiling():
+            spikes, self.rate, self.elig = lif_spike_pass_traceable(
+                x_seq, self.p, torch.sigmoid(self.decay_logit))
+        elif self.mode == "spike":
+            spikes, self.rate, self.elig = lif_spike_pass(x_seq, self.params())
         elif not torch.is_grad_enabled():
-            spikes = lif_spike_pass(x_seq, p, eligibility=False)[0]
+            spikes = lif_spike_pass(x_seq, self.params(), eligibility=False)[0]
         else:
-            spikes = lif_multistep(x_seq, p)
+            spikes = lif_multistep(x_seq, self.params())
         if self.mode == "multistep":
             self.firing_per_t = spikes.detach().mean(dim=tuple(range(1, spikes.dim())),
                                                      dtype=state_dtype(spikes.dtype))

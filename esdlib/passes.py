@@ -16,6 +16,10 @@ time-averaged input whose forward values are the spike pass's) is two calls::
 
 BPTT is ``bptt_forward(model, x, T)``; inference is :func:`infer`.
 
+The spike pass launches a few small kernels per layer and timestep; on a GPU the step is then
+bound by kernel launches. :class:`CompiledSpikePass` (``RunConfig.compile``) is the same pass
+compiled by ``torch.compile`` into fused kernels (and, in the CUDA-graph modes, one replay).
+
 The three modes (:data:`NEURON_MODES`), set by :func:`set_mode` / :func:`mode`:
 
 - ``"multistep"``: ``T`` steps on ``[T·B, ...]`` with the surrogate gradient (BPTT, inference);
@@ -48,7 +52,9 @@ time-varying batch ``[T, B, C, H, W]`` (event frames).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import types
+import warnings
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -83,8 +89,12 @@ class ModeAware:
 def _memory_order(x: Tensor) -> tuple[list[int], list[int]]:
     """Dimension order of ``x`` in memory (dim 0 first, the rest by decreasing stride) and its
     inverse: ``x.permute(order)`` is contiguous for NCHW and channels-last alike."""
-    order = [0, *sorted(range(1, x.dim()), key=lambda d: -x.stride(d))]
-    return order, sorted(range(x.dim()), key=order.__getitem__)
+    strides = x.stride()
+    order = [0, *sorted(range(1, x.dim()), key=lambda d: -strides[d])]
+    inverse = [0] * len(order)
+    for i, d in enumerate(order):  # a plain loop: TorchDynamo traces it without a break
+        inverse[d] = i
+    return order, inverse
 
 
 _HALF = (torch.bfloat16, torch.float16)
@@ -207,6 +217,129 @@ def spike_pass(model: nn.Module, x: Tensor, T: int):
     """
     with mode(model, "spike", T):
         return model(x, aux=False)
+
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+"""Values of ``RunConfig.compile``: ``"none"`` (eager) or a ``torch.compile`` mode for the spike
+pass (:class:`CompiledSpikePass`); ``"reduce-overhead"`` and ``"max-autotune"`` replay CUDA
+graphs on CUDA devices."""
+
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def _spike_forward(model: nn.Module, x: Tensor):
+    return model(x, aux=False)
+
+
+def _buffers(model: nn.Module) -> dict[str, Tensor]:
+    return dict(model.named_buffers())
+
+
+class CompiledSpikePass:
+    """:func:`spike_pass` with the network's ``T``-step run compiled by ``torch.compile``.
+
+    Called like :func:`spike_pass`, ``spike(model, x, T)``, it records the same rates,
+    eligibilities, convolution averages and BN statistics (equal up to floating-point rounding,
+    see :func:`esdlib.neurons.lif_spike_pass_traceable`) and updates the BN running statistics
+    once. The mode is set outside the compiled region; inside, TorchDynamo traces the whole
+    network — every layer's ``T`` steps — into one graph, which Inductor compiles into fused
+    kernels (on CUDA, ``"reduce-overhead"``/``"max-autotune"`` also replay it as a CUDA graph:
+    one launch per step instead of several per layer and timestep). Pass it to a training step
+    as ``spike_fn`` (:class:`esdlib.methods.StepFn`); ``fit`` does so when
+    ``RunConfig.compile`` is not ``"none"``.
+
+    Compilation happens at the first call for each input signature (shape, dtype, layout,
+    device, ``T``, train/eval, autocast) and is cached by this object: keep one per run. The
+    cache belongs to this object alone (its own copy of the traced function), so other runs in
+    the same process neither share nor use up its recompilation budget.
+
+    If compiling or running the compiled pass fails, the batch is run again eagerly (the BN
+    running statistics are first restored to their values before the failed call), one
+    :class:`UserWarning` names the error, and every later call is eager; :attr:`error` then
+    holds the reason. An error that the eager pass raises too (a wrong input shape) propagates.
+
+    Args:
+        mode: a ``torch.compile`` mode: ``"default"``, ``"reduce-overhead"`` or
+            ``"max-autotune"`` (:data:`COMPILE_MODES` without ``"none"``).
+        backend: the ``torch.compile`` backend; ``"inductor"`` (default) is the one the modes
+            configure, ``"eager"`` runs TorchDynamo's captured graph without compiling it (to
+            tell a tracing problem from a compiler problem; the mode is then not used).
+        fullgraph: make a graph break an error (which then falls back as above) instead of
+            compiling the pieces between breaks; for checking that the pass is one graph.
+
+    Attributes:
+        compile_mode: the ``torch.compile`` mode.
+        error: ``None`` while the compiled pass works, else ``"<Exception>: <message>"`` of the
+            failure that switched this object to the eager pass.
+    """
+
+    def __init__(self, mode: str = "default", *, backend: str = "inductor",
+                 fullgraph: bool = False) -> None:
+        if mode not in COMPILE_MODES[1:]:
+            raise ValueError(f"compile mode must be one of {COMPILE_MODES[1:]}, got {mode!r}")
+        self.compile_mode = mode
+        self.error: str | None = None
+        # TorchDynamo caches compiled code on the function's code object: a private copy of it
+        # keeps this pass's cache (and its recompile limit) apart from every other instance's.
+        code = _spike_forward.__code__.replace()
+        fn = types.FunctionType(code, _spike_forward.__globals__, "spike_forward")
+        self._compiled = torch.compile(fn, mode=mode if backend == "inductor" else None,
+                                       backend=backend, fullgraph=fullgraph, dynamic=False)
+        self._seen: set[tuple] = set()
+
+    def _signature(self, model: nn.Module, x: Tensor, T: int) -> tuple:
+        autocast = (torch.is_autocast_enabled(x.device.type),
+                    torch.get_autocast_dtype(x.device.type))
+        return (id(model), tuple(x.shape), tuple(x.stride()), x.dtype, x.device, int(T),
+                model.training, autocast)
+
+    def __call__(self, model: nn.Module, x: Tensor, T: int):
+        """Run the spike pass of ``model`` on ``x`` over ``T`` steps (see :func:`spike_pass`).
+
+        Returns:
+            The network output (time-averaged logits ``[B, K]``, no auxiliary logits).
+        """
+        if self.error is not None:
+            return spike_pass(model, x, T)
+        key = self._signature(model, x, T)
+        first = key not in self._seen  # this call may compile: keep what it would overwrite
+        saved = {k: b.clone() for k, b in _buffers(model).items()} if first else None
+        try:
+            with torch.no_grad(), mode(model, "spike", T):
+                if self.compile_mode in _CUDA_GRAPH_MODES and x.device.type == "cuda":
+                    # the previous step's recorded tensors are dead: the graph may reuse them
+                    torch.compiler.cudagraph_mark_step_begin()
+                out = self._compiled(model, x)
+        except Exception as err:  # noqa: BLE001  any failure of the compiler falls back
+            if saved is None:
+                raise
+            with torch.no_grad():
+                for k, b in _buffers(model).items():
+                    b.copy_(saved[k])
+            reset_state(model)
+            out = spike_pass(model, x, T)  # raises the model's own error, if it is one
+            self.error = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
+            warnings.warn(f"torch.compile(mode={self.compile_mode!r}) of the spike pass "
+                          f"failed; the spike pass runs eagerly from now on ({self.error})",
+                          UserWarning, stacklevel=2)
+            return out
+        self._seen.add(key)
+        return out
+
+
+def compile_spike_pass(mode: str) -> Callable[[nn.Module, Tensor, int], object]:
+    """The spike pass for a ``RunConfig.compile`` value: :func:`spike_pass` for ``"none"``,
+    else a new :class:`CompiledSpikePass` (keep it for the run: it holds the compiled code).
+
+    Args:
+        mode: one of :data:`COMPILE_MODES`.
+
+    Returns:
+        A callable ``spike(model, x, T)`` with the signature of :func:`spike_pass`.
+    """
+    if mode == "none":
+        return spike_pass
+    return CompiledSpikePass(mode)
 
 
 def rate_input(x: Tensor) -> Tensor:

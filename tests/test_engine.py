@@ -216,7 +216,8 @@ def test_fit_runs_the_fast_path_by_default_and_records_it(tmp_path, monkeypatch)
     assert len(calls) == 1
     assert seen and all(s == {"w_nhwc": True, "autocast": None} for s in seen)
     assert rec["extra"]["runtime"] == {"precision": "fp32", "channels_last": True,
-                                       "keep_freed_memory": True}
+                                       "keep_freed_memory": True, "compile": "none",
+                                       "tf32": False}
     assert rec["config"]["channels_last"] is True and rec["config"]["keep_freed_memory"] is True
     validate_record(rec)
 
@@ -230,7 +231,8 @@ def test_fit_fast_path_switches_off_and_bf16_runs_under_autocast(tmp_path, monke
     assert seen and all(s == {"w_nhwc": False, "autocast": torch.bfloat16}
                         for s in seen)
     assert rec["extra"]["runtime"] == {"precision": "bf16", "channels_last": False,
-                                       "keep_freed_memory": False}
+                                       "keep_freed_memory": False, "compile": "none",
+                                       "tf32": False}
     assert rec["status"] == "complete" and all(
         p.dtype == torch.float32 for p in load_trained_model(
             tmp_path / "ckpt" / rec["run_id"] / "last.pt")[0].parameters())

@@ -40,6 +40,7 @@ from esdlib.data import SPLITS as _DATA_SPLITS
 from esdlib.losses import TEACHER_SPACES, LossConfig
 from esdlib.models import ARCHITECTURES, BRANCH_KINDS, BRANCH_POOLS, check_branch_pool
 from esdlib.neurons import RESET_MODES, LIFParams
+from esdlib.passes import COMPILE_MODES
 from esdlib.train.paths import resolve_path
 from esdlib.train.runtime import PRECISIONS
 
@@ -52,6 +53,7 @@ __all__ = [
     "DATASETS",
     "DEFAULT_PROFILE",
     "MNIST_PROFILE",
+    "COMPILE_MODES",
     "HASH_EXCLUDED_FIELDS",
     "HASHED_WHEN_NOT_DEFAULT",
     "HASH_LEGACY_VALUES",
@@ -255,7 +257,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
 PROFILES = tuple(PROFILE_SETTINGS)
 """Profile names: ``("smoke", "quick", "default", "mnist", "paper")``."""
 
-HASHED_WHEN_NOT_DEFAULT = frozenset({"branch_pool", "train_subset"})
+HASHED_WHEN_NOT_DEFAULT = frozenset({"branch_pool", "train_subset", "compile", "tf32"})
 """Fields added after the first records were written: :meth:`RunConfig.config_hash` covers them
 only when they differ from their default, so the run ids of earlier records stay valid."""
 
@@ -380,6 +382,21 @@ class RunConfig:
             ``"auto"`` would make them depend on the machine. Replaces the former ``amp``
             flag (a stored ``amp=true`` reads as ``"fp16"``). Hashed (``bf16``/``auto`` give
             other run ids than ``fp32``; ``fp16`` hashes as the former ``amp=true``).
+        compile: Compile the spike pass of the two-pass methods with ``torch.compile``:
+            ``"none"`` (default, eager), ``"default"``, ``"reduce-overhead"`` or
+            ``"max-autotune"`` (the last two replay CUDA graphs on CUDA;
+            :class:`esdlib.passes.CompiledSpikePass`). A failed compilation falls back to
+            the eager pass with one warning (the record's ``extra.runtime.compile_error``).
+            BPTT methods have no spike pass and accept only ``"none"``. Hashed when set:
+            compiled kernels round differently (a spike may flip where the membrane lies
+            within rounding of the threshold).
+        tf32: Let float32 matrix products and cuDNN convolutions on CUDA use TF32 tensor
+            cores (10-bit mantissa inputs) during the run; off by default, so fp32 means
+            float32 there (PyTorch by itself lets cuDNN convolutions use TF32). :func:`esdlib.fit`
+            sets ``torch.backends.cuda.matmul.allow_tf32`` and
+            ``torch.backends.cudnn.allow_tf32`` to this value for the run and restores them
+            afterwards; the record's ``extra.runtime.tf32`` says whether TF32 was in effect
+            (on the CPU it has no effect, and the record says so). Hashed when set.
         channels_last: Use the channels-last (NHWC) memory format for the model and input
             (default on: oneDNN's convolutions are faster in it on the CPU, tensor cores want
             it on CUDA). Also at the small profile of that time (digits 16×16, ×0.25, batch 16,
@@ -443,6 +460,8 @@ class RunConfig:
     seed: int = _spec(0, ge=0, lt=2**32)
     device: str = _spec("auto", pattern=_DEVICE_RE, pattern_doc=", ".join(_DEVICE_CHOICES))
     precision: str = _spec("fp32", choices=PRECISIONS)
+    compile: str = _spec("none", choices=COMPILE_MODES)
+    tf32: bool = False
     channels_last: bool = True
     keep_freed_memory: bool = True
 
@@ -473,6 +492,11 @@ class RunConfig:
                 check_branch_pool(self.arch, self.image_size, self.branch_pool)
             except ValueError as err:
                 problems.append(str(err))
+        if not problems and self.compile != "none" and not self.uses_rate_backprop:
+            problems.append(
+                f"compile={self.compile!r} compiles the spike pass of the two-pass methods "
+                f"({', '.join(RATE_BP_METHODS)}); method={self.method!r} has none: use "
+                "compile='none'")
         if not problems and self.warmup_epochs > self.epochs:
             problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
         fixed = _FIXED_IMAGE_SIZE.get(self.dataset)

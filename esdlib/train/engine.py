@@ -34,6 +34,11 @@
   ``cfg.precision``'s autocast (fp32 by default; bf16/fp16/auto, fp16 with a gradient scaler);
   evaluation runs in float32. What was resolved at run time is stored in the record's
   ``extra.runtime`` (:func:`runtime_settings`), next to the config.
+- **Opt-in speed settings**: ``cfg.compile`` runs the two-pass methods' spike pass compiled by
+  ``torch.compile`` (:class:`esdlib.passes.CompiledSpikePass`, one per run; a failed
+  compilation falls back to the eager pass with one warning, recorded as
+  ``extra.runtime.compile_error``); ``cfg.tf32`` allows TF32 in float32 CUDA matmuls and
+  convolutions for the run (:func:`esdlib.train.runtime.tf32`, restored afterwards).
 - **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
   gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
   reduced; rank 0 writes checkpoints and records.
@@ -62,6 +67,7 @@ from esdlib.data import DataError, DatasetInfo, build_datasets
 from esdlib.io import atomic_open, remove_stale_temps
 from esdlib.methods import evaluate_batch, get_method
 from esdlib.models import SpikingNet, build_model, check_branch_pool
+from esdlib.passes import CompiledSpikePass, compile_spike_pass
 from esdlib.train.config import ConfigError, RunConfig, check_runtime
 from esdlib.train.metrics import FiringRateMeter, OpCounter
 from esdlib.train.paths import resolve_path
@@ -73,7 +79,7 @@ from esdlib.train.records import (
     record_path,
     write_record,
 )
-from esdlib.train.runtime import autocast
+from esdlib.train.runtime import autocast, tf32
 
 CHECKPOINT_VERSION = 2
 """Format of checkpoints written now (2: checksummed header + RNG states as tensors; 1: the
@@ -876,15 +882,20 @@ def runtime_settings(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     - ``keep_freed_memory``: whether glibc now keeps freed memory for reuse — applied here
       (:func:`esdlib.train.runtime.keep_freed_memory`, process-wide and permanent) when
       ``cfg.keep_freed_memory`` is on and the run uses the CPU; ``False`` when off, on other
-      devices or where glibc is not the C library.
+      devices or where glibc is not the C library;
+    - ``compile``: ``cfg.compile`` (the record adds ``compile_error`` when the compiled spike
+      pass failed and the run fell back to the eager one);
+    - ``tf32``: whether TF32 is in effect for float32 matmuls and convolutions — ``cfg.tf32``
+      on CUDA (:func:`fit` applies it for the run), ``False`` elsewhere; a ``tf32=True`` run on
+      another device adds ``tf32_note`` saying it had no effect.
 
     Args:
         cfg: the run's config (already checked by :func:`esdlib.train.config.check_runtime`).
         device: the resolved device.
 
     Returns:
-        ``{"precision", "channels_last", "keep_freed_memory"}``, stored as the record's
-        ``extra.runtime``.
+        ``{"precision", "channels_last", "keep_freed_memory", "compile", "tf32"}`` (and
+        ``tf32_note``), stored as the record's ``extra.runtime``.
 
     Raises:
         ConfigError: the precision cannot run on ``device``.
@@ -896,8 +907,13 @@ def runtime_settings(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     kept = bool(cfg.keep_freed_memory and device.type == "cpu" and keep_freed_memory())
-    return {"precision": precision, "channels_last": cfg.channels_last,
-            "keep_freed_memory": kept}
+    settings = {"precision": precision, "channels_last": cfg.channels_last,
+                "keep_freed_memory": kept, "compile": cfg.compile,
+                "tf32": bool(cfg.tf32 and device.type == "cuda")}
+    if cfg.tf32 and device.type != "cuda":
+        settings["tf32_note"] = (f"tf32=true has no effect on {device.type}: TF32 is a mode of "
+                                 "CUDA tensor cores; float32 arithmetic was used")
+    return settings
 
 
 def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
@@ -937,8 +953,9 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
     owns_pg = init_distributed(device)
     rank, world = _dist_info()
     try:
-        return _fit(cfg, device, rank, world, progress and rank == 0, resume, stop_after_steps,
-                    wall0, on_epoch_end, extra, runtime)
+        with tf32(cfg.tf32):
+            return _fit(cfg, device, rank, world, progress and rank == 0, resume,
+                        stop_after_steps, wall0, on_epoch_end, extra, runtime)
     finally:
         if owns_pg:
             dist.destroy_process_group()
@@ -969,6 +986,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg)
     step_fn = get_method(cfg.method)
+    spike_fn = compile_spike_pass(cfg.compile)  # one per run: it holds the compiled code
     lcfg = cfg.loss_config()
     precision = runtime["precision"]
     # fp16 needs loss scaling; the disabled scaler is a pass-through that still checkpoints
@@ -1027,7 +1045,10 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         scaler.scale(loss).backward()
 
     def record(status: str) -> dict[str, Any]:
-        more = {"parameter_counts": model.parameter_counts(), "runtime": dict(runtime)}
+        settings = dict(runtime)
+        if isinstance(spike_fn, CompiledSpikePass) and spike_fn.error is not None:
+            settings["compile_error"] = spike_fn.error
+        more = {"parameter_counts": model.parameter_counts(), "runtime": settings}
         return _record(cfg, state, device, world, wall0, status, info,
                        more | (extra() if extra is not None else {}))
 
@@ -1056,7 +1077,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             opt.zero_grad(set_to_none=True)
             with autocast(precision, device.type):
                 res = step_fn(model, x, y, cfg.T, lcfg, rate_grad_scale=cfg.rate_grad_scale,
-                              backward=backward)
+                              backward=backward, spike_fn=spike_fn)
             loss_value = float(res.loss)
             allreduce_gradients(model)
             scaler.step(opt)

@@ -1,4 +1,4 @@
-"""Performance settings: numeric precision, and the CPU allocator — applied only when called.
+"""Performance settings: numeric precision, TF32, and the CPU allocator — applied only when called.
 
 **Precision.** :data:`PRECISIONS` are the values of ``RunConfig.precision`` and
 ``esd bench --precision``: ``"fp32"`` (no autocast), ``"bf16"`` (``torch.autocast`` with
@@ -8,6 +8,12 @@ behind it are in its docstring). :func:`autocast` gives the context a training s
 Whatever the precision, esdlib keeps membrane potentials, eligibilities, firing rates,
 BatchNorm statistics, the teacher and the losses in float32; spikes (0/1) are exact in every
 format.
+
+**TF32.** On CUDA, float32 matrix products and cuDNN convolutions may run on TF32 tensor
+cores (inputs rounded to a 10-bit mantissa, float32 accumulation): several times the float32
+throughput, at about bf16's input precision. PyTorch allows it for cuDNN convolutions and
+forbids it for matrix products by default; esdlib makes it one choice, ``RunConfig.tf32``
+(off: fp32 means float32), applied for the duration of a run by :func:`tf32`.
 
 **Allocator.** PyTorch on the CPU allocates every activation with ``malloc``. glibc serves
 large blocks (≥ 128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and gives them back on
@@ -21,12 +27,14 @@ then stays near its high-water mark, which is what a training process reaches an
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Iterator
 
 __all__ = ["PRECISIONS", "autocast", "autocast_dtype", "cpu_bf16_units", "keep_freed_memory",
-           "precision_problem", "resolve_precision"]
+           "precision_problem", "resolve_precision", "tf32", "tf32_state"]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 """Values of ``precision``: float32, bfloat16 autocast, float16 autocast (CUDA), automatic."""
@@ -73,6 +81,43 @@ def keep_freed_memory(top_pad_bytes: int = 64 * 2**20) -> bool:
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX),
                 (_M_TOP_PAD, min(int(top_pad_bytes), _INT_MAX)))
     return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+# ---------------------------------------------------------------------------
+# TF32
+# ---------------------------------------------------------------------------
+
+
+def tf32_state() -> dict[str, bool]:
+    """Whether TF32 is allowed now: ``{"matmul": …, "cudnn": …}`` (the two PyTorch flags)."""
+    import torch
+
+    return {"matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn": bool(torch.backends.cudnn.allow_tf32)}
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Allow (``True``) or forbid (``False``) TF32 in float32 CUDA matmuls and convolutions.
+
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
+    to ``enabled`` inside the context and restores their previous values on exit. The flags
+    are process-wide and only read by CUDA kernels: on the CPU the context changes nothing
+    that is computed.
+
+    Args:
+        enabled: the value of both flags inside the context.
+    """
+    import torch
+
+    before = tf32_state()
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before["matmul"]
+        torch.backends.cudnn.allow_tf32 = before["cudnn"]
 
 
 # ---------------------------------------------------------------------------
@@ -213,8 +258,6 @@ def autocast(precision: str, device_type: str):
     Returns:
         A context manager.
     """
-    import contextlib
-
     import torch
 
     dtype = autocast_dtype(precision)
