@@ -481,3 +481,16 @@ def test_wall_span_of_runs_from_their_records():
     assert span["runs"] == 3 and span["hosts"] == ["AMD EPYC"]
     assert span["busy"] == pytest.approx(240 / 180)  # about 1.3 runs at a time
     assert math.isnan(provenance.wall_span(runs.iloc[:0])["minutes"])
+
+
+def test_hand_verdict_values_match_a_hand_computation():
+    # ESD − SD per seed (points): +0.8, −0.3, +1.5, +0.2, +0.9 (mean 0.62, sd 0.69)
+    esd = accs("esd", [0.908, 0.897, 0.915, 0.902, 0.909], **{"config.T": 4})
+    sd = accs("sd", [0.900] * 5, **{"config.T": 4})
+    v = verdicts.hand_verdict_values(records_table(esd + sd), "esd>sd", n=5)
+    assert v["ex_diffs"] == "+0.80, -0.30, +1.50, +0.20, +0.90" and v["ex_seeds"] == "0-4"
+    assert (v["ex_mean"], v["ex_sd"], v["ex_t"], v["ex_half"]) == ("+0.62", "0.69", "2.776",
+                                                                   "0.86")
+    assert v["ex_ci"].startswith("[−0.24") or v["ex_ci"].startswith("[-0.24")
+    assert v["ex_verdict"] == "not separable"
+    assert v["ex_ni_verdict"].startswith("non-inferior")

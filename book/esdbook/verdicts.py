@@ -29,7 +29,8 @@ from esdlib.analysis.evidence import (
 )
 
 __all__ = ["VERDICT_COLOURS", "claim_slug", "claim_values", "convergence_counts",
-           "convergence_summary", "meaning", "results_box", "test_label", "verdict_counts",
+           "convergence_summary", "hand_verdict_values", "meaning", "results_box", "test_label",
+           "verdict_counts",
            "verdict_details", "verdict_table", "verdict_word"]
 
 
@@ -163,18 +164,24 @@ def meaning(kind: str, shown: str, margin: float, unit: str = "pts") -> str:
             "neither": "the seeds cannot tell the two apart"}[shown]
 
 
+def _claim_line(text: str, source: str, kind: str, margin: float, unit: str) -> str:
+    """A claim for the results box: marked when it is our diagnosis, with its test when that
+    is not plain superiority."""
+    if source == "diagnosis" and not text.lower().startswith("our diagnosis"):
+        text += " (our diagnosis)"
+    return text if kind == "superiority" else f"{text} [{test_label(kind, margin, unit)}]"
+
+
 def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
                 caption: str | None = None) -> Any:
-    """What reproduced, one line per claim: the claim (*diagnosis* marks ours), its test, the
-    verdict on a coloured background (:data:`VERDICT_COLOURS`), the mean difference with its
+    """What reproduced, one line per claim: the claim (*diagnosis* marks ours; the test in
+    brackets when it is not superiority), the verdict on a coloured background (:data:`VERDICT_COLOURS`), the mean difference with its
     interval and :func:`meaning`. Returned as HTML without an index, narrow enough for the
     text column (the landing page pastes it from chapter 11)."""
     t = claims_table(df, CLAIMS if claims is None else claims)
     shown = pd.DataFrame({
-        "claim": [c + (" (our diagnosis)" if src == "diagnosis" else "")
-                  for c, src in zip(t["claim"], t["source"], strict=True)],
-        "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
-                                                         strict=True)],
+        "claim": [_claim_line(c, src, k, m, u) for c, src, k, m, u in zip(
+            t["claim"], t["source"], t["kind"], t["margin"], t["unit"], strict=True)],
         "verdict": [verdict_word(v) + _qualifier(c, ss)
                     for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)],
         "difference [interval]": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
@@ -185,6 +192,31 @@ def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
            for sh in t["shown"]]
     return display.table(shown, caption=caption, constants_to_caption=False,
                          cell_css={"verdict": css})
+
+
+def hand_verdict_values(df: pd.DataFrame, key: str = "esd>sd", n: int = 5,
+                        prefix: str = "ex_") -> dict[str, Any]:
+    """Glue values of an exercise that decides a claim by hand from its first ``n`` paired
+    differences: ``seeds``, ``n``, ``diffs`` (the differences), ``mean``, ``sd``, ``t`` (the
+    Student-t quantile of the interval), ``half`` (its half-width), ``ci``, ``verdict`` (the
+    superiority verdict) and ``ni_verdict`` (non-inferiority with :data:`MARGIN`), each name
+    starting with ``prefix``."""
+    from scipy import stats
+
+    from esdlib.analysis import evidence as ev
+
+    claim = next(c for c in CLAIMS if c.key == key)
+    pairs = dict(sorted(ev.claim_differences(df, claim).items())[:n])
+    d = list(pairs.values())
+    sup = ev.superiority_verdict(pairs)
+    t = stats.t.ppf(0.5 + ev.CONFIDENCE / 2, len(d) - 1) if len(d) > 1 else float("nan")
+    values = {"n": len(d), "seeds": ev.format_seeds(pairs), "diffs": ", ".join(
+                  f"{x:+.2f}" for x in d) or "n/a",
+              "mean": f"{sup.mean:+.2f}", "sd": f"{stats.tstd(d):.2f}" if len(d) > 1 else "n/a",
+              "t": f"{t:.3f}", "half": f"{sup.half_width:.2f}",
+              "ci": format_interval(sup.ci_low, sup.ci_high), "verdict": verdict_word(sup.verdict),
+              "ni_verdict": verdict_word(ev.non_inferiority_verdict(pairs, ev.MARGIN).verdict)}
+    return {prefix + k: v for k, v in values.items()}
 
 
 SEED_DEPENDENT = "depends on seeds"
