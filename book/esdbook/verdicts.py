@@ -175,9 +175,10 @@ def _claim_line(text: str, source: str, kind: str, margin: float, unit: str) -> 
 def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
                 caption: str | None = None) -> Any:
     """What reproduced, one line per claim: the claim (*diagnosis* marks ours; the test in
-    brackets when it is not superiority), the verdict on a coloured background (:data:`VERDICT_COLOURS`), the mean difference with its
-    interval and :func:`meaning`. Returned as HTML without an index, narrow enough for the
-    text column (the landing page pastes it from chapter 11)."""
+    brackets when it is not superiority), the verdict on a coloured background
+    (:data:`VERDICT_COLOURS`), the mean difference with its interval and :func:`meaning`.
+    Returned as HTML without an index, narrow enough for the text column (the landing page
+    pastes it from chapter 11)."""
     t = claims_table(df, CLAIMS if claims is None else claims)
     shown = pd.DataFrame({
         "claim": [_claim_line(c, src, k, m, u) for c, src, k, m, u in zip(
