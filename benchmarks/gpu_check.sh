@@ -22,8 +22,9 @@
 # data/mnist/mnist_uint8.npz (55 MB, made by the first MNIST run here; `esd info` says where).
 #
 # Writes OUT_DIR/host.txt (GPU, driver, CPU, torch), OUT_DIR/tests.txt (pytest output),
-# OUT_DIR/compile_tests.txt and OUT_DIR/compile_step-<device>.json (the compiled step's timings,
-# rewritten after each variant) with OUT_DIR/compile_step.txt (its printout), one
+# OUT_DIR/compile_tests.txt and OUT_DIR/compile_step/compile_step-<device>.json (the compiled
+# step's timings, rewritten after each variant; a sub-folder, so that the bench records of
+# OUT_DIR stay one kind of file) with OUT_DIR/compile_step.txt (its printout), one
 # bench record per call (OUT_DIR/<bench_id>.json) and OUT_DIR/paper_dry_run.txt (the dry run's
 # summary; its synthetic records stay in a temporary folder, never in results/). Runs most
 # important first (channels-last, fp32 then bf16 then fp16), each call under its own time limit,
@@ -80,7 +81,7 @@ fi
 LIMIT_BEFORE=$LIMIT; LIMIT=$COMPILE_LIMIT
 run "$PY" -m pytest -q -p no:cacheprovider "${COMPILE_TESTS[@]}" 2>&1 | tee "$OUT/compile_tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
-run "$PY" benchmarks/compile_step.py "${COMPILE_STEP[@]}" --out "$OUT" 2>&1 \
+run "$PY" benchmarks/compile_step.py "${COMPILE_STEP[@]}" --out "$OUT/compile_step" 2>&1 \
   | tee "$OUT/compile_step.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 LIMIT=$LIMIT_BEFORE

@@ -320,3 +320,5 @@ def test_gpu_check_rehearsal_runs_every_call_on_the_cpu(tmp_path):
     assert (tmp_path / "host.txt").is_file() and (tmp_path / "tests.txt").is_file()
     # the paper grid's dry run, rehearsed on its gradient-error point (synthetic data, CPU)
     assert "dry run: 1 points" in (tmp_path / "paper_dry_run.txt").read_text()
+    # the compiled step's timings, beside (not among) the bench records
+    assert (tmp_path / "compile_step" / "compile_step-cpu.json").is_file()

@@ -494,3 +494,14 @@ def test_hand_verdict_values_match_a_hand_computation():
     assert v["ex_ci"].startswith("[−0.24") or v["ex_ci"].startswith("[-0.24")
     assert v["ex_verdict"] == "not separable"
     assert v["ex_ni_verdict"].startswith("non-inferior")
+
+
+def test_figure_html_is_a_self_contained_figure_with_alt_text():
+    from esdlib.analysis.plots import new_figure
+
+    fig = new_figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1], [0, 1])
+    html = display.figure_html(fig, 'a line "rising"', "caption <b>x</b>").data
+    assert '<img src="data:image/png;base64,' in html
+    assert 'alt="a line &quot;rising&quot;"' in html  # an attribute: quotes escaped
+    assert "<figcaption>caption &lt;b&gt;x&lt;/b&gt;</figcaption>" in html

@@ -21,6 +21,7 @@ __all__ = [
     "evidence_rule",
     "MAX_GLUE",
     "glue_all",
+    "figure_html",
     "glue_figure",
     "glue_html",
     "html_table",
@@ -105,6 +106,27 @@ def glue_html(name: str, html: Any) -> None:
     from myst_nb import glue
 
     glue(name, html, display=False)
+
+
+def figure_html(fig: Any, alt: str, caption: str, dpi: int = 90) -> Any:
+    """A matplotlib figure as a self-contained HTML ``<figure>`` (the PNG inline as a ``data:``
+    URL, with alt text and a caption), for pasting onto a page that is not a notebook: a
+    ``{glue}`` directive with ``:doc:`` pastes outputs across pages but not a numbered
+    ``{glue:figure}``. The alt text and caption are the book's own words, HTML-escaped."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    alt = html_lib.escape(alt, quote=True)
+    return HTML(f'<figure class="esd-figure"><img src="data:image/png;base64,{data}" '
+                f'alt="{alt}" style="max-width:100%"><figcaption>{_escape(caption)}'
+                "</figcaption></figure>")
 
 
 def glue_figure(name: str, fig: Any) -> None:

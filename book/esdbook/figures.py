@@ -291,6 +291,11 @@ FOREST_COLOURS = {"for": "#2e7d4f", "against": "#b83a32", "neither": "#6f6f6f",
 """Forest-plot colours by what the runs showed: the darker twins of
 :data:`esdbook.verdicts.VERDICT_COLOURS`."""
 
+FOREST_ALT = ("Forest plot: one horizontal bar per claim (its interval) with a dot at the mean "
+              "paired difference, a vertical zero line and dashed ticks at the margins; green "
+              "bars are claims the runs show, red their opposite, grey undecided")
+"""Alt text of :func:`forest_figure` where it is pasted as an image (the landing page)."""
+
 _UNIT_TITLES = {"pts": "accuracy difference (points)",
                 "% of neurons": "firing-rate difference (% of neurons)",
                 "": "gradient-error difference (K_rate − K_esd)"}
