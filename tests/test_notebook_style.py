@@ -166,8 +166,9 @@ def test_executed_pages_glue_numbers_and_short_labels(path):
             data = out.get("data", {})
             if any("image/" in mime for mime in data):
                 continue  # a glued figure ({glue:figure}), captioned in the markdown
-            if any(m.endswith("text/html") and "<table" in str(v) for m, v in data.items()):
-                continue  # a glued table (the results box the landing page pastes)
+            if any(m.endswith("text/html") and ("<table" in str(v) or "<figure" in str(v))
+                   for m, v in data.items()):
+                continue  # a glued table or figure (the landing page pastes them)
             text = str(next(iter(data.values()), "")).strip("'\"")
             if len(text) > MAX_GLUE:
                 long[name] = text
