@@ -4,8 +4,8 @@ Every number about data, a measurement or the paper in a chapter's markdown come
 cell through glue (``{glue:text}`key```), or — for notation and design constants — is written
 as math (``$T = 4$``). This test strips from the markdown cells of ``book/chapters/NN_*.ipynb``
 the short :data:`ALLOWED` list (names and references), then what may hold digits (glue and other
-MyST roles, math, code, fenced blocks and directives, link targets, HTML tags, dates), and fails
-on any digit left.
+MyST roles, math, code, fenced code and figure blocks, link targets, HTML tags, dates), and fails
+on any digit left. The bodies of fenced admonitions and notes are prose and are checked.
 """
 
 import json
@@ -20,8 +20,24 @@ CHAPTERS = sorted((ROOT / "book" / "chapters").glob("[0-9][0-9]_*.ipynb"))
 MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|"
           "December")
 
+PROSE_DIRECTIVES = ("admonition", "note", "tip", "hint", "important", "warning", "caution",
+                    "attention", "danger", "error", "seealso")
+"""Fenced directives whose body is prose (checked); other fenced blocks are code or figures."""
+
+FENCED = re.compile(r"```(\{[\w:-]+\})?[^\n]*\n(.*?)```", re.S)
+
+
+def _fenced(m: re.Match) -> str:
+    """A fenced block: the body of a prose directive (without its ``:option:`` lines), else
+    nothing."""
+    name = (m.group(1) or "").strip("{}")
+    if name not in PROSE_DIRECTIVES:
+        return " "
+    return "\n".join(line for line in m.group(2).splitlines()
+                     if not line.lstrip().startswith(":"))
+
+
 STRIPPED = [
-    re.compile(r"```.*?```", re.S),                      # fenced code, directives ({glue:figure})
     re.compile(r"\$\$.*?\$\$", re.S),                    # display math
     re.compile(r"\$[^$\n]+\$"),                          # inline math
     re.compile(r"\{[a-z][\w:-]*\}`[^`]*`"),              # roles: glue, cite, numref, doc, eq
@@ -48,6 +64,10 @@ ALLOWED = {
     r"\b[Tt]ables? \d+\b": "the paper's tables",
     r"\bExercises? \d+\.\d+(?:(?:–| to | and |, )\d+\.\d+)*\b": "exercise numbers",
     r"§\d+": "section numbers",
+    r"\b(?:tutorials|sections?) \d+(?:–\d+)?\b":
+        "parts of a cited work (snnTorch's tutorials, a paper's section)",
+    r"\*\*Time\.\*\*[^\n]*(?:\n[^\n]+)*":
+        "the reading-time estimate of a before-you-start box (the author's guess, not data)",
     r"^[ \t]*\d+\. ": "ordered-list markers",
 }
 
@@ -58,6 +78,7 @@ DIGITS = re.compile(r"[\w.%-]*\d[\w.%-]*")
 def prose(markdown: str) -> str:
     """``markdown`` without what may hold digits (each piece replaced by a space)."""
     markdown = ALLOWED_RE.sub(" ", markdown)  # first: a chapter link's text precedes its target
+    markdown = FENCED.sub(_fenced, markdown)
     for pattern in STRIPPED:
         markdown = pattern.sub(" ", markdown)
     return markdown
@@ -94,6 +115,9 @@ def test_prose_types_no_number(path):
     ("see [chapter 4](04_table1_static.ipynb) and Exercise 2.3", []),
     ("1. first\n2. second, ResNet-18 and `a5d2451`", []),
     ("the grid took 76.8 minutes", ["76.8"]),
+    ("```{note}\n:class: x\nwidth 0.125 here\n```\n```python\nx = 3\n```", ["0.125"]),
+    ("```{glue:figure} fig_4\n:name: a\nCaption\n```", []),
+    ("**Time.** About 10 minutes for the neuron,\n5 for memory.\n\nThen 7 runs.", ["7"]),
 ])
 def test_the_scanner(text, left):
     assert DIGITS.findall(prose(text)) == left
