@@ -505,3 +505,12 @@ def test_figure_html_is_a_self_contained_figure_with_alt_text():
     assert '<img src="data:image/png;base64,' in html
     assert 'alt="a line &quot;rising&quot;"' in html  # an attribute: quotes escaped
     assert "<figcaption>caption &lt;b&gt;x&lt;/b&gt;</figcaption>" in html
+
+
+def test_hand_verdict_values_of_cells_that_mix_data_sets_are_not_available():
+    rows = []
+    for ds in ("cifar10", "cifar100"):  # the paper profile pools data sets in one experiment
+        rows += accs("esd", [0.9, 0.91], **{"config.T": 4, "config.dataset": ds})
+        rows += accs("sd", [0.89, 0.9], **{"config.T": 4, "config.dataset": ds})
+    v = verdicts.hand_verdict_values(records_table(rows), "esd>sd")
+    assert v["ex_n"] == 0 and v["ex_diffs"] == "n/a" and v["ex_verdict"] == "no verdict"

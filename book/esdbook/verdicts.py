@@ -201,13 +201,17 @@ def hand_verdict_values(df: pd.DataFrame, key: str = "esd>sd", n: int = 5,
     differences: ``seeds``, ``n``, ``diffs`` (the differences), ``mean``, ``sd``, ``t`` (the
     Student-t quantile of the interval), ``half`` (its half-width), ``ci``, ``verdict`` (the
     superiority verdict) and ``ni_verdict`` (non-inferiority with :data:`MARGIN`), each name
-    starting with ``prefix``."""
+    starting with ``prefix``; ``n/a`` values when the claim's cells have no pairs or mix data
+    sets."""
     from scipy import stats
 
     from esdlib.analysis import evidence as ev
 
     claim = next(c for c in CLAIMS if c.key == key)
-    pairs = dict(sorted(ev.claim_differences(df, claim).items())[:n])
+    try:
+        pairs = dict(sorted(ev.claim_differences(df, claim).items())[:n])
+    except ValueError:  # cells that mix data sets (the paper profile): no pairs to compute
+        pairs = {}
     d = list(pairs.values())
     sup = ev.superiority_verdict(pairs)
     t = stats.t.ppf(0.5 + ev.CONFIDENCE / 2, len(d) - 1) if len(d) > 1 else float("nan")
