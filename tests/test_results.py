@@ -584,3 +584,10 @@ def test_paper_tables_of_an_explicit_results_folder(tmp_path, monkeypatch):
     assert df["b"].isna().tolist() == [True, False] and df["b"].dtype == np.float64
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_paper_table("mine", tmp_path / "nope")
+
+
+def test_the_records_table_says_where_each_run_ran():
+    from esdlib.train.records import load_records
+
+    df = load_records(REPO / "results", "gradient_error")
+    assert len(df) and df["environment.device_name"].notna().all()

@@ -498,8 +498,9 @@ def load_records(
     Returns:
         Columns ``run_id, experiment, status, scale_label, created, config_hash,
         git_revision, path, branch_params`` (the model's branch parameter count; missing in
-        records written before 2026-11-26), then ``config.<field>``, ``metrics.<key>``,
-        ``scale.<key>`` and ``timing.<key>`` (and ``error`` when a record is damaged);
+        records written before 2026-11-26), ``environment.device_name`` (the machine), then
+        ``config.<field>``, ``metrics.<key>``, ``scale.<key>`` and ``timing.<key>`` (and
+        ``error`` when a record is damaged);
         rows sorted by experiment and run id. Empty (with the base columns) when there are
         no records.
 
@@ -550,6 +551,9 @@ def load_records(
                 "branch_params": (record.get("extra") or {}).get("parameter_counts", {}).get(
                     "branches"),
             }
+            # the machine, so that a table of runs can say where they ran
+            row["environment.device_name"] = (record.get("environment") or {}).get(
+                "device_name")
             for block in ("config", "metrics", "scale", "timing"):
                 row.update(
                     {
