@@ -327,3 +327,13 @@ def test_every_path_to_data_goes_through_datasets_of(tmp_path, monkeypatch):
             call()
     assert [kw["cache_dir"] for kw in seen] == [tmp_path / "cache"] * 2
     assert [kw["seed"] for kw in seen] == [3, 3] and seen[1]["augment"] is False
+
+
+def test_epoch_time_covers_the_whole_epoch_with_mid_epoch_checkpoints(tmp_path):
+    """``epoch_time_s`` (and the throughput) used to cover only the steps after an epoch's last
+    mid-epoch checkpoint; it is the epoch's share of ``train_s``."""
+    rec = fit(_cfg(tmp_path, epochs=2, max_train_steps=6, checkpoint_every=4), progress=False)
+    times = [h["epoch_time_s"] for h in rec["history"]]
+    assert sum(times) == pytest.approx(rec["timing"]["train_s"], rel=1e-9)
+    # epoch 1 has a checkpoint after step 4 of 6, epoch 2 after its step 2 (global step 8)
+    assert min(times) > 0.25 * max(times)

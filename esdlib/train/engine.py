@@ -1066,6 +1066,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
         sampler.set_position(epoch, state["step_in_epoch"] * cfg.batch_size)
         model.train()
         t0 = time.perf_counter()
+        epoch_s = 0.0  # this epoch's training time in this call (as train_s counts it)
         bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], disable=not progress,
                    desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", leave=False)
         for x, y in loader:
@@ -1095,7 +1096,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             state["step_in_epoch"] += 1
             state["global_step"] += 1
             steps_this_call += 1
-            elapsed = time.perf_counter() - t0
+            elapsed = epoch_s + time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{running.loss / max(running.samples, 1):.3f}",
                             acc=f"{running.correct / max(running.samples, 1):.3f}",
@@ -1105,11 +1106,15 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
                 stopped = True  # at the epoch's last step: end the epoch as usual (the loader
                 break  # may fetch one more batch, which draws augmentation RNG), then stop
             if state["global_step"] % cfg.checkpoint_every == 0:
-                state["train_s"] += time.perf_counter() - t0
+                segment = time.perf_counter() - t0
+                state["train_s"] += segment
+                epoch_s += segment
                 t0 = time.perf_counter()
                 checkpoint()
         bar.close()
-        state["train_s"] += time.perf_counter() - t0
+        segment = time.perf_counter() - t0
+        state["train_s"] += segment
+        epoch_s += segment
         if "divergence" in state:
             break
         if stopped and state["step_in_epoch"] < steps_per_epoch:
@@ -1120,7 +1125,7 @@ def _fit(cfg, device, rank, world, progress, resume, stop_after_steps, wall0, on
             state["divergence"] = {"epoch": epoch + 1, "step": state["step_in_epoch"],
                                    "global_step": state["global_step"], "reason": reason}
             break
-        epoch_time = time.perf_counter() - t0
+        epoch_time = epoch_s  # the whole epoch, not only the part after its last checkpoint
         sync_batchnorm_stats(model)  # every rank evaluates the model rank 0 then saves
         # Operations (SOPs, energy) are counted for the record's final metrics only: counting
         # them every epoch costs ~4 % of a small run and nothing reads them per epoch.
