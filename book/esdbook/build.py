@@ -15,6 +15,7 @@ papermill and jupyter-book are imported only by the functions that need them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -259,9 +260,7 @@ def check_parameter_values(parameters: Mapping[str, Any], where: str = "the note
                              "notebook")
 
 
-_IPC_MANAGER: list[type] = []
-
-
+@functools.cache
 def ipc_kernel_manager() -> type:
     """A Jupyter ``KernelManager`` class whose kernels listen on Unix sockets, not TCP.
 
@@ -271,27 +270,25 @@ def ipc_kernel_manager() -> type:
     when the kernel is shut down: only this user can connect, and no warning is printed. Every
     kernel ``esdbook`` starts (chapters, grid points, :class:`KernelSession`) uses it.
     """
-    if not _IPC_MANAGER:
-        import shutil
-        import tempfile
+    import shutil
+    import tempfile
 
-        from jupyter_client.manager import KernelManager
-        from traitlets import CaselessStrEnum, default
+    from jupyter_client.manager import KernelManager
+    from traitlets import CaselessStrEnum, default
 
-        class IpcKernelManager(KernelManager):
-            transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+    class IpcKernelManager(KernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
-            @default("ip")
-            def _private_socket_folder(self) -> str:
-                return os.path.join(tempfile.mkdtemp(prefix="esdbook-kernel-"), "ipc")
+        @default("ip")
+        def _private_socket_folder(self) -> str:
+            return os.path.join(tempfile.mkdtemp(prefix="esdbook-kernel-"), "ipc")
 
-            async def _async_cleanup_resources(self, restart: bool = False) -> None:
-                await super()._async_cleanup_resources(restart=restart)
-                if not restart and self.transport == "ipc":
-                    shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and self.transport == "ipc":
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
-        _IPC_MANAGER.append(IpcKernelManager)
-    return _IPC_MANAGER[0]
+    return IpcKernelManager
 
 
 class KernelSession:
@@ -328,18 +325,18 @@ class KernelSession:
 
     def manager(self) -> Any:
         """The kernel manager of a live kernel with an empty namespace (started if needed)."""
-        if self._km is not None and (not self._km.is_alive() or self._used >= self.max_notebooks):
-            self.discard()
+        if self._km is not None and (not self._km.is_alive() or self._used >= self.max_notebooks
+                                     or not self._reset()):
+            self.discard()  # dead, retired, or its reset failed (never expected): a new one
         if self._km is None:
             km = ipc_kernel_manager()(kernel_name=self.kernel)
             km.start_kernel(cwd=self.cwd)
             self._km = km
-        elif self._used:
-            self._reset()
         self._used += 1
         return self._km
 
-    def _reset(self) -> None:
+    def _reset(self) -> bool:
+        """Reset the used kernel's namespace, history and counter; whether that worked."""
         kc = self._km.blocking_client()
         kc.start_channels()
         try:
@@ -347,9 +344,7 @@ class KernelSession:
             reply = kc.execute_interactive(self._RESET, store_history=False, timeout=60)
         finally:
             kc.stop_channels()
-        if reply["content"]["status"] != "ok":  # never expected: start over with a new kernel
-            self.discard()
-            self.manager()
+        return reply["content"]["status"] == "ok"
 
     def discard(self) -> None:
         """Shut the kernel down (the next :meth:`manager` call starts a fresh one)."""
@@ -365,6 +360,7 @@ class KernelSession:
         self.discard()
 
 
+@functools.cache
 def _shared_kernel_engine() -> str:
     """Register (once) and name the papermill engine that runs a notebook in a given kernel.
 
@@ -376,8 +372,6 @@ def _shared_kernel_engine() -> str:
     from papermill.utils import merge_kwargs, remove_args
 
     name = "esdbook-shared-kernel"
-    if _REGISTERED.get(name):
-        return name
 
     class SharedKernelEngine(NBClientEngine):
         @classmethod
@@ -396,11 +390,7 @@ def _shared_kernel_engine() -> str:
                     client.kc.stop_channels()
 
     papermill_engines.register(name, SharedKernelEngine)
-    _REGISTERED[name] = True
     return name
-
-
-_REGISTERED: dict[str, bool] = {}
 
 
 def run_notebook(src: str | os.PathLike, target: str | os.PathLike,
