@@ -93,10 +93,10 @@ def evidence_rule() -> dict[str, Any]:
     pages themselves (``margin``, with its unit)."""
     from esdlib.analysis import evidence as ev
 
-    tail = (1 - ev.CONFIDENCE) / 2
-    return {"ci_level": f"{100 * ev.CONFIDENCE:.0f} %", "q_ci": round(1 - tail, 4),
-            "eq_level": f"{100 * (1 - 2 * tail * 2):.0f} %", "q_eq": round(1 - 2 * tail, 4),
-            "tost_level": f"{100 * 2 * tail:.0f} %", "min_pairs": ev.MIN_PAIRS,
+    alpha = 1 - ev.CONFIDENCE  # the two-sided level; each one-sided test of TOST uses it too
+    return {"ci_level": f"{100 * ev.CONFIDENCE:.0f} %", "q_ci": round(1 - alpha / 2, 4),
+            "eq_level": f"{100 * (1 - 2 * alpha):.0f} %", "q_eq": round(1 - alpha, 4),
+            "tost_level": f"{100 * alpha:.0f} %", "min_pairs": ev.MIN_PAIRS,
             "power": ev.POWER, "seed_block": ev.SEED_BLOCK}
 
 

@@ -343,8 +343,7 @@ def forest_figure(table: pd.DataFrame, title: str = "") -> Figure:
         ("claim shown", FOREST_COLOURS["for"]), ("opposite shown", FOREST_COLOURS["against"]),
         ("undecided", FOREST_COLOURS["neither"]))]
     handles.append(Line2D([], [], color="black", ls="--", lw=1.0, label="margin δ"))
-    axes[0].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                   borderaxespad=0)  # off the data, as legend_outside places it
+    legend_outside(axes[0], handles=handles)
     if title:
         axes[0].set_title(title, fontsize=10)
     return fig

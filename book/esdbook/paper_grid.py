@@ -631,7 +631,8 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
     root = book_root()
     folder = Path(folder or tempfile.mkdtemp(prefix="esd-paper-dry-run-")).resolve()
     _check_scratch(folder, root)
-    results, runs, ckpts = folder / "results", folder / "papermill_runs", folder / "checkpoints"
+    results, runs, ckpts = (paths.results_dir(folder), paths.papermill_runs_dir(folder),
+                            paths.checkpoints_dir(folder))  # a scratch project, same layout
     base = paper_points(seeds, only)  # validates the grid before anything is written
     roots = write_synthetic_data(folder / "data", sorted({p.config.dataset for p in base}))
     for sub in ("paper", "bench"):

@@ -116,10 +116,8 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({  # the verdict second, so that it is in view on any screen
         "claim": t["claim"],
-        "verdict": [verdict_word(v) + _qualifier(c, ss)
-                    for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)],
-        "difference": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
-            t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
+        "verdict": _verdicts(t),
+        "difference": _differences(t),
         "n": t["n"],
         "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
                                                          strict=True)],
@@ -183,10 +181,8 @@ def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
     shown = pd.DataFrame({
         "claim": [_claim_line(c, src, k, m, u) for c, src, k, m, u in zip(
             t["claim"], t["source"], t["kind"], t["margin"], t["unit"], strict=True)],
-        "verdict": [verdict_word(v) + _qualifier(c, ss)
-                    for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)],
-        "difference [interval]": [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
-            t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)],
+        "verdict": _verdicts(t),
+        "difference [interval]": _differences(t),
         "what it means": [meaning(k, sh, m, u) for k, sh, m, u in zip(
             t["kind"], t["shown"], t["margin"], t["unit"], strict=True)]})
     css = [f"background-color: {VERDICT_COLOURS.get(sh, '#ffffff')}; font-weight: 600"
@@ -227,6 +223,18 @@ def hand_verdict_values(df: pd.DataFrame, key: str = "esd>sd", n: int = 5,
 SEED_DEPENDENT = "depends on seeds"
 """How a verdict that differs between seeds 0-4 and 5-9 is labelled
 (:func:`esdlib.analysis.evidence.seed_set_check`): stated, not asserted."""
+
+
+def _verdicts(t: pd.DataFrame) -> list[str]:
+    """The verdict words of a claims table, with their qualifiers (:func:`_qualifier`)."""
+    return [verdict_word(v) + _qualifier(c, ss)
+            for v, c, ss in zip(t["verdict"], t["close"], t["seed_sets"], strict=True)]
+
+
+def _differences(t: pd.DataFrame) -> list[str]:
+    """The mean paired differences of a claims table with their intervals (:func:`_difference`)."""
+    return [_difference(m, u, a, b, c) for m, u, a, b, c in zip(
+        t["mean"], t["unit"], t["ci_low"], t["ci_high"], t["confidence"], strict=True)]
 
 
 def _qualifier(close: bool, seed_sets: str) -> str:

@@ -100,11 +100,13 @@ def style_order(keys: Sequence[str]) -> list[str]:
     return known + [k for k in dict.fromkeys(keys) if k not in METHOD_STYLES]
 
 
-def legend_outside(ax: Axes, **kwargs: Any) -> None:
-    """The axes' legend to the right of the axes, off the data (nothing when it is empty)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-                  **kwargs)
+def legend_outside(ax: Axes, handles: Sequence[Any] | None = None, **kwargs: Any) -> None:
+    """The axes' legend to the right of the axes, off the data (nothing when it is empty);
+    ``handles``: explicit legend entries instead of the axes' labelled artists."""
+    if handles is None and not ax.get_legend_handles_labels()[0]:
+        return
+    ax.legend(**({} if handles is None else {"handles": handles}), fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kwargs)
 
 
 def draw_points(ax: Axes, x: Sequence[float], y: Sequence[float], yerr: Sequence[float] | None,
