@@ -6,6 +6,7 @@ import datetime
 import pytest
 import torch
 
+import esdlib.train.distributed as distributed
 import esdlib.train.engine as engine
 from esdlib.train.config import ConfigError
 
@@ -41,10 +42,10 @@ def test_a_timed_out_collective_is_one_clear_error(monkeypatch, capsys):
     monkeypatch.setattr(engine.dist, "all_reduce", stuck)
     monkeypatch.setattr(engine.dist, "get_rank", lambda: 0)
     with pytest.raises(engine.DistributedError, match="rank 0: averaging the gradients failed"):
-        engine._all_reduce(torch.zeros(3), "averaging the gradients")
+        distributed.all_reduce(torch.zeros(3), "averaging the gradients")
 
     def fit(*args, **kwargs):
-        engine._all_reduce(torch.zeros(3), "averaging the gradients")
+        distributed.all_reduce(torch.zeros(3), "averaging the gradients")
 
     monkeypatch.setattr(engine, "fit", fit)
     assert cli.main(["train", "--profile", "smoke", "--quiet"]) == 1
@@ -63,7 +64,7 @@ def test_batchnorm_statistics_are_averaged_over_ranks(monkeypatch):
         m.running_var.uniform_(0.5, 2)
     mine = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
     # the other rank's statistics: 3 + ours, so the average is ours + 1.5
-    monkeypatch.setattr(engine, "_dist_info", lambda: (0, 2))
+    monkeypatch.setattr(distributed, "dist_info", lambda: (0, 2))
     monkeypatch.setattr(engine.dist, "all_reduce", lambda t: t.mul_(2).add_(3))
     engine.sync_batchnorm_stats(net)
     for m, (mean, var) in zip(bns, mine, strict=True):

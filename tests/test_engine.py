@@ -308,7 +308,7 @@ def test_every_path_to_data_goes_through_datasets_of(tmp_path, monkeypatch):
     """Training, the gradient study and ``esd evaluate`` build their data with the config's
     cache folder, split and seed (the gradient study used to drop ``cache_dir``, so a read-only
     DVS data folder would have been written to)."""
-    import esdlib.train.engine as engine
+    import esdlib.train.setup as setup
     from esdlib.train.gradients import gradient_study
 
     seen = []
@@ -320,9 +320,9 @@ def test_every_path_to_data_goes_through_datasets_of(tmp_path, monkeypatch):
         seen.append(kw)
         raise Stop
 
-    monkeypatch.setattr(engine, "build_datasets", build_datasets)
+    monkeypatch.setattr(setup, "build_datasets", build_datasets)
     cfg = _cfg(tmp_path, method="esd", cache_dir=str(tmp_path / "cache"), seed=3)
-    for call in (lambda: engine.build_run(cfg), lambda: gradient_study(cfg, progress=False)):
+    for call in (lambda: setup.build_run(cfg), lambda: gradient_study(cfg, progress=False)):
         with pytest.raises(Stop):
             call()
     assert [kw["cache_dir"] for kw in seen] == [tmp_path / "cache"] * 2

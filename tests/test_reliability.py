@@ -163,7 +163,7 @@ def test_format_1_checkpoint_still_loads_and_resumes(tmp_path):
     assert last.read_bytes()[:2] == b"PK"
     with pytest.warns(UserWarning, match="predates checkpoint checksums"):
         again = load_checkpoint(last)
-    engine._set_rng_state(again["rng"])
+    engine.set_rng_state(again["rng"])
     assert np.random.get_state()[1].tolist() == npst["key"].tolist()
     random.random()
     with pytest.warns(UserWarning, match="predates"):
@@ -394,18 +394,18 @@ def test_huge_learning_rate_is_recorded_as_diverged(tmp_path):
 
 def test_non_finite_loss_is_divergence():
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    checked = engine._checked_tensors(net)  # collected once: in-place updates stay visible
-    assert "loss" in engine._divergence(float("nan"), checked, 1)
-    assert engine._divergence(1.0, checked, 1) is None
-    assert "exploding" in engine._divergence(1.65e15, checked, 1)  # finite, but blown up
-    assert engine._divergence(engine.DIVERGED_LOSS, checked, 1) is None
+    checked = engine.checked_tensors(net)  # collected once: in-place updates stay visible
+    assert "loss" in engine.divergence_reason(float("nan"), checked)
+    assert engine.divergence_reason(1.0, checked) is None
+    assert "exploding" in engine.divergence_reason(1.65e15, checked)  # finite, but blown up
+    assert engine.divergence_reason(engine.DIVERGED_LOSS, checked) is None
     with torch.no_grad():
         net[1].running_var[1] = float("nan")  # a buffer counts as well as a parameter
-    assert "weights" in engine._divergence(1.0, checked, 1)
+    assert "weights" in engine.divergence_reason(1.0, checked)
     with torch.no_grad():
         net[1].running_var[1] = 1.0
         net[0].weight[0, 0] = float("inf")
-    assert "weights" in engine._divergence(1.0, checked, 1)
+    assert "weights" in engine.divergence_reason(1.0, checked)
 
 
 def test_schema_ties_diverged_status_to_the_divergence_block(finished, tmp_path):

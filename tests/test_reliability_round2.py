@@ -164,8 +164,8 @@ def test_a_loss_stuck_far_above_its_start_is_divergence(tmp_path, monkeypatch):
     with pytest.warns(engine.DivergenceWarning, match="stuck far above its start"):
         record = fit(_cfg(tmp_path, epochs=2), progress=False)
     assert record["status"] == "diverged" and record["divergence"]["epoch"] == 1
-    assert engine._stuck_reason(3.9, 1.0, 1) is None and engine._stuck_reason(4.1, 1.0, 1)
-    assert engine._stuck_reason(100.0, None, 1) is None  # resumed from an older checkpoint
+    assert engine.stuck_reason(3.9, 1.0) is None and engine.stuck_reason(4.1, 1.0)
+    assert engine.stuck_reason(100.0, None) is None  # resumed from an older checkpoint
 
 
 def test_a_record_is_not_rebuilt_from_a_checkpoint_with_a_forged_history(runs, tmp_path):

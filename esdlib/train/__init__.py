@@ -2,7 +2,11 @@
 
 - :mod:`~esdlib.train.config`: :class:`RunConfig`, one validated, hashable description of a run
   (its choice lists come from the core: methods, architectures, data sets, reset modes);
-- :mod:`~esdlib.train.engine`: ``fit`` / ``evaluate``, checkpoints and resume;
+- :mod:`~esdlib.train.engine`: ``fit``, the run loop (a small run object around
+  :class:`~esdlib.train.state.RunState`), built on :mod:`~esdlib.train.setup` (optimiser,
+  schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the checksummed file format),
+  :mod:`~esdlib.train.distributed` (DDP), :mod:`~esdlib.train.divergence` and
+  :mod:`~esdlib.train.evaluation` (``evaluate``);
 - :mod:`~esdlib.train.records`: the run record (JSON Schema
   ``esdlib/schema/run_record.schema.json``), deterministic run ids, loading records and the
   paper's reference tables;

@@ -140,7 +140,8 @@ def gradient_study(cfg: RunConfig, batch_size: int = 64, progress: bool = False)
     """
     from torch.utils.data import DataLoader
 
-    from esdlib.train.engine import datasets_of, fit, resolve_device, time_first
+    from esdlib.train.engine import fit, resolve_device
+    from esdlib.train.setup import datasets_of, time_first
 
     if not cfg.uses_branches:
         raise ValueError(f"gradient_study needs a method with branches, got {cfg.method!r}")
