@@ -198,6 +198,16 @@ def test_same_host_comparison_divides_only_numbers_of_one_host(tmp_path):
         scalability.same_host_comparison(bad)
 
 
+def test_same_host_setting_is_read_from_the_sidecar_beside_its_csv(tmp_path):
+    path = REPO / "results" / "bench" / scalability.SAME_HOST_FILE
+    setting = scalability.same_host_setting(path)
+    assert setting["data"] == path.name and setting["esdlib"] == "92811e5"
+    values = scalability.same_host_values(path)
+    assert values["same_host_date"] == "November 2026"
+    assert all(len(v) <= display.MAX_GLUE for v in values.values())
+    assert scalability.same_host_values(tmp_path / "none.csv")["same_host_host"] == "unknown"
+
+
 # ---------------------------------------------------------------------------
 # chapter 9: ablations
 # ---------------------------------------------------------------------------
