@@ -123,6 +123,8 @@ def _at_least_fp32(outputs: Sequence[Tensor]) -> list[Tensor]:
 def hard_loss(outputs: Sequence[Tensor], y: Tensor, alpha: float = 1.0) -> Tensor:
     """``CE(main, y) + α Σ_branches CE(branch, y)`` (mean over the batch).
 
+    Explained in chapter 3 (`03_self_distillation`).
+
     Args:
         outputs: logits ``[B, K]``, branches first, main last.
         y: labels ``[B]``.
@@ -141,6 +143,8 @@ def hard_loss(outputs: Sequence[Tensor], y: Tensor, alpha: float = 1.0) -> Tenso
 def reliable_teacher(outputs: Sequence[Tensor], y: Tensor, tau: float = 3.0,
                      space: str = "logits", filter_reliable: bool = True) -> Teacher:
     """Build the teacher from the outputs that classify each sample correctly.
+
+    Explained in chapter 3 (`03_self_distillation`).
 
     Args:
         outputs: logits ``[B, K]`` of every output.
@@ -234,6 +238,8 @@ def self_distillation_loss(outputs: Sequence[Tensor], y: Tensor, cfg: LossConfig
 
 def esd_loss(outputs: Sequence[Tensor], y: Tensor, cfg: LossConfig | None = None) -> LossOutput:
     """The ESD loss: reliability-decoupled self-distillation (see the module docstring).
+
+    Explained in chapter 3 (`03_self_distillation`).
 
     Args:
         outputs: logits ``[B, K]``, branches first, main last.

@@ -102,6 +102,8 @@ class LIFState(NamedTuple):
 def surrogate_derivative(u: Tensor, alpha: float) -> Tensor:
     """Sigmoid surrogate of the Heaviside derivative, ``α σ(α u) (1 − σ(α u))``.
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Args:
         u: distance to threshold ``v − θ`` (any shape).
         alpha: steepness ``α``.
@@ -144,6 +146,8 @@ def heaviside(u: Tensor, alpha: float) -> Tensor:
 def charge(x: Tensor, v: Tensor, decay: float | Tensor) -> Tensor:
     """Leaky integration ``v[t] = λ v[t−1] + x[t]``; pure (returns a new tensor, ``v`` untouched).
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Args:
         x: input current at this step.
         v: membrane potential after the previous reset.
@@ -158,6 +162,8 @@ def charge(x: Tensor, v: Tensor, decay: float | Tensor) -> Tensor:
 def fire(v: Tensor, params: LIFParams) -> Tensor:
     """Spikes ``s = H(v − θ)`` with the surrogate gradient; pure (``v`` untouched).
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Args:
         v: membrane potential before firing.
         params: neuron parameters (threshold, surrogate α).
@@ -170,6 +176,8 @@ def fire(v: Tensor, params: LIFParams) -> Tensor:
 
 def voltage_reset(v: Tensor, s: Tensor, params: LIFParams) -> Tensor:
     """Membrane reset after firing; pure (returns a new tensor, ``v`` untouched).
+
+    Explained in chapter 2 (`02_rate_bp`).
 
     ``soft``: ``v − θ·sg(s)``; ``soft_nodetach``: ``v − θ·s``; ``hard``: ``v·(1 − sg(s))``.
 
@@ -201,6 +209,8 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 def lif_step(x: Tensor, state: LIFState | None, params: LIFParams) -> tuple[Tensor, LIFState]:
     """One LIF step: charge → fire → voltage reset.
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Does not read module memory and does not mutate ``x`` or ``state`` in place: the new
     state is returned.
 
@@ -221,6 +231,8 @@ def lif_step(x: Tensor, state: LIFState | None, params: LIFParams) -> tuple[Tens
 
 def lif_multistep(x_seq: Tensor, params: LIFParams) -> Tensor:
     """Run :func:`lif_step` over the leading time axis, starting at rest (the reference loop).
+
+    Explained in chapter 2 (`02_rate_bp`).
 
     Does not read module memory and does not mutate ``x_seq`` in place.
 
@@ -243,6 +255,8 @@ def lif_multistep(x_seq: Tensor, params: LIFParams) -> Tensor:
 def soft_reset_kappa(decay: float, T: int) -> list[float]:
     """``κ[t] = Σ_{k=0..t} λ^k``: ``∂v[t]/∂x`` for a constant input under detached soft reset.
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Args:
         decay: leak ``λ``.
         T: number of steps.
@@ -257,6 +271,8 @@ def soft_reset_kappa(decay: float, T: int) -> list[float]:
 def lif_spike_pass(x_seq: Tensor, params: LIFParams,
                    eligibility: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """The no-grad spike pass of one LIF layer: spikes, firing rate and eligibility.
+
+    Explained in chapter 2 (`02_rate_bp`).
 
     For a neuron driven by a constant input ``x`` the derivative of its mean spike count is
     ``e = mean_t sg(v[t]) · κ[t]`` with ``κ[t] = ∂v[t]/∂x`` (before reset) following

@@ -205,6 +205,8 @@ def reset_state(model: nn.Module) -> None:
 def spike_pass(model: nn.Module, x: Tensor, T: int):
     """Rate-BP pass 1: run the SNN over ``T`` steps without a graph, recording r, e and BN stats.
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Branches are not evaluated (they see rates only in the rate pass).
 
     Args:
@@ -350,6 +352,8 @@ def rate_input(x: Tensor) -> Tensor:
 def rate_pass(model: nn.Module, x: Tensor, aux: bool = True):
     """Rate-BP pass 2: one differentiable pass on the time-averaged input.
 
+    Explained in chapter 2 (`02_rate_bp`).
+
     Forward values equal the SNN's time-averaged activations from the preceding
     :func:`spike_pass` on the same batch; gradients through each LIF are its eligibility.
 
@@ -367,6 +371,8 @@ def rate_pass(model: nn.Module, x: Tensor, aux: bool = True):
 
 def bptt_forward(model: nn.Module, x: Tensor, T: int, aux: bool = True):
     """Multi-step forward with the surrogate gradient (BPTT when followed by ``backward``).
+
+    Explained in chapter 2 (`02_rate_bp`).
 
     Args:
         model: spiking network.

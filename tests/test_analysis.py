@@ -49,9 +49,15 @@ def test_runs_of_keeps_complete_runs_of_one_profile_and_lists_what_was_left_out(
     df = records_table([{}, {"config.profile": "smoke"}, {"status": "running"}])
     assert list(analysis.runs_of(df, "default")["run_id"]) == ["run0"]
     left = runs_mod.left_out(df, "default")
-    assert left.values.tolist() == [["run2", "running", "not finished"],
-                                    ["1 run", "complete", "profile smoke"]]
+    assert left.values.tolist() == [["run1", "complete", "other_profile", "smoke"],
+                                    ["run2", "running", "unfinished", ""]]
+    assert set(left["why"]) <= set(runs_mod.LEFT_OUT_REASONS)
     assert len(runs_mod.left_out(records_table([{}]), "default")) == 0
+    # the page's words (esdbook.display): other profiles counted, after the others
+    from esdbook.display import left_out_rows
+
+    assert left_out_rows(df, "default").values.tolist() == [
+        ["run2", "running", "not finished"], ["1 run", "complete", "profile smoke"]]
 
 
 def test_runs_before_the_branch_fix_are_listed():
@@ -60,7 +66,11 @@ def test_runs_before_the_branch_fix_are_listed():
     df = records_table([{}, old, {**old, "config.method": "bptt"}, {**old, "status": "running"}])
     assert list(runs_mod.runs_before_branch_fix(df)["run_id"]) == ["run1"]
     left = runs_mod.left_out(df, "default").set_index("record")
-    assert left.loc["run1", "why"].endswith("(dsconv_wide)")
+    assert left.loc["run1", "why"] == "old_branches"
+    from esdbook.display import left_out_rows
+
+    assert left_out_rows(df, "default").set_index("record").loc["run1", "why"].endswith(
+        "(dsconv_wide)")
 
 
 def test_method_order_is_the_methods_table():
@@ -218,7 +228,12 @@ def test_damaged_record_is_a_row_and_listed_as_left_out(tmp_path):
     assert list(row["path"]) == [str(victim)] and "not valid JSON" in row["error"].iloc[0]
     assert len(analysis.complete(df)) == 2  # never counted as a run
     left = runs_mod.left_out(df, "default")
-    assert left["record"].tolist() == [f"damaged record: {victim} ({row['error'].iloc[0]})"]
+    assert left[["record", "why", "detail"]].values.tolist() == [
+        [str(victim), "damaged", row["error"].iloc[0]]]
+    from esdbook.display import left_out_rows
+
+    assert left_out_rows(df, "default")["record"].tolist() == [
+        f"damaged record: {victim} ({row['error'].iloc[0]})"]
     with pytest.raises(RecordError, match=victim.name):
         load_records(root, "table1")
     assert len(runs_mod.left_out(df[df["status"] != "damaged"], "default")) == 0

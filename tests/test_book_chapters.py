@@ -198,6 +198,16 @@ def test_same_host_comparison_divides_only_numbers_of_one_host(tmp_path):
         scalability.same_host_comparison(bad)
 
 
+def test_same_host_setting_is_read_from_the_sidecar_beside_its_csv(tmp_path):
+    path = REPO / "results" / "bench" / scalability.SAME_HOST_FILE
+    setting = scalability.same_host_setting(path)
+    assert setting["data"] == path.name and setting["esdlib"] == "92811e5"
+    values = scalability.same_host_values(path)
+    assert values["same_host_date"] == "November 2026"
+    assert all(len(v) <= display.MAX_GLUE for v in values.values())
+    assert scalability.same_host_values(tmp_path / "none.csv")["same_host_host"] == "unknown"
+
+
 # ---------------------------------------------------------------------------
 # chapter 9: ablations
 # ---------------------------------------------------------------------------
@@ -380,9 +390,10 @@ def test_verdict_table_states_each_claims_test_and_counts_what_was_shown():
     details = verdicts.verdict_details(df, "04_table1_static").data
     assert "0: +0.00, 1: -0.50, 2: +0.50, 3: +0.50, 4: -0.50" in details
     assert "TET, ResNet-19, T = 4: 94.44" in details and "one seed set" in details
+    from esdbook.claims import CLAIMS
     from esdlib.analysis.evidence import claims_table
 
-    counts = verdicts.verdict_counts(claims_table(df), prefix="x_")
+    counts = verdicts.verdict_counts(claims_table(df, CLAIMS), prefix="x_")
     assert counts["x_n_for"] == 1 and counts["x_n_claims"] == counts["x_n_paper"] + \
         counts["x_n_diagnosis"]
     assert counts["x_n_none"] == counts["x_n_claims"] - 1
@@ -414,7 +425,7 @@ def test_a_verdict_that_depends_on_the_seed_set_says_so():
 
 
 def test_an_equivalence_row_shows_its_90_percent_interval():
-    from esdlib.analysis.evidence import PARITY_CLAIMS
+    from esdbook.claims import PARITY_CLAIMS
 
     fp32 = accs("esd", [0.900, 0.902, 0.904, 0.906, 0.908], **{"config.precision": "fp32"})
     bf16 = accs("esd", [0.901, 0.901, 0.905, 0.905, 0.909], experiment="precision",
@@ -447,11 +458,12 @@ def test_meaning_of_each_verdict(kind, shown, words):
 
 def test_forest_figure_draws_each_claim_with_its_margin():
     from esdbook import figures
+    from esdbook.claims import CLAIMS
     from esdlib.analysis.evidence import claims_table
 
     esd = accs("esd", [0.90, 0.91, 0.92, 0.93, 0.94], **{"config.T": 4})
     bptt = accs("bptt", [0.90, 0.915, 0.915, 0.925, 0.945], **{"config.T": 4})
-    t = claims_table(records_table(esd + bptt))
+    t = claims_table(records_table(esd + bptt), CLAIMS)
     fig = figures.forest_figure(t)
     ax = fig.axes[0]
     labels = [tick.get_text() for tick in ax.get_yticklabels()]

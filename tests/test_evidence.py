@@ -1,5 +1,6 @@
-"""The book's verdict rule, the claims' paired statistics, convergence flags and the fresh-run
-comparison (esdlib.analysis.evidence), checked against hand computations on small tables."""
+"""The verdict rule (esdlib.analysis.paired), the claims' paired statistics, convergence flags and
+the fresh-run comparison (esdlib.analysis.evidence) on the book's claims (esdbook.claims), checked
+against hand computations on small tables."""
 
 import json
 import math
@@ -7,9 +8,9 @@ import math
 import pandas as pd
 import pytest
 
+from esdbook.claims import CLAIMS, PARITY_CLAIMS
 from esdlib.analysis import evidence
 from esdlib.analysis.evidence import (
-    CLAIMS,
     NO_VERDICT,
     Cell,
     Claim,
@@ -88,7 +89,7 @@ def test_claim_statistic_is_paired_by_seed_and_signed_in_the_paper_direction():
     assert d[0] == pytest.approx(1.0) and d[4] == pytest.approx(5.0)  # points
     firing = next(c for c in CLAIMS if c.key == "firing:esd<bptt")
     assert claim_differences(df, firing)[2] == pytest.approx(20.0)  # BPTT − ESD, in %
-    table = claims_table(df, chapter="04_table1_static").set_index("key")
+    table = claims_table(df, CLAIMS, chapter="04_table1_static").set_index("key")
     assert table.loc["esd>ratebp", "verdict"] == "supported"
     assert table.loc["esd>ratebp@T2", "n"] == 0
     assert table.loc["esd>ratebp@T2", "verdict"] == NO_VERDICT
@@ -107,7 +108,7 @@ def test_a_cell_with_two_runs_of_one_seed_is_an_error():
     df = _runs([("table1", "esd", 4, 0, 0.8, 0.1), ("table1", "esd", 4, 0, 0.7, 0.1)])
     with pytest.raises(ValueError, match="seed"):
         cell_runs(df, Cell("table1", {"method": "esd", "T": 4}))
-    row = claims_table(df, chapter="04_table1_static").set_index("key").loc["esd>ratebp"]
+    row = claims_table(df, CLAIMS, chapter="04_table1_static").set_index("key").loc["esd>ratebp"]
     assert row["verdict"].startswith("cannot decide:") and row["n"] == 0
 
 
@@ -165,14 +166,14 @@ def test_fresh_comparison_says_which_verdicts_hold():
     rows = [("table1", m, 4, s, acc + 0.002 * s, 0.1)
             for s in range(5) for m, acc in (("esd", 0.85), ("ratebp", 0.80))]
     committed = _runs(rows)
-    same = compare_verdicts(committed, committed).set_index("key")
+    same = compare_verdicts(committed, committed, CLAIMS).set_index("key")
     assert same["holds"].all() and same.loc["esd>ratebp", "verdict_fresh"] == "supported"
     flipped = _runs([(e, {"esd": "ratebp", "ratebp": "esd"}[m], t, s, a, f)
                      for e, m, t, s, a, f in rows])
-    diff = compare_verdicts(committed, flipped).set_index("key")
+    diff = compare_verdicts(committed, flipped, CLAIMS).set_index("key")
     assert not diff.loc["esd>ratebp", "holds"]
     assert diff.loc["esd>ratebp", "verdict_fresh"] == "contradicted"
-    cells = compare_cells(committed, flipped).set_index(["cell", "metric"])
+    cells = compare_cells(committed, flipped, CLAIMS).set_index(["cell", "metric"])
     key = ("table1: method=esd, T=4, arch=spiking_resnet18", "final test accuracy")
     assert cells.loc[key, "difference"] == \
         pytest.approx(-5.0)
@@ -204,7 +205,7 @@ def test_default_grid_pairs_every_claim_cell_over_five_or_ten_seeds():
                           **{f"config.{k}": v for k, v in p.config.to_dict().items()},
                           "metrics.final_test_acc": 0.5, "metrics.firing_rate_mean": 0.1}
                          for p in points])
-    for claim in CLAIMS + evidence.PARITY_CLAIMS:
+    for claim in CLAIMS + PARITY_CLAIMS:
         for _, cell in claim.terms:
             seeds = sorted(cell_runs(rows, cell).index)
             assert seeds in ([0, 1, 2, 3, 4], list(range(10))), (claim.key, cell)
@@ -215,7 +216,7 @@ def test_default_grid_pairs_every_claim_cell_over_five_or_ten_seeds():
     hashed = [c for c in rows.columns if c.startswith("config.") and c not in (
         "config.experiment", "config.seed", "config.method", "config.T", "config.branch_kind",
         "config.beta", "config.teacher_space", "config.rate_grad_scale", "config.precision")]
-    for claim in CLAIMS + evidence.PARITY_CLAIMS:
+    for claim in CLAIMS + PARITY_CLAIMS:
         runs = pd.concat([cell_runs(rows, cell) for _, cell in claim.terms])
         assert all(runs[c].nunique(dropna=False) == 1 for c in hashed), claim.key
 
@@ -297,7 +298,7 @@ def test_claims_declare_kind_and_margin():
         Claim("x", "ch", "x", "final_test_acc", (), kind="equivalence")
     with pytest.raises(ValueError, match="kind"):
         Claim("x", "ch", "x", "final_test_acc", (), kind="parity", margin=1.0)
-    kinds = {c.key: (c.kind, c.margin) for c in CLAIMS + evidence.PARITY_CLAIMS}
+    kinds = {c.key: (c.kind, c.margin) for c in CLAIMS + PARITY_CLAIMS}
     assert kinds["ablation:dsconv>=conv"] == ("non-inferiority", 1.0)
     assert kinds["bf16=fp32:esd"] == ("equivalence", 1.0)
     assert kinds["esd>ratebp"] == ("superiority", 0.0)
@@ -310,7 +311,7 @@ def test_the_control_pairs_esd_with_both_recipes():
     df = _runs(rows)
     plain = df[df["config.method"] == "ratebp"].assign(
         **{"config.rate_grad_scale": "none", "metrics.final_test_acc": 0.83})
-    table = claims_table(pd.concat([df, plain], ignore_index=True)).set_index("key")
+    table = claims_table(pd.concat([df, plain], ignore_index=True), CLAIMS).set_index("key")
     assert table.loc["esd>ratebp", "mean"] == pytest.approx(15.0)
     assert table.loc["esd>ratebp_plain@T4", "mean"] == pytest.approx(2.0)
     assert table.loc["ratebp_plain>ratebp_1/T@T4", "mean"] == pytest.approx(13.0)
@@ -324,7 +325,7 @@ def test_fresh_only_compares_what_was_re_run():
     committed = _runs(rows)
     fresh = committed[committed["experiment"] == "dvs"].assign(
         **{"config.seed": lambda d: d["config.seed"] + 5})
-    out = compare_verdicts(committed, fresh, rerun={"dvs"}).set_index("key")
+    out = compare_verdicts(committed, fresh, CLAIMS, rerun={"dvs"}).set_index("key")
     assert out.loc["dvs:esd>ratebp", "status"] == "holds"
     assert out.loc["dvs:esd>ratebp", "seeds_fresh"] == "5-9"
     assert out.loc["dvs:esd>ratebp", "seeds_committed"] == "0-4"
@@ -363,7 +364,7 @@ def test_fresh_cli_reports_changed_and_not_re_run_claims(monkeypatch, capsys, tm
     committed = _runs(rows)
     fresh = _runs([(e, {"esd": "ratebp", "ratebp": "esd"}[m], t, s, a, f)
                    for e, m, t, s, a, f in rows])
-    verdicts = compare_verdicts(committed, fresh, rerun={"dvs"})
+    verdicts = compare_verdicts(committed, fresh, CLAIMS, rerun={"dvs"})
     found = rep.FreshComparison(None, verdicts, tmp_path / "comparison.md",
                                 {"runs_executed": 10, "runs_total": 10, "wall_s": 60.0,
                                  "device_name": "cpu"})
@@ -388,6 +389,6 @@ def test_a_cell_spanning_data_sets_is_ambiguous():
                      df.assign(**{"config.dataset": "cifar100"})], ignore_index=True)
     with pytest.raises(ValueError, match="several data sets"):
         cell_runs(two, Cell("table1", {"method": "esd"}))
-    assert claims_table(two).set_index("key").loc["esd>ratebp", "verdict"].startswith(
+    assert claims_table(two, CLAIMS).set_index("key").loc["esd>ratebp", "verdict"].startswith(
         "cannot decide")
-    assert evidence.cell_table(two)["n"].eq(0).all()
+    assert evidence.cell_table(two, CLAIMS)["n"].eq(0).all()

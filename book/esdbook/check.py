@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from esdlib.analysis.runs import DAMAGED_MARKER
+from esdbook.display import DAMAGED_MARKER
 
 __all__ = [
     "CHROMIUM_ARGS",
@@ -401,7 +401,7 @@ def leaks_in_text(text: str) -> list[str]:
 
 
 def damaged_record_pages(html_dir: str | os.PathLike) -> list[str]:
-    """Built pages that show a damaged record (:data:`esdlib.analysis.runs.DAMAGED_MARKER`).
+    """Built pages that show a damaged record (:data:`esdbook.display.DAMAGED_MARKER`).
 
     Args:
         html_dir: the HTML output folder of the book.

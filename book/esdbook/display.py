@@ -17,7 +17,10 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "DAMAGED_MARKER",
     "INDICATIVE_PROFILES",
+    "LEFT_OUT_WORDS",
+    "damaged_labels",
     "evidence_rule",
     "MAX_GLUE",
     "glue_all",
@@ -26,6 +29,7 @@ __all__ = [
     "glue_html",
     "html_table",
     "indicative_banner",
+    "left_out_rows",
     "left_out_table",
     "note",
     "num",
@@ -384,13 +388,48 @@ def indicative_banner(profile: str) -> Any:
         "verdicts.</p></div>")
 
 
-def left_out_table(records: pd.DataFrame, profile: str) -> Any:
-    """The records a page does not count, as an HTML table captioned "Records not counted on
-    this page" (:func:`esdlib.analysis.runs.left_out`); ``None`` when every record counts."""
+DAMAGED_MARKER = "damaged record:"
+"""Text a page shows for each record file that could not be read (``status == "damaged"``
+rows of ``load_records(strict=False)``); the strict book build fails on pages that show it
+(:func:`esdbook.check.damaged_record_pages`)."""
 
+LEFT_OUT_WORDS = {"damaged": "unreadable", "diverged": "diverged", "unfinished": "not finished",
+                  "old_branches": "shown; branches predate the published block (dsconv_wide)"}
+"""What a page says for each reason of :func:`esdlib.analysis.runs.left_out` (runs of another
+profile are counted per profile: ``"profile <name>"``)."""
+
+
+def damaged_labels(df: pd.DataFrame) -> list[str]:
+    """``"damaged record: <path> (<problem>)"`` for each row of ``df`` (damaged rows)."""
+    errors = df["error"] if "error" in df else [""] * len(df)
+    return [f"{DAMAGED_MARKER} {p} ({e})" for p, e in zip(df["path"], errors, strict=True)]
+
+
+def left_out_rows(records: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The records a page does not count, in words: columns ``record`` (run id, ``"damaged
+    record: <path> (<problem>)"``, or ``"<n> runs"`` per other profile), ``status`` and ``why``
+    (:data:`LEFT_OUT_WORDS`); the rows of :func:`esdlib.analysis.runs.left_out`, runs of other
+    profiles counted after the others and before the runs with old branches."""
     from esdlib.analysis.runs import left_out
 
     t = left_out(records, profile)
+    rows, other, stale = [], {}, []
+    for r in t.itertuples():
+        if r.why == "other_profile":
+            other[r.detail] = other.get(r.detail, 0) + 1
+            continue
+        record = f"{DAMAGED_MARKER} {r.record} ({r.detail})" if r.why == "damaged" else r.record
+        row = {"record": record, "status": r.status, "why": LEFT_OUT_WORDS.get(r.why, r.why)}
+        (stale if r.why == "old_branches" else rows).append(row)
+    rows += [{"record": f"{n} run{'s' if n != 1 else ''}", "status": "complete",
+              "why": f"profile {name}"} for name, n in sorted(other.items())]
+    return pd.DataFrame(rows + stale, columns=["record", "status", "why"])
+
+
+def left_out_table(records: pd.DataFrame, profile: str) -> Any:
+    """The records a page does not count (:func:`left_out_rows`), as an HTML table captioned
+    "Records not counted on this page"; ``None`` when every record counts."""
+    t = left_out_rows(records, profile)
     if not len(t):
         return None
     return table(t, caption="Records not counted on this page", constants_to_caption=False)

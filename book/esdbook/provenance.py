@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from esdlib.analysis.runs import complete, damaged_labels, scale_of
+from esdbook.display import damaged_labels
+from esdlib.analysis.runs import complete, scale_of
 
 CHAPTER_EXPERIMENTS = {
     "04_table1_static": ("table1",),

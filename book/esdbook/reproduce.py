@@ -443,7 +443,7 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
     The grid runs into ``<fresh_dir>/results``, ``<fresh_dir>/papermill_runs`` and
     ``<fresh_dir>/checkpoints`` (finished points there are skipped, so an interrupted check
     resumes); the committed records are only read. The report ``<fresh_dir>/comparison.md``
-    (and ``comparison.json``) lists, per cell of :data:`esdlib.analysis.evidence.CLAIMS`, the
+    (and ``comparison.json``) lists, per cell of :data:`esdbook.claims.CLAIMS`, the
     committed and the fresh mean, and per claim both verdicts and whether the verdict holds.
     Digits are not expected to match across machines (other CPUs pick other kernels; spiking
     thresholds amplify last-bit differences); the verdicts are.
@@ -468,6 +468,7 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
         ValueError: ``fresh_dir`` overlaps the committed folders.
         ConfigError: An invalid grid point (before any run).
     """
+    from esdbook import claims as book_claims
     from esdlib.analysis import evidence
     from esdlib.analysis.runs import runs_of
     from esdlib.io import atomic_write_json, atomic_write_text
@@ -490,7 +491,7 @@ def reproduce_fresh(profile: str, fresh_dir: str | os.PathLike, *,
             "device_name": host["device_name"], "cpu_count": host["cpu_count"]}
     old = runs_of(load_records(committed, strict=False), profile)
     new = runs_of(load_records(folders["results"], strict=False), profile)
-    claims = evidence.MNIST_CLAIMS if profile == "mnist" else evidence.CLAIMS
+    claims = book_claims.MNIST_CLAIMS if profile == "mnist" else book_claims.CLAIMS
     rerun = sorted({p.experiment for p in points})
     cells = evidence.compare_cells(old, new, claims)
     verdicts = evidence.compare_verdicts(old, new, claims, rerun=rerun)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -68,23 +69,33 @@ def scalability_figure(bench: pd.DataFrame, bench_id: str | None = None) -> Figu
             ha="center", va="center")
     return fig
 
-SAME_HOST_FILE = "same_host_2026-11.csv"
-"""The published implementation and esdlib timed on one host (``results/bench/``; its README
-says who measured what, where)."""
+SAME_HOST_FILE = "same_host/same_host_2026-11.csv"
+"""The published implementation and esdlib timed on one host (under ``results/bench/``); the
+JSON file of the same name beside it says who measured what, where (:func:`same_host_setting`)."""
 
-SAME_HOST = {"host": "a 2-vCPU Intel Xeon with AVX-512 and AMX", "torch": "2.14.1",
-             "threads": 2, "date": "November 2026", "esdlib": "92811e5",
-             "config": "spiking ResNet-18 ×1, 3×32×32 input, batch 16, 10 classes, SGD step "
-                       "included",
-             "how": "the two implementations alternated process by process over two rounds, "
-                    "8 clean steps per cell, medians"}
-"""How :data:`SAME_HOST_FILE` was measured (from the issue that reported it)."""
+
+def same_host_setting(path: str | Path) -> dict[str, Any]:
+    """How a same-host timing file was measured: its JSON sidecar (``<name>.json`` beside
+    ``<name>.csv``: ``host``, ``vcpus``, ``torch``, ``threads``, ``date``, ``esdlib`` commit,
+    ``config``, ``how``, ``source``); ``{}`` when there is none."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    return json.loads(sidecar.read_text(encoding="utf-8"))
+
+
+def same_host_values(path: str | Path) -> dict[str, str]:
+    """Glue values of :func:`same_host_setting`: ``same_host_host``, ``same_host_date`` and
+    ``same_host_esdlib`` (``"unknown"`` where the sidecar is missing or silent)."""
+    setting = same_host_setting(path)
+    return {f"same_host_{k}": str(setting.get(k, "unknown")) for k in ("host", "date", "esdlib")}
+
 
 _SAME_HOST_COLUMNS = ("T", "implementation", "setup", "step_s")
 
 
 def same_host_comparison(path: str | Path) -> pd.DataFrame:
-    """The published implementation next to esdlib, timed on one host (:data:`SAME_HOST`).
+    """The published implementation next to esdlib, timed on one host (:func:`same_host_setting`).
 
     Args:
         path: the data file (``<results>/bench/`` + :data:`SAME_HOST_FILE`).

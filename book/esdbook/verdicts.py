@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from esdbook import display
+from esdbook.claims import CLAIMS, MARGIN
 from esdlib.analysis.evidence import (
-    CLAIMS,
     NO_VERDICT,
     claims_table,
     format_interval,
@@ -67,7 +67,7 @@ def claim_values(df: pd.DataFrame, chapter: str | None = None,
     Args:
         df: runs of one profile (every experiment).
         chapter: keep the claims of this chapter (notebook stem); ``None``: all.
-        claims: claims to evaluate (default :data:`esdlib.analysis.evidence.CLAIMS`).
+        claims: claims to evaluate (default :data:`esdbook.claims.CLAIMS`).
     """
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     out: dict[str, str] = {}
@@ -110,7 +110,7 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
     power of the design (the interval's half-width and, for
     superiority, the smallest difference it detects with power 0.8). The paper's numbers, the
     seed-set check and the per-seed differences are in :func:`verdict_details`. ``claims``
-    replaces :data:`esdlib.analysis.evidence.CLAIMS` (e.g. the bf16 parity checks). Returned as
+    replaces :data:`esdbook.claims.CLAIMS` (e.g. the bf16 parity checks). Returned as
     HTML without an index, ready to display.
     """
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
@@ -216,7 +216,7 @@ def hand_verdict_values(df: pd.DataFrame, key: str = "esd>sd", n: int = 5,
               "mean": f"{sup.mean:+.2f}", "sd": f"{stats.tstd(d):.2f}" if len(d) > 1 else "n/a",
               "t": f"{t:.3f}", "half": f"{sup.half_width:.2f}",
               "ci": format_interval(sup.ci_low, sup.ci_high), "verdict": verdict_word(sup.verdict),
-              "ni_verdict": verdict_word(ev.non_inferiority_verdict(pairs, ev.MARGIN).verdict)}
+              "ni_verdict": verdict_word(ev.non_inferiority_verdict(pairs, MARGIN).verdict)}
     return {prefix + k: v for k, v in values.items()}
 
 

@@ -7,14 +7,17 @@
 - :mod:`~esdlib.analysis.accuracy`: final vs best epoch, accuracy vs T;
 - :mod:`~esdlib.analysis.firing`: firing rates per timestep and per layer;
 - :mod:`~esdlib.analysis.gradient_error`: ``K_rate`` and ``K_esd`` over training and per layer;
-- :mod:`~esdlib.analysis.evidence`: the paired-seed verdict rule and the claims it decides;
+- :mod:`~esdlib.analysis.paired`: the paired-seed tests (superiority, non-inferiority,
+  equivalence) that turn per-seed differences into a verdict;
+- :mod:`~esdlib.analysis.evidence`: claims about cells of runs, evaluated with those tests (the
+  caller supplies the claims);
 - :mod:`~esdlib.analysis.plots`: the figures of the above.
 
 Tables are pandas DataFrames computed from :func:`esdlib.load_records` tables or
 :func:`esdlib.load_record` records; nothing here writes prose or knows about the book.
 """
 
-from esdlib.analysis import evidence
+from esdlib.analysis import evidence, paired
 from esdlib.analysis.accuracy import accuracy_vs_T_table, final_and_best
 from esdlib.analysis.firing import (
     esd_lower_layers,
@@ -53,6 +56,6 @@ __all__ = [
     "esd_lower_layers", "evidence", "final_and_best", "final_per_layer_gradient_error",
     "firing_rate_claim", "firing_rate_comparison", "firing_rate_definition", "firing_rate_table",
     "gradient_error_figure", "gradient_error_history", "layer_rate_figure", "layer_rate_table",
-    "learning_curve_figure", "learning_curves", "new_figure", "per_layer_gradient_error",
+    "learning_curve_figure", "learning_curves", "new_figure", "paired", "per_layer_gradient_error",
     "runs_of", "scale_of", "select_records", "split_recipes", "summarize",
 ]

@@ -1,37 +1,27 @@
-"""Verdicts on the paper's claims from paired runs: one test per kind of claim.
+"""Claims about runs and the paired statistics that test them; the caller supplies the claims.
 
-A *claim* is a statement the grid can test, e.g. "ESD is more accurate than RateBP at T = 4".
-Its evidence is a per-seed statistic ``d_s`` built from runs that share the seed ``s`` (runs
-with the same seed see the same train/test split, so the comparison is paired), signed so that
-the claimed direction is positive::
+A *claim* (:class:`Claim`) is a statement a grid of runs can test, e.g. "A is more accurate than
+B at T = 4". Its evidence is a per-seed statistic ``d_s`` built from runs that share the seed
+``s`` (runs with the same seed see the same train/test split, so the comparison is paired),
+signed so that the claimed direction is positive::
 
     d_s = sum_i  c_i * metric(cell_i, seed s)
 
 (``c = (+1, -1)`` for "a beats b"; four terms for a difference of differences such as "the
-gain is larger at T = 2 than at T = 6"; one term for a quantity measured within one run).
+gain is larger at T = 2 than at T = 6"; one term for a quantity measured within one run). A
+*cell* (:class:`Cell`) is the runs of one configuration of one experiment across seeds.
 
-Each claim declares the test its wording needs (:data:`KINDS`), with ``n`` seeds, mean ``m``
-and sample standard deviation ``sd`` of the ``d_s``, and the two-sided Student-t interval
-``m ± t(·, n - 1) · sd / sqrt(n)``; fewer than ``MIN_PAIRS`` (5) seeds give **no verdict**:
-
-* **superiority** ("A beats B", :func:`superiority_verdict`, 95 % interval): above 0 —
-  **supported**; below 0 — **contradicted**; otherwise **not separable**;
-* **non-inferiority** ("A does at least as well as B", margin ``δ``,
-  :func:`non_inferiority_verdict`, 95 % interval): above ``−δ`` — **non-inferior**; below
-  ``−δ`` — **inferior by more than δ**; otherwise **inconclusive**;
-* **equivalence** ("A equals B", margin ``δ``, :func:`equivalence_verdict`: two one-sided
-  tests at 5 %, i.e. the 90 % interval): inside ``(−δ, δ)`` — **equivalent within ±δ**;
-  entirely outside — **not equivalent**; otherwise **inconclusive**.
-
-:data:`CLAIMS` lists every claim the book checks on the hard digits, :data:`MNIST_CLAIMS` those
-on MNIST, each once (no comparison is counted twice), with the chapter that discusses it.
-:func:`claims_table` evaluates them on a table of run records
-(:func:`esdlib.train.records.load_records`) with the power of the design (interval half-width,
-smallest detectable difference), whether a verdict is close to a boundary (:func:`is_close`:
-such cells get up to 10 seeds) and whether it holds on each seed set
-(:func:`seed_set_check`); :func:`convergence_table` flags runs whose accuracy was still moving
-at the end; :func:`compare_verdicts` says whether the verdicts of a fresh re-run agree with the
-committed ones (``python -m esdbook reproduce --fresh``).
+Each claim declares the test its wording needs (:data:`KINDS`: superiority, non-inferiority or
+equivalence, with a margin); :func:`decide` applies it (the tests themselves are
+:mod:`esdlib.analysis.paired`, re-exported here). :func:`claims_table` evaluates a sequence of
+claims on a table of run records (:func:`esdlib.train.records.load_records`) with the power of
+the design (interval half-width, smallest detectable difference), whether a verdict is close to
+a boundary (:func:`is_close`) and whether it holds on each seed set (:func:`seed_set_check`);
+:func:`cell_table` summarises the cells the claims use; :func:`convergence_table` flags runs
+whose accuracy was still moving at the end; :func:`compare_cells` and :func:`compare_verdicts`
+say whether a fresh re-run agrees with committed runs. Every function takes the claims
+explicitly: which statements to test, and what a publication reports for them, is the caller's
+business.
 """
 
 from __future__ import annotations
@@ -46,8 +36,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from esdlib.analysis.paired import (
+    CONFIDENCE,
+    KINDS,
+    MIN_PAIRS,
+    NEAR,
+    NO_VERDICT,
+    POWER,
+    VERDICTS,
+    Verdict,
+    equivalence_verdict,
+    format_interval,
+    format_margin,
+    format_seeds,
+    is_close,
+    non_inferiority_verdict,
+    paired_verdict,
+    superiority_verdict,
+)
+
 __all__ = [
-    "CLAIMS",
     "CLAIM_COLUMNS",
     "CONFIDENCE",
     "CONVERGENCE_THRESHOLD",
@@ -55,15 +63,12 @@ __all__ = [
     "Cell",
     "Claim",
     "KINDS",
-    "MARGIN",
-    "MNIST_CLAIMS",
-    "NEAR",
-    "POWER",
-    "SEED_BLOCK",
     "METRICS",
     "MIN_PAIRS",
+    "NEAR",
     "NO_VERDICT",
-    "PARITY_CLAIMS",
+    "POWER",
+    "SEED_BLOCK",
     "VERDICTS",
     "Verdict",
     "cell_runs",
@@ -85,18 +90,6 @@ __all__ = [
     "seed_set_check",
     "superiority_verdict",
 ]
-
-MIN_PAIRS = 5
-"""Fewest paired seeds a verdict is computed from."""
-
-CONFIDENCE = 0.95
-"""Coverage of the two-sided Student-t interval of the mean paired difference."""
-
-VERDICTS = ("supported", "not separable", "contradicted")
-"""The three verdicts, in the paper's favour first."""
-
-NO_VERDICT = "no verdict (fewer than 5 paired runs)"
-"""The label of a claim with fewer than :data:`MIN_PAIRS` paired seeds."""
 
 CONVERGENCE_WINDOW = 2
 """Epochs averaged at each end of the comparison that decides whether a run had settled."""
@@ -136,7 +129,7 @@ METRICS: dict[str, Metric] = {
 }
 """Metrics a claim may use: final-epoch test accuracy (the headline; the best epoch would be
 selected on the test set), the test set's mean firing rate, and the mean over a run's
-measurements of ``K_rate - K_esd`` (chapter 8's gradient errors)."""
+measurements of ``K_rate - K_esd`` (the gradient errors in its ``extra.gradient_error``)."""
 
 
 @dataclass(frozen=True)
@@ -158,26 +151,6 @@ class Cell:
         return f"{self.experiment}: {parts}" if parts else self.experiment
 
 
-KINDS = ("superiority", "non-inferiority", "equivalence")
-"""The kinds of claim, each with its own test (:func:`decide`):
-
-* **superiority** — "A beats B": the 95 % interval of the mean paired difference lies above 0
-  (:func:`superiority_verdict`);
-* **non-inferiority** — "A does at least as well as B", up to a margin ``δ``: the 95 % interval
-  lies above ``−δ`` (:func:`non_inferiority_verdict`);
-* **equivalence** — "A and B are the same", within ``±δ``: two one-sided tests at 5 % each,
-  i.e. the 90 % interval lies inside ``(−δ, +δ)`` (:func:`equivalence_verdict`, TOST).
-"""
-
-POWER = 0.8
-"""Power at which :attr:`Verdict.detectable` is stated (the smallest true difference a design
-of this size finds with probability 0.8 at the two-sided 5 % level)."""
-
-NEAR = 1.0
-"""An interval end within this many points of a decision boundary (0, or the margin) makes an
-accuracy verdict *close* (:func:`is_close`; each metric has its own :attr:`Metric.near`): such
-claims get more paired seeds (up to 10)."""
-
 SEED_BLOCK = 5
 """Seeds per block in the seed-set check: with 10 seeds on record, the verdict is also decided
 on seeds 0-4 and 5-9 alone, and a verdict that differs between them depends on the seed set."""
@@ -185,21 +158,22 @@ on seeds 0-4 and 5-9 alone, and a verdict that differs between them depends on t
 
 @dataclass(frozen=True)
 class Claim:
-    """One statement (of the paper, or a diagnosis of ours) and the paired statistic that tests it.
+    """One statement (of a publication, or a diagnosis) and the paired statistic that tests it.
 
     Attributes:
         key: Stable identifier (used in tables and the fresh-run comparison).
-        chapter: The book chapter that discusses it (notebook stem).
+        chapter: Where the claim is discussed: a free label the caller filters on
+            (:func:`claims_table`'s ``chapter``).
         text: The claim in words.
         metric: Key of :data:`METRICS`.
         terms: ``(coefficient, cell)`` pairs; the per-seed statistic is the weighted sum of
             the cells' metric values, signed so that the claimed direction is positive.
-        paper: What the paper reports for it (for the reader; not used in the rule).
+        paper: What the publication reports for it (for the reader; not used in the rule).
         kind: One of :data:`KINDS`: the test its wording needs.
         margin: ``δ`` of a non-inferiority or equivalence claim, in the metric's displayed unit
             (0 for superiority).
-        source: ``"paper"`` (a claim of the paper) or ``"diagnosis"`` (a measurement of ours that
-            explains a result, e.g. the step-size control); the book counts them apart.
+        source: ``"paper"`` (a claim of the publication) or ``"diagnosis"`` (a measurement
+            that explains a result, e.g. a control); tables count them apart.
     """
 
     key: str
@@ -223,201 +197,6 @@ class Claim:
             raise ValueError(f"claim {self.key!r}: source must be 'paper' or 'diagnosis'")
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of a test of one claim (:func:`decide`).
-
-    Attributes:
-        n: Number of paired seeds.
-        mean: Mean paired difference (``nan`` when ``n == 0``).
-        ci_low: Lower end of the interval (``nan`` when ``n < 2``).
-        ci_high: Upper end of the interval (``nan`` when ``n < 2``).
-        verdict: What was shown, e.g. ``"supported"``, ``"non-inferior (margin 1 pt)"``,
-            ``"equivalent within ±1 pt"``, ``"inconclusive"``, or :data:`NO_VERDICT`.
-        differences: ``(seed, d_s)`` pairs, sorted by seed.
-        kind: The test (one of :data:`KINDS`).
-        margin: Its margin ``δ`` (0 for superiority).
-        confidence: Coverage of the interval (0.95; 0.90 for equivalence).
-        shown: ``"for"`` (the claim was shown), ``"against"`` (its opposite was shown),
-            ``"neither"`` or ``"none"`` (no verdict).
-        half_width: Half the interval's width.
-        detectable: The smallest true difference this design detects with power
-            :data:`POWER` (superiority; ``nan`` otherwise or when ``n < 2``).
-    """
-
-    n: int
-    mean: float
-    ci_low: float
-    ci_high: float
-    verdict: str
-    differences: tuple[tuple[int, float], ...]
-    kind: str = "superiority"
-    margin: float = 0.0
-    confidence: float = CONFIDENCE
-    shown: str = "none"
-    half_width: float = math.nan
-    detectable: float = math.nan
-
-
-def _pairs(differences: Mapping[int, float]) -> tuple[tuple[int, float], ...]:
-    pairs = tuple(sorted((int(s), float(d)) for s, d in differences.items()))
-    bad = [s for s, d in pairs if not math.isfinite(d)]
-    if bad:
-        raise ValueError(f"non-finite paired difference for seed(s) {bad}")
-    return pairs
-
-
-def _interval(pairs, confidence: float, min_pairs: int):
-    """``(n, mean, low, high, half, sd)`` of the Student-t interval of the mean difference."""
-    from scipy import stats
-
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if min_pairs < 2:
-        raise ValueError(f"min_pairs must be at least 2 (an interval needs two), got {min_pairs}")
-    d = np.array([v for _, v in pairs])
-    n = len(d)
-    mean = float(d.mean()) if n else math.nan
-    if n < 2:
-        return n, mean, math.nan, math.nan, math.nan, math.nan
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
-    return n, mean, mean - half, mean + half, half, sd
-
-
-def _detectable(n: int, sd: float) -> float:
-    from scipy import stats
-
-    if n < 2 or not math.isfinite(sd):
-        return math.nan
-    return float((stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) + stats.t.ppf(POWER, n - 1))
-                 * sd / math.sqrt(n))
-
-
-def superiority_verdict(differences: Mapping[int, float], *, confidence: float = CONFIDENCE,
-                        min_pairs: int = MIN_PAIRS) -> Verdict:
-    """The superiority test: is the mean paired difference above 0?
-
-    With ``n`` seeds, mean ``m`` and sample standard deviation ``sd`` of the ``d_s``, the
-    two-sided Student-t interval ``m ± t(0.5 + confidence/2, n − 1) · sd / √n``:
-    above 0 → ``"supported"``; below 0 → ``"contradicted"``; otherwise ``"not separable"``;
-    fewer than ``min_pairs`` seeds → :data:`NO_VERDICT`.
-
-    Args:
-        differences: ``{seed: d_s}``, signed in the claimed direction; every value finite.
-        confidence: Coverage of the two-sided interval (0 < confidence < 1).
-        min_pairs: Fewest seeds a verdict is given for (at least 2).
-
-    Raises:
-        ValueError: A non-finite difference, or ``confidence``/``min_pairs`` out of range.
-
-    Example:
-        >>> superiority_verdict({0: 1.0, 1: 0.5, 2: 0.8, 3: 1.2, 4: 0.9}).verdict
-        'supported'
-    """
-    pairs = _pairs(differences)
-    n, mean, low, high, half, sd = _interval(pairs, confidence, min_pairs)
-    if n < min_pairs:
-        verdict, shown = NO_VERDICT, "none"
-    elif low > 0:
-        verdict, shown = VERDICTS[0], "for"
-    elif high < 0:
-        verdict, shown = VERDICTS[2], "against"
-    else:
-        verdict, shown = VERDICTS[1], "neither"
-    return Verdict(n, mean, low, high, verdict, pairs, "superiority", 0.0, confidence, shown,
-                   half, _detectable(n, sd))
-
-
-paired_verdict = superiority_verdict
-"""The book's first rule, under its first name: :func:`superiority_verdict`."""
-
-
-def format_margin(margin: float, unit: str = "pts") -> str:
-    """A margin with its unit, as verdicts and tables write it: ``"1 pt"``, ``"0.5 pts"``."""
-    if unit == "pts" and margin == 1:
-        unit = "pt"
-    return f"{margin:g} {unit}".strip()
-
-
-def non_inferiority_verdict(differences: Mapping[int, float], margin: float, *,
-                            unit: str = "pts", confidence: float = CONFIDENCE,
-                            min_pairs: int = MIN_PAIRS) -> Verdict:
-    """The non-inferiority test: is the mean paired difference above ``−margin``?
-
-    The same two-sided interval as :func:`superiority_verdict` (its lower end is a one-sided
-    97.5 % bound): above ``−margin`` → ``"non-inferior (margin δ)"``; entirely below
-    ``−margin`` → ``"inferior by more than δ"``; otherwise ``"inconclusive"``.
-
-    Args:
-        differences: ``{seed: d_s}``, signed so that "A at least as good as B" is positive.
-        margin: ``δ > 0``, the largest loss that still counts as "as good", in ``unit``.
-        unit: Unit of the differences (for the verdict's words).
-        confidence: Coverage of the two-sided interval.
-        min_pairs: Fewest seeds a verdict is given for.
-
-    Example:
-        >>> non_inferiority_verdict({0: -0.5, 1: 0.2, 2: -0.1, 3: 0.3, 4: 0.0}, 1.0).verdict
-        'non-inferior (margin 1 pt)'
-    """
-    if not margin > 0:
-        raise ValueError(f"a non-inferiority margin must be positive, got {margin}")
-    pairs = _pairs(differences)
-    n, mean, low, high, half, _ = _interval(pairs, confidence, min_pairs)
-    words = format_margin(margin, unit)
-    if n < min_pairs:
-        verdict, shown = NO_VERDICT, "none"
-    elif low > -margin:
-        verdict, shown = f"non-inferior (margin {words})", "for"
-    elif high < -margin:
-        verdict, shown = f"inferior by more than {words}", "against"
-    else:
-        verdict, shown = "inconclusive", "neither"
-    return Verdict(n, mean, low, high, verdict, pairs, "non-inferiority", margin, confidence,
-                   shown, half)
-
-
-def equivalence_verdict(differences: Mapping[int, float], margin: float, *, unit: str = "pts",
-                        alpha: float = 1 - CONFIDENCE, min_pairs: int = MIN_PAIRS) -> Verdict:
-    """The equivalence test (two one-sided tests, TOST): is the difference within ``±margin``?
-
-    Each one-sided test at level ``alpha`` (H0: ``mean ≤ −δ``; H0: ``mean ≥ +δ``); both reject
-    exactly when the two-sided ``1 − 2·alpha`` (90 %) interval lies inside ``(−δ, +δ)`` →
-    ``"equivalent within ±δ"``. An interval entirely outside ``[−δ, +δ]`` →
-    ``"not equivalent (differs by more than δ)"``; otherwise ``"inconclusive"`` — a difference
-    that was not detected is not parity.
-
-    Args:
-        differences: ``{seed: d_s}``.
-        margin: ``δ > 0`` in ``unit``.
-        unit: Unit of the differences.
-        alpha: Level of each one-sided test (0.05).
-        min_pairs: Fewest seeds a verdict is given for.
-
-    Example:
-        >>> equivalence_verdict({0: 0.1, 1: -0.2, 2: 0.0, 3: 0.2, 4: -0.1}, 1.0).verdict
-        'equivalent within ±1 pt'
-    """
-    if not margin > 0:
-        raise ValueError(f"an equivalence margin must be positive, got {margin}")
-    if not 0.0 < alpha < 0.5:
-        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
-    pairs = _pairs(differences)
-    confidence = 1 - 2 * alpha
-    n, mean, low, high, half, _ = _interval(pairs, confidence, min_pairs)
-    words = format_margin(margin, unit)
-    if n < min_pairs:
-        verdict, shown = NO_VERDICT, "none"
-    elif -margin < low and high < margin:
-        verdict, shown = f"equivalent within ±{words}", "for"
-    elif low > margin or high < -margin:
-        verdict, shown = f"not equivalent (differs by more than {words})", "against"
-    else:
-        verdict, shown = "inconclusive", "neither"
-    return Verdict(n, mean, low, high, verdict, pairs, "equivalence", margin, confidence, shown,
-                   half)
-
-
 def decide(claim: Claim, differences: Mapping[int, float]) -> Verdict:
     """Test a claim's per-seed differences with the test of its kind (and its margin)."""
     unit = METRICS[claim.metric].unit
@@ -426,18 +205,6 @@ def decide(claim: Claim, differences: Mapping[int, float]) -> Verdict:
     if claim.kind == "equivalence":
         return equivalence_verdict(differences, claim.margin, unit=unit)
     return superiority_verdict(differences)
-
-
-def is_close(v: Verdict, *, near: float = NEAR) -> bool:
-    """Whether an end of the interval lies within ``near`` of a decision boundary (0 for
-    superiority, ``−δ`` for non-inferiority, ``±δ`` for equivalence): such a verdict could
-    change with a few more seeds, so the design gives it more."""
-    if not (math.isfinite(v.ci_low) and math.isfinite(v.ci_high)):
-        return False
-    bounds = {"superiority": (0.0,), "non-inferiority": (-v.margin,),
-              "equivalence": (-v.margin, v.margin)}[v.kind]
-    return any(abs(end - b) <= near for end in (v.ci_low, v.ci_high) for b in bounds)
-
 
 def seed_set_check(claim: Claim, differences: Mapping[int, float],
                    block: int = SEED_BLOCK) -> str:
@@ -456,147 +223,6 @@ def seed_set_check(claim: Claim, differences: Mapping[int, float],
     pooled = decide(claim, differences).verdict
     same = all(decide(claim, {s: differences[s] for s in b}).verdict == pooled for b in full)
     return "holds on each seed set" if same else "depends on the seed set"
-
-
-# ---------------------------------------------------------------------------
-# The claims the book checks
-# ---------------------------------------------------------------------------
-
-_T1 = "table1"
-_R18 = {"arch": "spiking_resnet18"}  # the book's network (a folder may hold other networks)
-MARGIN = 1.0
-"""Margin ``δ`` of the non-inferiority and equivalence claims, in accuracy points: on the hard
-digits one point is about 9 of the 899 test images, on MNIST 100 of 10,000 — the smallest
-difference a reader of the paper's tables would call a difference (its gaps are 0.3-1 pt)."""
-
-
-def _cell(experiment: str, **where: Any) -> Cell:
-    return Cell(experiment, {**where, **_R18})
-
-
-def _beats(key: str, chapter: str, text: str, a: Cell, b: Cell, paper: str,
-           metric: str = "final_test_acc", sign: float = 1.0, **kw: Any) -> Claim:
-    return Claim(key, chapter, text, metric, ((sign, a), (-sign, b)), paper, **kw)
-
-
-def _esd(T: int = 4, experiment: str = _T1) -> Cell:
-    return _cell(experiment, method="esd", T=T)
-
-
-def _ratebp(T: int = 4, recipe: str = "1/T", experiment: str = _T1) -> Cell:
-    return _cell(experiment, method="ratebp", T=T, rate_grad_scale=recipe)
-
-
-_PAPER_GAPS = {4: "CIFAR-10, ResNet-18, T = 4: 95.92 vs 95.61 (+0.31)",
-               2: "CIFAR-10, ResNet-18, T = 2: 95.29 vs 94.75 (+0.54)",
-               6: "CIFAR-10, ResNet-18, T = 6: 96.19 vs 95.90 (+0.29)"}
-
-
-def _static_claims(experiment: str, chapter: str, Ts: Sequence[int]) -> tuple[Claim, ...]:
-    """ESD against RateBP under both recipes, and the recipes against each other, at each T
-    (at T = 1 only the first: the recipes coincide)."""
-    prefix = "" if experiment == _T1 else f"{experiment}:"
-    out = []
-    for T in Ts:
-        at = "" if (T == 4 and experiment == _T1) else f"@T{T}"
-        out.append(_beats(f"{prefix}esd>ratebp{at}", chapter,
-                          f"ESD is more accurate than RateBP with the official 1/T recipe "
-                          f"(T = {T})", _esd(T, experiment), _ratebp(T, "1/T", experiment),
-                          _PAPER_GAPS.get(T, f"not reported (T = {T})")))
-        if T == 1:  # 1/T = 1: both recipes are the same run, there is no control to compare
-            continue
-        out.append(_beats(f"{prefix}esd>ratebp_plain@T{T}", chapter,
-                          f"ESD is more accurate than RateBP trained with plain CE (T = {T})",
-                          _esd(T, experiment), _ratebp(T, "none", experiment),
-                          "the control: the same claim without RateBP's T-times smaller step"))
-        out.append(_beats(f"{prefix}ratebp_plain>ratebp_1/T@T{T}", chapter,
-                          f"Our diagnosis: RateBP trains better with plain CE than with the "
-                          f"1/T recipe (T = {T})", _ratebp(T, "none", experiment),
-                          _ratebp(T, "1/T", experiment),
-                          "not a paper claim: the step-size confound, measured",
-                          source="diagnosis"))
-    return tuple(out)
-
-
-CLAIMS: tuple[Claim, ...] = (
-    *_static_claims(_T1, "04_table1_static", (4, 2, 6)),
-    Claim("gain@T2>gain@T6", "04_table1_static",
-          "ESD's gain over RateBP (1/T) is larger at T = 2 than at T = 6", "final_test_acc",
-          ((1.0, _esd(2)), (-1.0, _ratebp(2)), (-1.0, _esd(6)), (1.0, _ratebp(6))),
-          "CIFAR-10, ResNet-18: +0.54 at T = 2 vs +0.29 at T = 6"),
-    _beats("esd>=bptt", "04_table1_static",
-           "One-step ESD is at least as accurate as BPTT (T = 4)",
-           _esd(), _cell(_T1, method="bptt", T=4),
-           "one-step ESD (ResNet-18, T = 4: 95.92) above the BPTT methods of Table 1 "
-           "(e.g. TET, ResNet-19, T = 4: 94.44)", kind="non-inferiority", margin=MARGIN),
-    _beats("esd>sd", "09_ablations",
-           "ESD's reliability-decoupled teacher beats standard self-distillation",
-           _esd(), _cell(_T1, method="sd", T=4),
-           "the paper's ablation: ESD above standard SD"),
-    _beats("dvs:esd>ratebp", "05_dvs", "On event data, ESD is more accurate than RateBP",
-           _cell("dvs", method="esd"), _cell("dvs", method="ratebp"),
-           "CIFAR10-DVS, ResNet-18, T = 10: 81.40 vs 80.40 (+1.00)"),
-    _beats("dvs:esd_bptt>esd", "05_dvs",
-           "On event data, ESD on BPTT is more accurate than one-step ESD",
-           _cell("dvs", method="esd_bptt"), _cell("dvs", method="esd"),
-           "CIFAR10-DVS, ResNet-18, T = 10: 85.70 vs 81.40 (+4.30)"),
-    _beats("dvs:ratebp_none>ratebp_1/T", "05_dvs",
-           "Our diagnosis: on event data RateBP trains better with the published RateBP DVS "
-           "recipe (plain CE) than with ESD's 1/T loss scaling",
-           _cell("dvs", method="ratebp"), _cell("dvs_scaling", method="ratebp"),
-           "not a paper claim: the official RateBP DVS script uses plain CE, the ESD scripts "
-           "divide the loss by T", source="diagnosis"),
-    _beats("firing:esd<bptt", "07_firing_rates", "ESD fires less than BPTT (T = 4)",
-           _esd(), _cell(_T1, method="bptt", T=4),
-           "CIFAR-10, ResNet-18, T = 4: 0.1680 vs 0.2018 (−0.034)",
-           metric="firing_rate_mean", sign=-1.0),
-    Claim("K_esd<=K_rate", "08_gradient_error",
-          "ESD's gradient is closer to the BPTT gradient than RateBP's (K_esd ≤ K_rate)",
-          "gradient_gap", ((1.0, _cell("gradient_error", method="esd")),),
-          "the poster's inequality K_esd ≤ K_rate (no numbers)"),
-    _beats("ablation:dsconv>=conv", "09_ablations",
-           "Depthwise-separable branches do at least as well as plain convolution branches",
-           _esd(), _cell("ablation", branch_kind="conv"),
-           "the paper's branch design: comparable accuracy with fewer parameters",
-           kind="non-inferiority", margin=MARGIN),
-    *(_beats(f"ablation:{key}", "09_ablations", text, _esd(), _cell("ablation", **where), paper)
-      for key, text, where, paper in (
-          ("beta0.3>beta0.5", "β = 0.3 beats β = 0.5", {"beta": 0.5},
-           "the paper's choice β = 0.3"),
-          ("logits>probs", "Averaging the reliable outputs as logits (the code) beats "
-           "averaging probabilities (the poster)", {"teacher_space": "probs"},
-           "the published code averages logits"))),
-)
-"""Every claim the book checks on the hard digits (profile ``default``), once each, in chapter
-order within their groups; ``source="diagnosis"`` marks our own measurements."""
-
-MNIST_CLAIMS: tuple[Claim, ...] = (
-    *_static_claims("mnist", "11_verdicts", (4,)),
-    _beats("mnist:esd>=bptt", "11_verdicts",
-           "One-step ESD is at least as accurate as BPTT (T = 4)",
-           _esd(4, "mnist"), _cell("mnist", method="bptt", T=4),
-           "one-step ESD above the BPTT methods of Table 1", kind="non-inferiority",
-           margin=MARGIN),
-    _beats("mnist:esd>sd", "11_verdicts",
-           "ESD's reliability-decoupled teacher beats standard self-distillation",
-           _esd(4, "mnist"), _cell("mnist", method="sd", T=4),
-           "the paper's ablation: ESD above standard SD"),
-)
-"""The claims of the ``mnist`` profile (real handwritten digits, chapter 11): the same
-comparisons at T = 4 on a second, real data set."""
-
-PARITY_CLAIMS: tuple[Claim, ...] = (
-    Claim("bf16=fp32:esd", "06_scalability",
-          "ESD: bf16 autocast trains to the accuracy of fp32", "final_test_acc",
-          ((1.0, _cell("precision", method="esd", T=4, precision="bf16", rate_grad_scale="1/T")),
-           (-1.0, _cell(_T1, method="esd", T=4, precision="fp32", rate_grad_scale="1/T"))),
-          "not a paper claim: bf16 − fp32 on paired seeds", kind="equivalence", margin=MARGIN,
-          source="diagnosis"),
-)
-"""Accuracy parity of bf16 with fp32 for ESD (chapter 6): an equivalence claim (TOST,
-±:data:`MARGIN`), not a claim of the paper, so not in :data:`CLAIMS`. The default grid runs
-bf16 for ESD only (BPTT and RateBP in bf16 were traded for its time budget)."""
-
 
 # ---------------------------------------------------------------------------
 # Evaluation on run records
@@ -672,14 +298,14 @@ CLAIM_COLUMNS = ["key", "chapter", "source", "claim", "kind", "margin", "metric"
 """Columns of :func:`claims_table`."""
 
 
-def claims_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, *,
+def claims_table(df: pd.DataFrame, claims: Sequence[Claim], *,
                  chapter: str | None = None) -> pd.DataFrame:
     """Every claim with its kind, per-seed differences, interval, verdict and power.
 
     Args:
         df: Run records of one profile (:func:`esdlib.train.records.load_records`).
-        claims: The claims to evaluate (default: all of :data:`CLAIMS`).
-        chapter: Only the claims of this chapter (notebook stem).
+        claims: The claims to evaluate.
+        chapter: Only the claims whose :attr:`Claim.chapter` is this.
 
     Returns:
         One row per claim (:data:`CLAIM_COLUMNS`): its ``key, chapter, source, claim, kind,
@@ -725,7 +351,7 @@ def _claim_cells(claims: Iterable[Claim]) -> list[tuple[Cell, str]]:
     return list(seen.values())
 
 
-def cell_table(df: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+def cell_table(df: pd.DataFrame, claims: Sequence[Claim]) -> pd.DataFrame:
     """Mean, standard deviation and seed count of every cell (and metric) the claims use (a cell
     whose runs are ambiguous — :func:`cell_runs` — counts no runs)."""
     rows = []
@@ -781,7 +407,7 @@ def convergence_table(df: pd.DataFrame, *, window: int = CONVERGENCE_WINDOW,
 
 
 def compare_cells(committed: pd.DataFrame, fresh: pd.DataFrame,
-                  claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+                  claims: Sequence[Claim]) -> pd.DataFrame:
     """Per cell, the committed and the fresh mean (and their difference)."""
     keys, numbers = ["cell", "metric"], ["n", "mean", "std"]
     out = cell_table(committed, claims)[keys + numbers].merge(
@@ -797,7 +423,7 @@ def claim_experiments(claim: Claim) -> set[str]:
 
 
 def compare_verdicts(committed: pd.DataFrame, fresh: pd.DataFrame,
-                     claims: Sequence[Claim] = CLAIMS, *,
+                     claims: Sequence[Claim], *,
                      rerun: Iterable[str] | None = None) -> pd.DataFrame:
     """Per claim, the committed and the fresh verdict and whether it holds.
 
@@ -837,23 +463,3 @@ def compare_verdicts(committed: pd.DataFrame, fresh: pd.DataFrame,
                      ("holds" if holds else "changed"),
                      "holds": holds})
     return pd.DataFrame(rows)
-
-
-def format_seeds(seeds: Iterable[int]) -> str:
-    """Seeds as ranges: ``[0, 1, 2, 3, 4, 7]`` → ``"0-4, 7"``."""
-    seeds = sorted(set(int(s) for s in seeds))
-    parts, start = [], None
-    for i, s in enumerate(seeds):
-        if start is None:
-            start = s
-        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
-            parts.append(str(start) if start == s else f"{start}-{s}")
-            start = None
-    return ", ".join(parts)
-
-
-def format_interval(low: float, high: float) -> str:
-    """``"[+a, +b]"`` with two decimals, or ``"—"`` when the interval is undefined (n < 2)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "—"
-    return f"[{low:+.2f}, {high:+.2f}]"

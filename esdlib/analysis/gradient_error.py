@@ -19,7 +19,10 @@ _GRAD_COLS = ["run_id", "T", "seed", "epoch", "K_rate", "K_esd", "cos_rate", "co
 
 def gradient_error_history(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """All gradient-error measurements of ``records`` (``extra["gradient_error"]``), one row per
-    (run, epoch), with whether the poster's inequality ``K_esd ≤ K_rate`` holds."""
+    (run, epoch), with whether the poster's inequality ``K_esd ≤ K_rate`` holds.
+
+    Explained in chapter 8 (`08_gradient_error`).
+    """
     rows = []
     for rec in records:
         for h in (rec.get("extra") or {}).get("gradient_error") or []:
@@ -65,6 +68,8 @@ def per_layer_gradient_error(history: Sequence[Mapping[str, Any]] | pd.DataFrame
 
 def final_per_layer_gradient_error(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Per-layer ``K_rate``/``K_esd`` at each run's last measurement, averaged over runs.
+
+    Explained in chapter 8 (`08_gradient_error`).
 
     Returns:
         :func:`per_layer_gradient_error` columns plus ``runs`` (how many runs were averaged).

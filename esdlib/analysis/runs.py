@@ -61,10 +61,11 @@ def split_recipes(df: pd.DataFrame) -> pd.DataFrame:
 ARCH_LABELS = {"spiking_resnet18": "ResNet-18", "spiking_resnet19": "ResNet-19",
                "preact_spiking_resnet34": "PreAct-ResNet-34"}
 
-DAMAGED_MARKER = "damaged record:"
-"""Text a page shows for each record file that could not be read (``status == "damaged"``
-rows of ``load_records(strict=False)``); the strict book build fails on pages that show it
-(:func:`esdbook.check.damaged_record_pages`)."""
+LEFT_OUT_REASONS = ("damaged", "diverged", "unfinished", "other_profile", "old_branches")
+"""Why :func:`left_out` leaves a record out (machine-readable codes; a reader's words for them
+are the caller's): an unreadable file, a diverged run, a run that did not finish, a complete run
+of another profile, and a complete run of a branch method trained before the published branch
+block (:func:`runs_before_branch_fix`; shown, but listed)."""
 
 
 def complete(df: pd.DataFrame) -> pd.DataFrame:
@@ -82,12 +83,6 @@ def runs_of(df: pd.DataFrame, profile: str) -> pd.DataFrame:
 def damaged(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of record files that could not be read (``status == "damaged"``)."""
     return df[df["status"] == "damaged"] if len(df) else df
-
-
-def damaged_labels(df: pd.DataFrame) -> list[str]:
-    """``"damaged record: <path> (<problem>)"`` for each row of ``df`` (damaged rows)."""
-    errors = df["error"] if "error" in df else [""] * len(df)
-    return [f"{DAMAGED_MARKER} {p} ({e})" for p, e in zip(df["path"], errors, strict=True)]
 
 
 def runs_before_branch_fix(df: pd.DataFrame) -> pd.DataFrame:
@@ -220,32 +215,31 @@ def left_out(df: pd.DataFrame, profile: str) -> pd.DataFrame:
         profile: the profile whose complete runs the page shows.
 
     Returns:
-        Columns ``record`` (run id; for an unreadable file ``"damaged record: <path>"``, see
-        :data:`DAMAGED_MARKER`; for complete runs of another profile one row per profile,
-        ``"<n> runs"``), ``status`` and ``why``: complete runs of other profiles, diverged,
-        unfinished or failed runs, damaged files, and shown runs of branch methods trained
-        before the published branch block (:func:`runs_before_branch_fix`). Empty when every
-        record counts.
+        One row per record left out, columns ``record`` (run id; the file's path for an
+        unreadable file), ``status``, ``why`` (one of :data:`LEFT_OUT_REASONS`) and ``detail``
+        (the read error of a damaged file, the profile of a run of another profile, else
+        ``""``): damaged files, diverged and unfinished runs and complete runs of other profiles
+        in the order of ``df``, then the shown runs of branch methods trained before the
+        published branch block. Empty when every record counts.
     """
-    cols = ["record", "status", "why"]
+    cols = ["record", "status", "why", "detail"]
     if not len(df):
         return pd.DataFrame(columns=cols)
     rows = []
-    other: dict[str, int] = {}
     for _, r in df.iterrows():
         status = r["status"]
         if status == "damaged":
-            rows.append({"record": damaged_labels(df.loc[[r.name]])[0], "status": status,
-                         "why": "unreadable"})
+            error = r.get("error")
+            rows.append({"record": r["path"], "status": status, "why": "damaged",
+                         "detail": "" if error is None or error != error else str(error)})
         elif status != "complete":
             rows.append({"record": r["run_id"], "status": status,
-                         "why": "diverged" if status == "diverged" else "not finished"})
+                         "why": "diverged" if status == "diverged" else "unfinished",
+                         "detail": ""})
         elif r.get("config.profile") != profile:
-            other[str(r.get("config.profile"))] = other.get(str(r.get("config.profile")), 0) + 1
-    rows += [{"record": f"{n} run{'s' if n != 1 else ''}", "status": "complete",
-              "why": f"profile {name}"} for name, n in sorted(other.items())]
+            rows.append({"record": r["run_id"], "status": status, "why": "other_profile",
+                         "detail": str(r.get("config.profile"))})
     stale = runs_before_branch_fix(runs_of(df, profile))
-    rows += [{"record": rid, "status": "complete",
-              "why": "shown; branches predate the published block (dsconv_wide)"}
+    rows += [{"record": rid, "status": "complete", "why": "old_branches", "detail": ""}
              for rid in stale["run_id"]]
     return pd.DataFrame(rows, columns=cols)
