@@ -16,6 +16,7 @@ EXPLAINED = {
                        "lif_multistep", "soft_reset_kappa", "lif_spike_pass"),
     "esdlib.passes": ("spike_pass", "rate_pass", "bptt_forward"),
     "esdlib.losses": ("hard_loss", "reliable_teacher", "esd_loss"),
+    "esdlib.train.gradients": ("gradient_errors",),
     "esdlib.analysis.gradient_error": ("gradient_error_history",
                                        "final_per_layer_gradient_error"),
 }

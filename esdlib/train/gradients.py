@@ -77,6 +77,8 @@ def gradient_errors(model: SpikingNet, x: Tensor, y: Tensor, T: int,
                     loss_cfg: LossConfig | None = None) -> dict[str, Any]:
     """Measure ``K_rate`` and ``K_esd`` for one model state and batch.
 
+    Explained in chapter 8 (`08_gradient_error`).
+
     Args:
         model: a network with auxiliary branches.
         x: batch.
