@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from esdlib.train import paths
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -122,14 +124,12 @@ class Chapter:
     @property
     def bench_dir(self) -> Path:
         """``<results>/bench``: the benchmark records and the same-host timings."""
-        return self.results / "bench"
+        return paths.bench_dir(self.results)
 
     @property
     def papermill_runs(self) -> Path:
         """The executed experiment notebooks: ``papermill_runs/`` of the project whose results
         folder this is (:func:`esdlib.train.paths.papermill_runs_dir`)."""
-        from esdlib.train import paths
-
         return paths.papermill_runs_dir(self.results.parent)
 
     def bench(self) -> pd.DataFrame:
@@ -143,7 +143,6 @@ class Chapter:
         changes; :func:`esdlib.train.records.git_revision`), wherever ``results`` lies: a
         results folder outside the checkout (a ``--fresh`` re-run in ``/tmp``) still gives the
         book's revision."""
-        from esdlib.train import paths
         from esdlib.train.records import git_revision
 
         return git_revision(paths.project_root())

@@ -103,7 +103,6 @@ cells name the data set, ``tests/test_paper_grid.py`` checks that chapter 11 sti
 _IN_PROCESS = {"train.ipynb": "fit", "gradient_error.ipynb": "gradient_study"}
 """The library call each experiment notebook makes (the dry run makes it in this process)."""
 
-_GPU_BENCH = Path("results") / "bench" / "gpu"
 _CHECKPOINT_FILES = 2  # last.pt and best.pt
 
 
@@ -294,7 +293,8 @@ def estimate(points: Sequence[GridPoint], gpus: int = 1, bench_dir: str | os.Pat
     Raises:
         PaperGridError: no usable benchmark record.
     """
-    bench_dir = Path(bench_dir) if bench_dir is not None else book_root() / _GPU_BENCH
+    bench_dir = Path(bench_dir) if bench_dir is not None else paths.bench_dir(
+        paths.results_dir(book_root())) / "gpu"
     df, source = _bench_rows(bench_dir, device_name)
     rows, total, disk = [], 0.0, 0
     ckpt_cache: dict[tuple, int] = {}
@@ -637,7 +637,7 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
     roots = write_synthetic_data(folder / "data", sorted({p.config.dataset for p in base}))
     for sub in ("paper", "bench"):
         if not (results / sub).is_dir():
-            shutil.copytree(root / "results" / sub, results / sub)
+            shutil.copytree(paths.results_dir(root) / sub, results / sub)
     extra = {**DRY_RUN_OVERRIDES, "device": device}
     points = paper_points(seeds, only, extra, roots)
     subset = points if notebooks == "all" else _notebook_subset(points)

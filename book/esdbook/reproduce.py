@@ -241,7 +241,7 @@ def grid_points(profile: str, manifest: Mapping[str, Any] | None = None,
         if missing:
             raise ConfigError(f"profile {profile!r} has no experiment(s) {missing}; "
                               f"available: {sorted(exps)}")
-    root = paths.project_root()
+    root = book_root()
     points: dict[str, GridPoint] = {}
     for name, spec in exps.items():
         if only and name not in only:
@@ -415,7 +415,9 @@ def _fresh_folders(fresh_dir: str | os.PathLike, committed: Path, root: Path) ->
     fresh = Path(fresh_dir).resolve()
     if fresh.exists() and not fresh.is_dir():
         raise ValueError(f"--fresh {fresh_dir}: exists and is not a folder")
-    folders = {name: fresh / name for name in ("results", "papermill_runs", "checkpoints")}
+    folders = {"results": paths.results_dir(fresh),  # a fresh project: the same layout
+               "papermill_runs": paths.papermill_runs_dir(fresh),
+               "checkpoints": paths.checkpoints_dir(fresh)}
     for kept in (committed, paths.papermill_runs_dir(root), paths.checkpoints_dir(root)):
         kept = Path(kept).resolve()
         # resolved (symlinks followed), as reproduce() will: a symlinked sub-folder must not
