@@ -19,7 +19,6 @@ bytes; non-finite floats (a diverged loss) are stored as ``null``.
 """
 
 import contextlib
-import difflib
 import functools
 import json
 import math
@@ -37,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from esdlib.io import atomic_write_json
 from esdlib.train import paths
 from esdlib.train.config import RunConfig
+from esdlib.train.fields import did_you_mean
+from esdlib.train.identity import make_run_id
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,9 +66,6 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """Version of the run-record schema written by this module."""
-
-
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class RecordError(ValueError):
@@ -204,29 +202,6 @@ def git_revision(path: str | os.PathLike = ".") -> str | None:
 # ---------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------
-
-
-def _as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
-    return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
-
-
-def make_run_id(cfg: RunConfig | Mapping[str, Any], experiment: str | None = None) -> str:
-    """Deterministic run id: ``<experiment>-<dataset>-<method>-<arch>-T<T>-s<seed>-<hash12>``.
-
-    The same configuration always gives the same id (so finished runs can be
-    skipped); configurations with different :meth:`RunConfig.config_hash` get
-    different ids (the 12-hex-digit hash prefix differs except with probability
-    ~2**-48). Characters other than letters, digits, ``_ . -`` become ``_``.
-
-    Args:
-        cfg: A :class:`RunConfig` or its :meth:`~RunConfig.to_dict` (missing keys
-            take the field defaults).
-        experiment: Experiment name; defaults to ``cfg.experiment``.
-    """
-    c = _as_config(cfg)
-    experiment = c.experiment if experiment is None else experiment
-    raw = f"{experiment}-{c.dataset}-{c.method}-{c.arch}-T{c.T}-s{c.seed}-{c.config_hash()[:12]}"
-    return _UNSAFE_CHARS.sub("_", raw).lstrip("_.-") or "run"
 
 
 def scale_info(cfg: RunConfig, seeds: Iterable[int] | None = None) -> dict[str, Any]:
@@ -621,9 +596,7 @@ def load_paper_table(name: str, root: str | os.PathLike | None = None) -> "pd.Da
     path = _paper_dir(root) / f"{name}.csv"
     if not path.is_file():
         names = paper_table_names(root)
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise FileNotFoundError(
-            f"no paper table {name!r}{hint}; available: {', '.join(names)} in {path.parent}"
+        raise FileNotFoundError(f"no paper table {name!r}{did_you_mean(name, names)}; "
+                                f"available: {', '.join(names)} in {path.parent}"
         )
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
