@@ -125,8 +125,9 @@ def environment_info(device: Any = None, *, include_hostname: bool = False) -> d
     """Describe the software and hardware a run used.
 
     Args:
-        device: The device the run used (``"cpu"``, ``"cuda:0"``, a
-            ``torch.device``...); ``None`` = CUDA if available, else CPU.
+        device: The device the run used (``"cpu"``, ``"cuda:0"``, ``"mps"``, a
+            ``torch.device``...); ``None`` or ``"auto"`` = the device ``"auto"`` resolves to
+            (:func:`esdlib.train.runtime.resolve_device`: CUDA, then MPS, then the CPU).
         include_hostname: Also record the machine's host name (off by default:
             records are committed to the repository).
 
@@ -156,9 +157,11 @@ def environment_info(device: Any = None, *, include_hostname: bool = False) -> d
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
-        kind = str(device).split(":")[0] if device is not None else None
-        if kind is None and torch.cuda.is_available():
-            kind, device = "cuda", "cuda"
+        if device is None or str(device) == "auto":
+            from esdlib.train.runtime import resolve_device
+
+            device = resolve_device("auto")
+        kind = str(device).split(":")[0]
         if kind == "cuda" and torch.cuda.is_available():
             info["cuda"] = torch.version.cuda
             info["device_name"] = torch.cuda.get_device_name(torch.device(device))
@@ -278,7 +281,7 @@ def make_record(
     """
     experiment = cfg.experiment if experiment is None else experiment
     if environment is None:
-        environment = environment_info(None if cfg.device == "auto" else cfg.device)
+        environment = environment_info(cfg.device)
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": make_run_id(cfg, experiment),
