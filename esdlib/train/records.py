@@ -55,6 +55,7 @@ __all__ = [
     "make_record",
     "make_run_id",
     "paper_table_names",
+    "read_record",
     "record_exists",
     "record_path",
     "scale_info",
@@ -418,22 +419,55 @@ def write_record(record: Mapping[str, Any], out_dir: str | os.PathLike) -> Path:
     return path
 
 
+_RECORD_KINDS = {"run_record": ("run record", "schema_version"),
+                 "bench_record": ("benchmark record", "bench_schema")}
+"""Per schema: the record kind named in messages, and the key every record of it has."""
+
+
+def read_record(path: str | os.PathLike, schema: str = "run_record", *,
+                skip_other_json: bool = False) -> dict[str, Any] | None:
+    """Read one JSON record file and validate it: the one reader of run and benchmark records.
+
+    Args:
+        path: the file.
+        schema: ``"run_record"`` (validated by :func:`validate_record`: the schema and the
+            headline metrics against the history) or ``"bench_record"`` (the schema).
+        skip_other_json: return ``None`` for a file of valid JSON that is not a record of
+            this kind at all (not an object, or without its version key), instead of raising.
+
+    Returns:
+        The record (or ``None``, see ``skip_other_json``).
+
+    Raises:
+        RecordError: one line that starts with the path: the file is not valid JSON (or not
+            UTF-8), or not a valid record (then every violation follows).
+        OSError: the file cannot be read (the error names it).
+    """
+    path = Path(path)
+    kind, marker = _RECORD_KINDS[schema]
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise RecordError(f"{path}: not valid JSON ({err})") from err
+    if skip_other_json and not (isinstance(record, dict) and marker in record):
+        return None
+    try:
+        if schema == "run_record":
+            validate_record(record)
+        else:
+            check_schema(record, schema, kind)
+    except RecordError as err:
+        raise RecordError(f"{path}: {err}") from None
+    return record
+
+
 def load_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate one record.
+    """Read and validate one run record (:func:`read_record`).
 
     Raises:
         RecordError: The file is not valid JSON or not a valid record.
     """
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RecordError(f"{path}: not valid JSON ({err})") from err
-    try:
-        validate_record(record)
-    except RecordError as err:
-        raise RecordError(f"{path}: {err}") from None
-    return record
+    return read_record(path)
 
 
 def record_exists(out_dir: str | os.PathLike, experiment: str, run_id: str) -> bool:
@@ -455,6 +489,28 @@ _BASE_COLUMNS = (
     "git_revision",
     "path",
 )
+
+
+def _record_row(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """One row of :func:`load_records`' table."""
+    row = {
+        "run_id": record["run_id"],
+        "experiment": record["experiment"],
+        "status": record["status"],
+        "scale_label": record["scale"]["label"],
+        "created": record["created"],
+        "config_hash": record["config_hash"],
+        "git_revision": record["git_revision"],
+        "path": str(path),
+        # absent in records written before the published branch block (2026-11-26)
+        "branch_params": (record.get("extra") or {}).get("parameter_counts", {}).get("branches"),
+        # the machine, so that a table of runs can say where they ran
+        "environment.device_name": (record.get("environment") or {}).get("device_name"),
+    }
+    for block in ("config", "metrics", "scale", "timing"):
+        row.update({f"{block}.{k}": v for k, v in record[block].items()
+                    if not (block == "scale" and k == "label")})
+    return row
 
 
 def load_records(
@@ -500,13 +556,7 @@ def load_records(
             if path.name.startswith("."):
                 continue
             try:
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise RecordError(f"{path}: not valid JSON ({err})") from err
-                if not isinstance(data, dict) or "schema_version" not in data:
-                    continue
-                record = load_record(path)
+                record = read_record(path, skip_other_json=True)
             except (RecordError, OSError) as err:
                 if strict:
                     raise RecordError(str(err) if str(path) in str(err) else f"{path}: {err}"
@@ -516,31 +566,8 @@ def load_records(
                              "status": "damaged", "path": str(path),
                              "error": str(err).replace(f"{path}: ", "")})
                 continue
-            row = {
-                "run_id": record["run_id"],
-                "experiment": record["experiment"],
-                "status": record["status"],
-                "scale_label": record["scale"]["label"],
-                "created": record["created"],
-                "config_hash": record["config_hash"],
-                "git_revision": record["git_revision"],
-                "path": str(path),
-                # absent in records written before the published branch block (2026-11-26)
-                "branch_params": (record.get("extra") or {}).get("parameter_counts", {}).get(
-                    "branches"),
-            }
-            # the machine, so that a table of runs can say where they ran
-            row["environment.device_name"] = (record.get("environment") or {}).get(
-                "device_name")
-            for block in ("config", "metrics", "scale", "timing"):
-                row.update(
-                    {
-                        f"{block}.{k}": v
-                        for k, v in record[block].items()
-                        if not (block == "scale" and k == "label")
-                    }
-                )
-            rows.append(row)
+            if record is not None:
+                rows.append(_record_row(record, path))
     if not rows:
         return pd.DataFrame(columns=list(_BASE_COLUMNS))
     df = pd.DataFrame(rows)
