@@ -1,4 +1,4 @@
-"""Run records, atomic file writes and the paper's reference values.
+"""Run records: one validated JSON file per run, written atomically, read by :func:`read_record`.
 
 Every run writes one JSON *record* (schema: ``esdlib/schema/run_record.schema.json``,
 JSON Schema draft 2020-12) to ``<out_dir>/<experiment>/<run_id>.json``. Records are
@@ -15,29 +15,30 @@ Layout (where the folders are: :mod:`esdlib.train.paths`)::
       paper/*.csv, paper/README.md   values printed in the paper (never edited)
 
 Units in records: accuracies are fractions in [0, 1], times are seconds, memory is
-bytes; non-finite floats (a diverged loss) are stored as ``null``.
+bytes; non-finite floats (a diverged loss) are stored as ``null``. The run id and config hash
+live in :mod:`esdlib.train.identity`, the record's provenance in :mod:`esdlib.train.provenance`,
+the paper's values in :mod:`esdlib.train.paper_values` (their names are re-exported here).
 """
 
-import contextlib
+from __future__ import annotations
+
 import functools
 import json
 import math
 import numbers
 import os
-import platform
 import re
-import subprocess
 import warnings
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from esdlib.io import atomic_write_json
 from esdlib.train import paths
 from esdlib.train.config import RunConfig
-from esdlib.train.fields import did_you_mean
 from esdlib.train.identity import make_run_id
+from esdlib.train.paper_values import load_paper_table, paper_table_names
+from esdlib.train.provenance import environment_info, git_revision, utc_now_iso
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,113 +100,6 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return to_jsonable(obj.tolist())
     raise TypeError(f"cannot store an object of type {type(obj).__name__} in a JSON record")
-
-
-# ---------------------------------------------------------------------------
-# Provenance
-# ---------------------------------------------------------------------------
-
-
-def utc_now_iso() -> str:
-    """The current UTC time as ISO-8601, e.g. ``"2025-11-25T02:32:00Z"``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def environment_info(device: Any = None, *, include_hostname: bool = False) -> dict[str, Any]:
-    """Describe the software and hardware a run used.
-
-    Args:
-        device: The device the run used (``"cpu"``, ``"cuda:0"``, ``"mps"``, a
-            ``torch.device``...); ``None`` or ``"auto"`` = the device ``"auto"`` resolves to
-            (:func:`esdlib.train.runtime.resolve_device`: CUDA, then MPS, then the CPU).
-        include_hostname: Also record the machine's host name (off by default:
-            records are committed to the repository).
-
-    Returns:
-        ``{"python", "torch", "numpy", "cuda", "device_name", "cpu_count",
-        "torch_threads", "platform"[, "hostname"]}``; ``cuda`` is the CUDA version
-        torch was built with when the run used a CUDA device, else ``None``.
-    """
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": None,
-        "numpy": None,
-        "cuda": None,
-        "device_name": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": None,
-        "platform": platform.platform(),
-    }
-    with contextlib.suppress(ImportError):
-        import numpy
-
-        info["numpy"] = numpy.__version__
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if device is None or str(device) == "auto":
-            from esdlib.train.runtime import resolve_device
-
-            device = resolve_device("auto")
-        kind = str(device).split(":")[0]
-        if kind == "cuda" and torch.cuda.is_available():
-            info["cuda"] = torch.version.cuda
-            info["device_name"] = torch.cuda.get_device_name(torch.device(device))
-        elif kind == "mps":
-            info["device_name"] = f"Apple MPS ({platform.machine()})"
-    if include_hostname:
-        info["hostname"] = platform.node()
-    return info
-
-
-def git_revision(path: str | os.PathLike = ".") -> str | None:
-    """The commit checked out at ``path``, with ``"+dirty"`` if tracked files changed.
-
-    Untracked files (e.g. new results) and changes under
-    :data:`esdlib.train.paths.GENERATED_PATHS` (relative to the repository's top level) do not
-    count as changes.
-
-    Returns:
-        e.g. ``"3f2c...e1"`` or ``"3f2c...e1+dirty"``; ``None`` outside a git
-        repository, in a repository without commits, or when git is missing.
-    """
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", os.fspath(path), *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--verify", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                    *(f":(top,exclude){p}" for p in paths.GENERATED_PATHS))
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return rev + ("+dirty" if dirty else "") if rev else None
-
-
-# ---------------------------------------------------------------------------
-# Records
-# ---------------------------------------------------------------------------
 
 
 def scale_info(cfg: RunConfig, seeds: Iterable[int] | None = None) -> dict[str, Any]:
@@ -515,7 +409,7 @@ def _record_row(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
 
 def load_records(
     root: str | os.PathLike, experiment: str | None = None, *, strict: bool = True
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Load every record under ``root`` into a table, one row per record.
 
     Scans ``<root>/<experiment>/*.json`` (all experiment folders when
@@ -572,61 +466,3 @@ def load_records(
         return pd.DataFrame(columns=list(_BASE_COLUMNS))
     df = pd.DataFrame(rows)
     return df.sort_values(["experiment", "run_id"], ignore_index=True)
-
-
-# ---------------------------------------------------------------------------
-# Paper values
-# ---------------------------------------------------------------------------
-
-
-def _paper_dir(root: str | os.PathLike | None) -> Path:
-    path = paths.paper_dir(root)
-    if not path.is_dir():
-        raise FileNotFoundError(f"paper values directory {path} does not exist (pass the "
-                                "results folder that holds 'paper/')")
-    return path
-
-
-def paper_table_names(root: str | os.PathLike | None = None) -> tuple[str, ...]:
-    """Names accepted by :func:`load_paper_table` (the CSV files in ``<root>/paper``).
-
-    Args:
-        root: the results folder holding ``paper/`` (``None``: the project's,
-            :func:`esdlib.train.paths.results_dir`).
-
-    Raises:
-        FileNotFoundError: no paper directory.
-    """
-    return tuple(sorted(p.stem for p in _paper_dir(root).glob("*.csv")))
-
-
-def load_paper_table(name: str, root: str | os.PathLike | None = None) -> "pd.DataFrame":
-    """Load one table of paper-reported values, e.g. ``"table1_static"``.
-
-    Args:
-        name: The table (a CSV file of ``<root>/paper``).
-        root: The results folder holding ``paper/`` (default: :func:`results_dir`).
-
-    Tables: ``table1_static`` (CIFAR-10/100, ImageNet top-1 accuracy in %),
-    ``table_dvs`` (CIFAR10-DVS top-1 in %), ``firing_rates`` (fractions per
-    timestep). Only empty cells are missing values (NaN); numbers are parsed as
-    int64/float64 and ``True``/``False`` columns as bool.
-
-    Args:
-        name: table name (a CSV file of ``<root>/paper`` without its suffix).
-        root: the results folder holding ``paper/`` (``None``: the project's,
-            :func:`esdlib.train.paths.results_dir`).
-
-    Raises:
-        FileNotFoundError: Unknown table (the message lists the available ones)
-            or no paper directory.
-    """
-    import pandas as pd
-
-    path = _paper_dir(root) / f"{name}.csv"
-    if not path.is_file():
-        names = paper_table_names(root)
-        raise FileNotFoundError(f"no paper table {name!r}{did_you_mean(name, names)}; "
-                                f"available: {', '.join(names)} in {path.parent}"
-        )
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
