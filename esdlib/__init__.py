@@ -92,7 +92,6 @@ from esdlib.train.engine import (  # noqa: E402  isort: skip
     load_trained_model,
 )
 from esdlib.train.gradients import gradient_errors, gradient_study  # noqa: E402  isort: skip
-from esdlib.train.metrics import estimate_energy  # noqa: E402  isort: skip
 from esdlib.train.records import (  # noqa: E402  isort: skip
     load_paper_table,
     load_record,
@@ -116,7 +115,7 @@ __all__ = [
     "sd_loss", "self_distillation_loss", "set_mode", "spike_pass", "spiking_resnet18",
     "spiking_resnet19", "surrogate_derivative", "time_average", "voltage_reset", "CheckpointError",
     "ConfigError", "DatasetInfo", "DatasetNotFoundError", "DivergenceWarning", "RunConfig",
-    "build_datasets", "estimate_energy", "evaluate", "fit", "gradient_errors", "gradient_study",
+    "build_datasets", "evaluate", "fit", "gradient_errors", "gradient_study",
     "load_checkpoint", "load_paper_table", "load_record", "load_records", "load_trained_model",
     "make_run_id",
 ]

@@ -111,7 +111,8 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from esdlib.train.engine import datasets_of, evaluate, load_trained_model, resolve_device
+    from esdlib.train.engine import datasets_of, evaluate, load_trained_model
+    from esdlib.train.runtime import resolve_device
 
     check_evaluate_args(args)
     device = resolve_device(args.device)
@@ -144,10 +145,10 @@ def _info(args: argparse.Namespace) -> int:
     for k, v in environment_info().items():
         print(f"  {k}: {v}")
     print(f"  cuda available: {torch.cuda.is_available()}")
-    from esdlib.train.runtime import cpu_bf16_units, resolve_precision
+    from esdlib.train.runtime import cpu_bf16_units, resolve_device, resolve_precision
 
     units = [name for name, has in cpu_bf16_units().items() if has]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto").type
     print(f"  cpu bf16 units: {', '.join(units) or 'none'}")
     print(f"  precision=auto resolves to: {resolve_precision('auto', device)} on {device}")
     print("data sets:")

@@ -59,7 +59,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from esdlib.passes import ModeAware, _mean_over_steps, _memory_order
+from esdlib._layout import mean_over_steps, memory_order
+from esdlib.passes import ModeAware
 
 RESET_MODES = ("soft", "soft_nodetach", "hard")
 
@@ -301,7 +302,7 @@ def lif_spike_pass(x_seq: Tensor, params: LIFParams,
     lam, th, alpha = float(params.decay), params.v_threshold, params.surrogate_alpha
     # Work on a contiguous [T, N] view in the input's memory order (no copy for NCHW or
     # channels-last): every elementwise op below is then one dense 1-D sweep.
-    order, inverse = _memory_order(x_seq)
+    order, inverse = memory_order(x_seq)
     xp = x_seq.permute(order).contiguous()
     x_flat = xp.view(T, -1)
     spikes = torch.empty_like(x_flat)
@@ -338,7 +339,7 @@ def lif_spike_pass(x_seq: Tensor, params: LIFParams,
     def unflatten(flat: Tensor, lead: int) -> Tensor:  # back to x_seq's shape and strides
         return flat.view(lead, *xp.shape[1:]).permute(inverse)
 
-    rate = unflatten(_mean_over_steps(spikes), 1)[0]
+    rate = unflatten(mean_over_steps(spikes), 1)[0]
     elig = unflatten(elig.div_(T), 1)[0] if eligibility else None
     return unflatten(spikes, T), rate, elig
 
@@ -370,7 +371,7 @@ def lif_spike_pass_traceable(x_seq: Tensor, params: LIFParams,
     T = x_seq.shape[0]
     lam = params.decay if decay is None else decay
     th, alpha = params.v_threshold, params.surrogate_alpha
-    order, inverse = _memory_order(x_seq)
+    order, inverse = memory_order(x_seq)
     xp = x_seq.permute(order).contiguous()
     x_flat = xp.view(T, -1)
     dtype = state_dtype(x_flat.dtype)

@@ -59,6 +59,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from esdlib._layout import HALF_DTYPES, mean_over_steps, memory_order
+
 NEURON_MODES = ("multistep", "spike", "rate")
 """The behaviours of a mode-aware module, one per kind of pass."""
 
@@ -86,35 +88,6 @@ class ModeAware:
         """Drop everything recorded by the last pass (nothing by default)."""
 
 
-def _memory_order(x: Tensor) -> tuple[list[int], list[int]]:
-    """Dimension order of ``x`` in memory (dim 0 first, the rest by decreasing stride) and its
-    inverse: ``x.permute(order)`` is contiguous for NCHW and channels-last alike."""
-    strides = x.stride()
-    order = [0, *sorted(range(1, x.dim()), key=lambda d: -strides[d])]
-    inverse = [0] * len(order)
-    for i, d in enumerate(order):  # a plain loop: TorchDynamo traces it without a break
-        inverse[d] = i
-    return order, inverse
-
-
-_HALF = (torch.bfloat16, torch.float16)
-
-
-def _mean_over_steps(flat: Tensor) -> Tensor:
-    """``flat.mean(0)`` of a dense ``[T, N]`` tensor in at least float32, without autograd.
-
-    Half-precision input is added step by step into one float32 buffer: ``mean(0, dtype=…)``
-    would first copy the whole ``[T, N]`` tensor to float32 (3.5× slower for a stage-1 spike
-    map of ResNet-18 at T = 6 on the project's CPU).
-    """
-    if flat.dtype not in _HALF:
-        return flat.mean(0)
-    acc = flat[0].to(torch.float32, copy=True)
-    for t in range(1, flat.shape[0]):
-        acc.add_(flat[t])
-    return acc.div_(flat.shape[0])
-
-
 def time_average(x: Tensor, T: int) -> Tensor:
     """Average a time-major ``[T·B, ...]`` tensor over its ``T`` steps: ``[B, ...]``.
 
@@ -124,7 +97,7 @@ def time_average(x: Tensor, T: int) -> Tensor:
 
     Half-precision input (bf16/fp16 under autocast) is summed in float32 and the mean is
     returned in the input's dtype; without autograd the sum runs step by step into one float32
-    buffer (:func:`_mean_over_steps`).
+    buffer (:func:`~esdlib._layout.mean_over_steps`).
 
     Args:
         x: ``[T·B, ...]`` with the time-major batch axis outermost in memory.
@@ -136,13 +109,13 @@ def time_average(x: Tensor, T: int) -> Tensor:
     if x.shape[0] % T:
         raise RuntimeError(f"leading dim {x.shape[0]} is not a multiple of T={T}")
     B = x.shape[0] // T
-    order, inverse = _memory_order(x)
+    order, inverse = memory_order(x)
     xp = x.permute(order)
     if not xp.is_contiguous():  # the batch axis is not outermost, or x is not dense
         return x.view(T, B, *x.shape[1:]).mean(0)
     flat = xp.reshape(T, -1)
-    if flat.dtype in _HALF and not (flat.requires_grad and torch.is_grad_enabled()):
-        mean = _mean_over_steps(flat).to(flat.dtype)
+    if flat.dtype in HALF_DTYPES and not (flat.requires_grad and torch.is_grad_enabled()):
+        mean = mean_over_steps(flat).to(flat.dtype)
     else:
         mean = flat.mean(0)
     return mean.view(B, *xp.shape[1:]).permute(inverse)

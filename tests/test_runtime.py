@@ -121,3 +121,103 @@ def test_cpu_bf16_units_reports_both_probes():
     units = runtime.cpu_bf16_units()
     assert set(units) == {"amx_bf16", "avx512_bf16"} and all(
         isinstance(v, bool) for v in units.values())
+
+
+# --- device, the run's runtime, peak memory ----------------------------------------------------
+
+
+def _no_gpu(monkeypatch, mps: bool = False):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "_mps_available", lambda: mps)
+
+
+@pytest.mark.parametrize(("mps", "expected"), [(False, "cpu"), (True, "mps")])
+def test_auto_device_is_cuda_then_mps_then_cpu(monkeypatch, mps, expected):
+    _no_gpu(monkeypatch, mps)
+    assert runtime.resolve_device("auto") == torch.device(expected)
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.resolve_device("auto") == torch.device("cuda")
+
+
+@pytest.mark.parametrize(("name", "needle"), [("gpu", "not valid"), ("cuda", "not available"),
+                                              ("cuda:1", "not available"), ("mps", "MPS")])
+def test_unknown_or_absent_devices_are_refused(monkeypatch, name, needle):
+    from esdlib.train.fields import ConfigError
+
+    _no_gpu(monkeypatch)
+    with pytest.raises(ConfigError, match=needle):
+        runtime.resolve_device(name)
+
+
+def test_the_record_names_the_device_auto_resolves_to(monkeypatch):
+    from esdlib.train.records import environment_info
+
+    _no_gpu(monkeypatch, mps=True)
+    assert environment_info()["device_name"].startswith("Apple MPS")
+    assert environment_info("auto")["device_name"].startswith("Apple MPS")
+    assert not environment_info("cpu")["device_name"].startswith("Apple MPS")
+
+
+def test_bench_resolves_auto_like_the_run(monkeypatch):
+    from esdlib.bench.config import BenchConfig
+
+    _no_gpu(monkeypatch, mps=True)
+    assert BenchConfig(precisions=("fp32",)).device_type == "mps"
+
+
+def _count_precision_checks(monkeypatch) -> list:
+    calls, real = [], runtime.precision_problem
+    monkeypatch.setattr(runtime, "precision_problem",
+                        lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+def test_esd_train_checks_the_precision_once(monkeypatch, tmp_path):
+    """Parsing `esd train` checks nothing; check_runtime checks and resolves once and returns
+    the Runtime the engine needs."""
+    from esdlib import cli
+    from esdlib.train.config import RunConfig, check_runtime
+
+    calls = _count_precision_checks(monkeypatch)
+    _no_gpu(monkeypatch)
+    args = cli.build_parser().parse_args(
+        ["train", "--profile", "smoke", "--precision", "bf16", "--tf32",
+         "--set", f"out_dir={tmp_path / 'r'}", "--set", f"checkpoint_dir={tmp_path / 'c'}"])
+    assert calls == []  # building the parser no longer builds (and checks) a BenchConfig
+    cfg = RunConfig.from_overrides(args.profile, cli.train_overrides(args))
+    rt = check_runtime(cfg)
+    assert len(calls) == 1
+    assert (rt.device, rt.precision, rt.tf32) == (torch.device("cpu"), "bf16", False)
+    assert "no effect on cpu" in rt.tf32_note
+    assert rt.keep_freed_memory and rt.channels_last and rt.compile == "none"
+
+
+def test_runtime_refuses_a_precision_the_device_cannot_run(monkeypatch):
+    from esdlib.train.config import ConfigError, RunConfig
+
+    _no_gpu(monkeypatch)
+    with pytest.raises(ConfigError, match="fp16.*CUDA"):
+        runtime.resolve_runtime(RunConfig.from_profile("smoke", precision="fp16"))
+
+
+def test_runtime_apply_returns_the_record_settings(monkeypatch):
+    from esdlib.train.config import RunConfig
+
+    _no_gpu(monkeypatch)
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda *a: True)
+    rt = runtime.resolve_runtime(RunConfig.from_profile("smoke", tf32=True))
+    assert rt.apply() == {"precision": "fp32", "channels_last": True, "keep_freed_memory": True,
+                          "compile": "none", "tf32": False, "tf32_note": rt.tf32_note}
+    off = runtime.resolve_runtime(RunConfig.from_profile("smoke", keep_freed_memory=False))
+    assert off.apply()["keep_freed_memory"] is False and "tf32_note" not in off.apply()
+
+
+def test_peak_memory_is_one_counter_with_its_name():
+    held = torch.ones(2**22)  # 16 MiB, resident
+    peak, source = runtime.peak_memory("cpu")
+    assert peak >= held.numel() * 4 and source in ("cpu_vmhwm", "cpu_ru_maxrss")
+    assert runtime.peak_memory_bytes(torch.device("cpu")) >= peak - 2**20
+    if source == "cpu_vmhwm":
+        del held
+        assert runtime.reset_peak_memory("cpu")

@@ -53,15 +53,12 @@ def check_parameter_names(given: Iterable[str], declared: Iterable[str],
     Raises:
         ValueError: Unknown names, with close matches and the list of valid names.
     """
-    import difflib
+    from esdlib.train.fields import did_you_mean
 
     declared = list(declared)
     unknown = [n for n in given if n not in declared]
     if unknown:
-        hints = []
-        for n in unknown:
-            close = difflib.get_close_matches(n, declared, n=1, cutoff=0.6)
-            hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{n!r}{did_you_mean(n, declared)}" for n in unknown]
         raise ValueError(f"unknown parameter(s) {', '.join(hints)} for {where}; valid "
                          f"parameters: {', '.join(declared)}")
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from esdlib.bench.config import add_bench_arguments
-from esdlib.bench.run import _peak_worker, bench_command
+from esdlib.bench.run import bench_command, peak_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_bench_arguments(parser)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        print(json.dumps(_peak_worker(json.loads(args.worker))), flush=True)
+        print(json.dumps(peak_worker(json.loads(args.worker))), flush=True)
         return 0
     return bench_command(args)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ class BenchConfig:
         warmup: untimed steps per configuration (the first also measures saved bytes).
         steps: timed steps per configuration.
         threads: CPU threads (``torch.set_num_threads``) in this process and in the workers.
-        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA, else MPS, else the CPU), ``"cpu"`` or ``"cuda"``.
         precisions: precisions to compare (:data:`esdlib.train.runtime.PRECISIONS`): ``"fp32"``,
             ``"bf16"`` (autocast, CPU or CUDA), ``"fp16"`` (autocast + gradient scaler, CUDA
             only), ``"auto"`` (resolved by :func:`esdlib.train.runtime.resolve_precision`); one more
@@ -146,10 +147,11 @@ class BenchConfig:
 
     @property
     def device_type(self) -> str:
-        """``"cuda"`` or ``"cpu"`` (``"auto"`` resolved)."""
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        """``"cuda"``, ``"mps"`` or ``"cpu"``: ``device`` resolved
+        (:func:`esdlib.train.runtime.resolve_device`; ``"auto"``: CUDA, then MPS, then CPU)."""
+        from esdlib.train.runtime import resolve_device
+
+        return resolve_device(self.device).type
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able fields (tuples as lists)."""
@@ -180,7 +182,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """
     import argparse
 
-    d = BenchConfig()
+    # the field defaults, read without building (and validating) a config
+    d = types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(BenchConfig)})
     lists = "space- or comma-separated"
     parser.add_argument("--arch", nargs="+", default=list(d.archs),
                         help=f"architectures, {lists}, of {sorted(ARCHITECTURES)} "

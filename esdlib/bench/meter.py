@@ -34,7 +34,7 @@ def _storage_key(t: Tensor) -> tuple[str, int] | None:
     return (str(t.device), s.data_ptr())
 
 
-def _storage_bytes(tensors: Iterator[Tensor], exclude: set | frozenset = frozenset()) -> dict:
+def storage_bytes(tensors: Iterator[Tensor], exclude: set | frozenset = frozenset()) -> dict:
     seen: dict[tuple[str, int], int] = {}
     for t in tensors:
         key = _storage_key(t)
@@ -44,7 +44,7 @@ def _storage_bytes(tensors: Iterator[Tensor], exclude: set | frozenset = frozens
     return seen
 
 
-def _param_storages(model: nn.Module) -> set[tuple[str, int]]:
+def param_storages(model: nn.Module) -> set[tuple[str, int]]:
     keys = (_storage_key(t) for t in (*model.parameters(), *model.buffers()))
     return {k for k in keys if k is not None}
 
@@ -90,8 +90,8 @@ class SavedTensorMeter:
     def live_storages(self, exclude: nn.Module | None = None) -> dict[tuple[str, int], int]:
         """``{(device, data_ptr): bytes}`` of the saved storages alive now, minus ``exclude``'s
         parameters and buffers."""
-        skip = _param_storages(exclude) if exclude is not None else set()
-        return _storage_bytes((h.tensor for h in list(self._holders)), skip)
+        skip = param_storages(exclude) if exclude is not None else set()
+        return storage_bytes((h.tensor for h in list(self._holders)), skip)
 
     def live(self, exclude: nn.Module | None = None) -> tuple[int, int]:
         """Bytes and number of unique storages saved for backward and still alive.
@@ -106,7 +106,7 @@ class SavedTensorMeter:
         return sum(seen.values()), len(seen)
 
 
-def _tensors_in(value: Any) -> Iterator[Tensor]:
+def tensors_in(value: Any) -> Iterator[Tensor]:
     if isinstance(value, Tensor):
         yield value
     elif isinstance(value, (list, tuple)):
@@ -140,7 +140,7 @@ def held_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
         for attr, value in vars(module).items():
             if attr in _MODULE_INTERNALS:
                 continue
-            for t in _tensors_in(value):
+            for t in tensors_in(value):
                 if not isinstance(t, nn.Parameter):
                     found.append((f"{name}.{attr}" if name else attr, t))
     return found
@@ -168,4 +168,4 @@ def live_tensor_bytes(device: str | torch.device | None = None) -> int:
         dev = str(obj.device)
         if want is None or dev == want or dev.split(":")[0] == want:
             tensors.append(obj)
-    return sum(_storage_bytes(iter(tensors)).values())
+    return sum(storage_bytes(iter(tensors)).values())

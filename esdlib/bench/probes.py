@@ -1,73 +1,19 @@
-"""Process probes of the benchmark: peak-memory counters, page faults and machine load.
+"""Process probes of the benchmark: CPU time, page faults and machine load.
 
-Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the resident-set high-water mark
-``VmHWM`` (reset through ``/proc/self/clear_refs``) on the CPU; ``getrusage`` is the fallback.
+Peak memory is measured by :func:`esdlib.train.runtime.peak_memory` (one counter for run and
+benchmark records: ``torch.cuda.max_memory_allocated`` on CUDA, the resident-set high-water mark
+``VmHWM``, reset by :func:`esdlib.train.runtime.reset_peak_memory`, on the CPU).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-import sys
 import time
 
-import torch
+__all__ = ["LoadProbe", "wait_quiet"]
 
 
-def _trim_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``), where possible."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _vm_hwm_bytes() -> int | None:
-    """``VmHWM`` (resident-set high-water mark of this process's memory map), Linux only."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _reset_peak(device_type: str) -> bool:
-    """Reset the peak counter to the current usage; ``False`` where that is impossible."""
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return True
-    gc.collect()
-    _trim_heap()
-    if _vm_hwm_bytes() is None:
-        return False
-    try:  # Linux >= 4.0: "5" resets VmHWM to the current resident set size
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_now(device_type: str) -> tuple[int, str]:
-    """The peak counter in bytes, and its name."""
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-        return int(torch.cuda.max_memory_allocated()), "cuda_max_memory_allocated"
-    hwm = _vm_hwm_bytes()
-    if hwm is not None:
-        return hwm, "cpu_vmhwm"
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024), "cpu_ru_maxrss"  # Linux: KiB
-
-
-class _LoadProbe:
+class LoadProbe:
     """This process's CPU time and the share of the machine used by others over an interval."""
 
     def __init__(self) -> None:
@@ -108,13 +54,13 @@ def _busy_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_quiet(max_wait_s: float, threshold: float, window_s: float = 0.2) -> None:
+def wait_quiet(max_wait_s: float, threshold: float, window_s: float = 0.2) -> None:
     """Sleep until other processes use at most ``threshold`` of all CPUs, or ``max_wait_s``."""
     if max_wait_s <= 0 or _busy_s() is None:
         return
     deadline = time.perf_counter() + max_wait_s
     while time.perf_counter() < deadline:
-        probe = _LoadProbe()
+        probe = LoadProbe()
         time.sleep(window_s)
         _, others, _ = probe.stop()
         if others is None or others <= threshold:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +11,7 @@ from typing import TYPE_CHECKING, Any
 from esdlib.bench.config import PHASES
 from esdlib.io import atomic_write_json
 from esdlib.train import paths
-from esdlib.train.records import (
-    check_schema,
-    to_jsonable,
-)
+from esdlib.train.records import check_schema, read_record, to_jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +126,8 @@ def load_bench(root: str | os.PathLike | None = None) -> pd.DataFrame:
         sorted by creation time; empty with those columns when there is no record.
 
     Raises:
-        ValueError: a file is not a valid benchmark record (its path is in the message).
+        esdlib.train.records.RecordError: (a ``ValueError``) a file is not a valid benchmark
+            record (:func:`esdlib.train.records.read_record`; its path starts the message).
     """
     import pandas as pd
 
@@ -139,14 +136,7 @@ def load_bench(root: str | os.PathLike | None = None) -> pd.DataFrame:
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         if path.name.startswith("."):
             continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: unreadable benchmark record ({err})") from err
-        try:
-            validate_bench_record(record)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+        record = read_record(path, "bench_record")
         frames.append(bench_frame(record, str(path)))
     if not frames:
         return pd.DataFrame(columns=list(BENCH_COLUMNS))

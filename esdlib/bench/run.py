@@ -22,12 +22,12 @@ from torch import Tensor
 from esdlib.bench.config import PHASES, BenchConfig, config_from_args
 from esdlib.bench.meter import (
     SavedTensorMeter,
-    _param_storages,
-    _storage_bytes,
-    _tensors_in,
     held_tensors,
+    param_storages,
+    storage_bytes,
+    tensors_in,
 )
-from esdlib.bench.probes import _LoadProbe, _peak_now, _reset_peak, _wait_quiet
+from esdlib.bench.probes import LoadProbe, wait_quiet
 from esdlib.bench.records import BENCH_SCHEMA, bench_frame, write_bench_record
 from esdlib.bench.tables import bench_table, phase_table
 from esdlib.losses import LossConfig
@@ -40,6 +40,7 @@ from esdlib.train.records import (
     to_jsonable,
     utc_now_iso,
 )
+from esdlib.train.runtime import peak_memory, reset_peak_memory
 
 if TYPE_CHECKING:
     import argparse
@@ -117,16 +118,16 @@ class _Trainer:
 
         def probe() -> None:
             saved = meter.live_storages(exclude=self.model)
-            held = _storage_bytes((t for _, t in held_tensors(self.model)),
-                                  set(saved) | _param_storages(self.model))
+            held = storage_bytes((t for _, t in held_tensors(self.model)),
+                                  set(saved) | param_storages(self.model))
             found.update(saved_bytes=sum(saved.values()), saved_storages=len(saved),
                          state_bytes=sum(held.values()))
 
         with SavedTensorMeter() as meter:
             self.train_step(x, y, T, on_backward=probe)
-        found["param_bytes"] = sum(_storage_bytes(iter(self.model.parameters())).values())
-        found["optimizer_state_bytes"] = sum(_storage_bytes(
-            t for st in self.opt.state.values() for t in _tensors_in(st)).values())
+        found["param_bytes"] = sum(storage_bytes(iter(self.model.parameters())).values())
+        found["optimizer_state_bytes"] = sum(storage_bytes(
+            t for st in self.opt.state.values() for t in tensors_in(st)).values())
         return found
 
     def infer_step(self, x: Tensor, T: int) -> float:
@@ -164,7 +165,7 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
+def peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Body of ``python -m esdlib.bench --worker SPEC`` (runs in a fresh process)."""
     cfg = BenchConfig.from_dict(spec["config"])
     torch.set_num_threads(cfg.threads)
@@ -174,13 +175,13 @@ def _peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     x, y = _batch(cfg, batch)
     trainer.infer_step(x, T)  # warm-up: first-call allocations, code paged in, optimiser state
     trainer.train_step(x, y, T)
-    reset = _reset_peak(dev)
+    reset = reset_peak_memory(dev)
     trainer.infer_step(x, T)
-    baseline, counter = _peak_now(dev)
-    reset = _reset_peak(dev) and reset
+    baseline, counter = peak_memory(dev)
+    reset = reset_peak_memory(dev) and reset
     for _ in range(cfg.peak_steps):
         trainer.train_step(x, y, T)
-    peak, _ = _peak_now(dev)
+    peak, _ = peak_memory(dev)
     source = f"{counter}_{'reset' if reset else 'from_start'}_subprocess"
     return {"peak_baseline_bytes": baseline, "peak_bytes": peak,
             "peak_growth_bytes": max(0, peak - baseline), "peak_source": source}
@@ -320,7 +321,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                 for kind, case in order:
                     bar.set_postfix_str(f"rep {rep + 1}/{reps} {kind} {case}", refresh=False)
                     if rep >= first_timed:
-                        _wait_quiet(cfg.quiet_wait_s, cfg.quiet_load)
+                        wait_quiet(cfg.quiet_wait_s, cfg.quiet_load)
                     if kind == "infer":
                         a, b, p, T = case
                         x, _ = batch_of(b)
@@ -336,7 +337,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
                             memory[case] = tr.memory_step(x, y, T)
                         else:
                             with _no_gc():
-                                probe = _LoadProbe()
+                                probe = LoadProbe()
                                 dt, ph, loss = tr.train_step(x, y, T)
                                 cpu_s, others, faults = probe.stop()
                             losses[case] = loss

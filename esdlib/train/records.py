@@ -1,4 +1,4 @@
-"""Run records, atomic file writes and the paper's reference values.
+"""Run records: one validated JSON file per run, written atomically, read by :func:`read_record`.
 
 Every run writes one JSON *record* (schema: ``esdlib/schema/run_record.schema.json``,
 JSON Schema draft 2020-12) to ``<out_dir>/<experiment>/<run_id>.json``. Records are
@@ -15,28 +15,30 @@ Layout (where the folders are: :mod:`esdlib.train.paths`)::
       paper/*.csv, paper/README.md   values printed in the paper (never edited)
 
 Units in records: accuracies are fractions in [0, 1], times are seconds, memory is
-bytes; non-finite floats (a diverged loss) are stored as ``null``.
+bytes; non-finite floats (a diverged loss) are stored as ``null``. The run id and config hash
+live in :mod:`esdlib.train.identity`, the record's provenance in :mod:`esdlib.train.provenance`,
+the paper's values in :mod:`esdlib.train.paper_values` (their names are re-exported here).
 """
 
-import contextlib
-import difflib
+from __future__ import annotations
+
 import functools
 import json
 import math
 import numbers
 import os
-import platform
 import re
-import subprocess
 import warnings
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from esdlib.io import atomic_write_json
 from esdlib.train import paths
 from esdlib.train.config import RunConfig
+from esdlib.train.identity import make_run_id
+from esdlib.train.paper_values import load_paper_table, paper_table_names
+from esdlib.train.provenance import environment_info, git_revision, utc_now_iso
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +56,7 @@ __all__ = [
     "make_record",
     "make_run_id",
     "paper_table_names",
+    "read_record",
     "record_exists",
     "record_path",
     "scale_info",
@@ -65,9 +68,6 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """Version of the run-record schema written by this module."""
-
-
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class RecordError(ValueError):
@@ -100,133 +100,6 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return to_jsonable(obj.tolist())
     raise TypeError(f"cannot store an object of type {type(obj).__name__} in a JSON record")
-
-
-# ---------------------------------------------------------------------------
-# Provenance
-# ---------------------------------------------------------------------------
-
-
-def utc_now_iso() -> str:
-    """The current UTC time as ISO-8601, e.g. ``"2025-11-25T02:32:00Z"``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def environment_info(device: Any = None, *, include_hostname: bool = False) -> dict[str, Any]:
-    """Describe the software and hardware a run used.
-
-    Args:
-        device: The device the run used (``"cpu"``, ``"cuda:0"``, a
-            ``torch.device``...); ``None`` = CUDA if available, else CPU.
-        include_hostname: Also record the machine's host name (off by default:
-            records are committed to the repository).
-
-    Returns:
-        ``{"python", "torch", "numpy", "cuda", "device_name", "cpu_count",
-        "torch_threads", "platform"[, "hostname"]}``; ``cuda`` is the CUDA version
-        torch was built with when the run used a CUDA device, else ``None``.
-    """
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": None,
-        "numpy": None,
-        "cuda": None,
-        "device_name": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": None,
-        "platform": platform.platform(),
-    }
-    with contextlib.suppress(ImportError):
-        import numpy
-
-        info["numpy"] = numpy.__version__
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        kind = str(device).split(":")[0] if device is not None else None
-        if kind is None and torch.cuda.is_available():
-            kind, device = "cuda", "cuda"
-        if kind == "cuda" and torch.cuda.is_available():
-            info["cuda"] = torch.version.cuda
-            info["device_name"] = torch.cuda.get_device_name(torch.device(device))
-        elif kind == "mps":
-            info["device_name"] = f"Apple MPS ({platform.machine()})"
-    if include_hostname:
-        info["hostname"] = platform.node()
-    return info
-
-
-def git_revision(path: str | os.PathLike = ".") -> str | None:
-    """The commit checked out at ``path``, with ``"+dirty"`` if tracked files changed.
-
-    Untracked files (e.g. new results) and changes under
-    :data:`esdlib.train.paths.GENERATED_PATHS` (relative to the repository's top level) do not
-    count as changes.
-
-    Returns:
-        e.g. ``"3f2c...e1"`` or ``"3f2c...e1+dirty"``; ``None`` outside a git
-        repository, in a repository without commits, or when git is missing.
-    """
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", os.fspath(path), *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--verify", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                    *(f":(top,exclude){p}" for p in paths.GENERATED_PATHS))
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return rev + ("+dirty" if dirty else "") if rev else None
-
-
-# ---------------------------------------------------------------------------
-# Records
-# ---------------------------------------------------------------------------
-
-
-def _as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
-    return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
-
-
-def make_run_id(cfg: RunConfig | Mapping[str, Any], experiment: str | None = None) -> str:
-    """Deterministic run id: ``<experiment>-<dataset>-<method>-<arch>-T<T>-s<seed>-<hash12>``.
-
-    The same configuration always gives the same id (so finished runs can be
-    skipped); configurations with different :meth:`RunConfig.config_hash` get
-    different ids (the 12-hex-digit hash prefix differs except with probability
-    ~2**-48). Characters other than letters, digits, ``_ . -`` become ``_``.
-
-    Args:
-        cfg: A :class:`RunConfig` or its :meth:`~RunConfig.to_dict` (missing keys
-            take the field defaults).
-        experiment: Experiment name; defaults to ``cfg.experiment``.
-    """
-    c = _as_config(cfg)
-    experiment = c.experiment if experiment is None else experiment
-    raw = f"{experiment}-{c.dataset}-{c.method}-{c.arch}-T{c.T}-s{c.seed}-{c.config_hash()[:12]}"
-    return _UNSAFE_CHARS.sub("_", raw).lstrip("_.-") or "run"
 
 
 def scale_info(cfg: RunConfig, seeds: Iterable[int] | None = None) -> dict[str, Any]:
@@ -303,7 +176,7 @@ def make_record(
     """
     experiment = cfg.experiment if experiment is None else experiment
     if environment is None:
-        environment = environment_info(None if cfg.device == "auto" else cfg.device)
+        environment = environment_info(cfg.device)
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": make_run_id(cfg, experiment),
@@ -440,22 +313,55 @@ def write_record(record: Mapping[str, Any], out_dir: str | os.PathLike) -> Path:
     return path
 
 
+_RECORD_KINDS = {"run_record": ("run record", "schema_version"),
+                 "bench_record": ("benchmark record", "bench_schema")}
+"""Per schema: the record kind named in messages, and the key every record of it has."""
+
+
+def read_record(path: str | os.PathLike, schema: str = "run_record", *,
+                skip_other_json: bool = False) -> dict[str, Any] | None:
+    """Read one JSON record file and validate it: the one reader of run and benchmark records.
+
+    Args:
+        path: the file.
+        schema: ``"run_record"`` (validated by :func:`validate_record`: the schema and the
+            headline metrics against the history) or ``"bench_record"`` (the schema).
+        skip_other_json: return ``None`` for a file of valid JSON that is not a record of
+            this kind at all (not an object, or without its version key), instead of raising.
+
+    Returns:
+        The record (or ``None``, see ``skip_other_json``).
+
+    Raises:
+        RecordError: one line that starts with the path: the file is not valid JSON (or not
+            UTF-8), or not a valid record (then every violation follows).
+        OSError: the file cannot be read (the error names it).
+    """
+    path = Path(path)
+    kind, marker = _RECORD_KINDS[schema]
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise RecordError(f"{path}: not valid JSON ({err})") from err
+    if skip_other_json and not (isinstance(record, dict) and marker in record):
+        return None
+    try:
+        if schema == "run_record":
+            validate_record(record)
+        else:
+            check_schema(record, schema, kind)
+    except RecordError as err:
+        raise RecordError(f"{path}: {err}") from None
+    return record
+
+
 def load_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate one record.
+    """Read and validate one run record (:func:`read_record`).
 
     Raises:
         RecordError: The file is not valid JSON or not a valid record.
     """
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RecordError(f"{path}: not valid JSON ({err})") from err
-    try:
-        validate_record(record)
-    except RecordError as err:
-        raise RecordError(f"{path}: {err}") from None
-    return record
+    return read_record(path)
 
 
 def record_exists(out_dir: str | os.PathLike, experiment: str, run_id: str) -> bool:
@@ -479,9 +385,31 @@ _BASE_COLUMNS = (
 )
 
 
+def _record_row(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """One row of :func:`load_records`' table."""
+    row = {
+        "run_id": record["run_id"],
+        "experiment": record["experiment"],
+        "status": record["status"],
+        "scale_label": record["scale"]["label"],
+        "created": record["created"],
+        "config_hash": record["config_hash"],
+        "git_revision": record["git_revision"],
+        "path": str(path),
+        # absent in records written before the published branch block (2026-11-26)
+        "branch_params": (record.get("extra") or {}).get("parameter_counts", {}).get("branches"),
+        # the machine, so that a table of runs can say where they ran
+        "environment.device_name": (record.get("environment") or {}).get("device_name"),
+    }
+    for block in ("config", "metrics", "scale", "timing"):
+        row.update({f"{block}.{k}": v for k, v in record[block].items()
+                    if not (block == "scale" and k == "label")})
+    return row
+
+
 def load_records(
     root: str | os.PathLike, experiment: str | None = None, *, strict: bool = True
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Load every record under ``root`` into a table, one row per record.
 
     Scans ``<root>/<experiment>/*.json`` (all experiment folders when
@@ -522,13 +450,7 @@ def load_records(
             if path.name.startswith("."):
                 continue
             try:
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise RecordError(f"{path}: not valid JSON ({err})") from err
-                if not isinstance(data, dict) or "schema_version" not in data:
-                    continue
-                record = load_record(path)
+                record = read_record(path, skip_other_json=True)
             except (RecordError, OSError) as err:
                 if strict:
                     raise RecordError(str(err) if str(path) in str(err) else f"{path}: {err}"
@@ -538,92 +460,9 @@ def load_records(
                              "status": "damaged", "path": str(path),
                              "error": str(err).replace(f"{path}: ", "")})
                 continue
-            row = {
-                "run_id": record["run_id"],
-                "experiment": record["experiment"],
-                "status": record["status"],
-                "scale_label": record["scale"]["label"],
-                "created": record["created"],
-                "config_hash": record["config_hash"],
-                "git_revision": record["git_revision"],
-                "path": str(path),
-                # absent in records written before the published branch block (2026-11-26)
-                "branch_params": (record.get("extra") or {}).get("parameter_counts", {}).get(
-                    "branches"),
-            }
-            # the machine, so that a table of runs can say where they ran
-            row["environment.device_name"] = (record.get("environment") or {}).get(
-                "device_name")
-            for block in ("config", "metrics", "scale", "timing"):
-                row.update(
-                    {
-                        f"{block}.{k}": v
-                        for k, v in record[block].items()
-                        if not (block == "scale" and k == "label")
-                    }
-                )
-            rows.append(row)
+            if record is not None:
+                rows.append(_record_row(record, path))
     if not rows:
         return pd.DataFrame(columns=list(_BASE_COLUMNS))
     df = pd.DataFrame(rows)
     return df.sort_values(["experiment", "run_id"], ignore_index=True)
-
-
-# ---------------------------------------------------------------------------
-# Paper values
-# ---------------------------------------------------------------------------
-
-
-def _paper_dir(root: str | os.PathLike | None) -> Path:
-    path = paths.paper_dir(root)
-    if not path.is_dir():
-        raise FileNotFoundError(f"paper values directory {path} does not exist (pass the "
-                                "results folder that holds 'paper/')")
-    return path
-
-
-def paper_table_names(root: str | os.PathLike | None = None) -> tuple[str, ...]:
-    """Names accepted by :func:`load_paper_table` (the CSV files in ``<root>/paper``).
-
-    Args:
-        root: the results folder holding ``paper/`` (``None``: the project's,
-            :func:`esdlib.train.paths.results_dir`).
-
-    Raises:
-        FileNotFoundError: no paper directory.
-    """
-    return tuple(sorted(p.stem for p in _paper_dir(root).glob("*.csv")))
-
-
-def load_paper_table(name: str, root: str | os.PathLike | None = None) -> "pd.DataFrame":
-    """Load one table of paper-reported values, e.g. ``"table1_static"``.
-
-    Args:
-        name: The table (a CSV file of ``<root>/paper``).
-        root: The results folder holding ``paper/`` (default: :func:`results_dir`).
-
-    Tables: ``table1_static`` (CIFAR-10/100, ImageNet top-1 accuracy in %),
-    ``table_dvs`` (CIFAR10-DVS top-1 in %), ``firing_rates`` (fractions per
-    timestep). Only empty cells are missing values (NaN); numbers are parsed as
-    int64/float64 and ``True``/``False`` columns as bool.
-
-    Args:
-        name: table name (a CSV file of ``<root>/paper`` without its suffix).
-        root: the results folder holding ``paper/`` (``None``: the project's,
-            :func:`esdlib.train.paths.results_dir`).
-
-    Raises:
-        FileNotFoundError: Unknown table (the message lists the available ones)
-            or no paper directory.
-    """
-    import pandas as pd
-
-    path = _paper_dir(root) / f"{name}.csv"
-    if not path.is_file():
-        names = paper_table_names(root)
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise FileNotFoundError(
-            f"no paper table {name!r}{hint}; available: {', '.join(names)} in {path.parent}"
-        )
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])

@@ -1,4 +1,9 @@
-"""Performance settings: numeric precision, TF32, and the CPU allocator — applied only when called.
+"""The machine a run uses: device, precision and TF32, resolved and checked once.
+
+**Device and checks.** :func:`resolve_device` is the one reading of ``device="auto"`` (CUDA,
+then MPS, then the CPU). :func:`resolve_runtime` resolves a config's device and precision once
+and checks them against this machine; :func:`check_runtime` adds the writable folders. Both
+raise :class:`~esdlib.train.fields.ConfigError` before any work is done.
 
 **Precision.** :data:`PRECISIONS` are the values of ``RunConfig.precision`` and
 ``esd bench --precision``: ``"fp32"`` (no autocast), ``"bf16"`` (``torch.autocast`` with
@@ -15,72 +20,44 @@ throughput, at about bf16's input precision. PyTorch allows it for cuDNN convolu
 forbids it for matrix products by default; esdlib makes it one choice, ``RunConfig.tf32``
 (off: fp32 means float32), applied for the duration of a run by :func:`tf32`.
 
-**Allocator.** PyTorch on the CPU allocates every activation with ``malloc``. glibc serves
-large blocks (≥ 128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and gives them back on
-``free``; the kernel then has to zero every page again at the next training step's first
-touch. A spiking network's spike pass allocates the same few-MiB maps ``T`` times per layer, so
-on a small VM these page faults cost a visible share of a step (the benchmark counts them as
-``page_faults``). :func:`keep_freed_memory` asks glibc to serve all blocks from its heap and to
-keep freed memory for reuse — the CPU counterpart of a caching allocator. The resident set
-then stays near its high-water mark, which is what a training process reaches anyway.
+**Memory.** The CPU allocator setting and the peak-memory measurement live in
+:mod:`esdlib.train.memory` (re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import sys
+import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["PRECISIONS", "autocast", "autocast_dtype", "cpu_bf16_units", "keep_freed_memory",
-           "precision_problem", "resolve_precision", "tf32", "tf32_state"]
+from esdlib.train.fields import ConfigError
+from esdlib.train.memory import (
+    keep_freed_memory,
+    peak_memory,
+    peak_memory_bytes,
+    reset_peak_memory,
+    trim_heap,
+)
+from esdlib.train.paths import resolve_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from esdlib.train.config import RunConfig
+
+__all__ = ["DEVICE_CHOICES", "DEVICE_PATTERN", "PRECISIONS", "Runtime", "autocast",
+           "autocast_dtype", "check_device", "check_runtime", "check_writable_dir",
+           "cpu_bf16_units", "keep_freed_memory", "peak_memory", "peak_memory_bytes",
+           "precision_problem", "reset_peak_memory", "resolve_device", "resolve_precision",
+           "resolve_runtime", "tf32", "tf32_state", "trim_heap"]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 """Values of ``precision``: float32, bfloat16 autocast, float16 autocast (CUDA), automatic."""
 
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_TOP_PAD = -2
-_M_MMAP_MAX = -4
-_INT_MAX = 2**31 - 1
-
-
-def keep_freed_memory(top_pad_bytes: int = 64 * 2**20) -> bool:
-    """Make glibc's ``malloc`` reuse freed memory instead of unmapping and re-faulting it.
-
-    Sets ``M_MMAP_MAX = 0`` (no per-block ``mmap``: big tensors come from the heap),
-    ``M_TRIM_THRESHOLD`` to its maximum (freed heap memory is not returned to the OS) and
-    ``M_TOP_PAD`` (the heap grows in steps of at least this size). It affects the whole
-    process and cannot be undone except by new ``mallopt`` calls; an explicit
-    ``malloc_trim(0)`` still returns free pages. Call it once, early, in a process that trains
-    or benchmarks on the CPU: :func:`esdlib.fit` (``esd train``, the experiment notebooks) calls
-    it when ``RunConfig.keep_freed_memory`` is on (the default) and the run uses the CPU, and
-    ``esd bench`` calls it in its timing process unless ``--no-keep-freed-memory``.
-
-    Args:
-        top_pad_bytes: extra bytes requested whenever the heap grows (≥ 0).
-
-    Returns:
-        ``True`` if glibc accepted all settings; ``False`` on other C libraries / platforms,
-        where nothing is changed.
-    """
-    if top_pad_bytes < 0:
-        raise ValueError(f"top_pad_bytes must be >= 0, got {top_pad_bytes}")
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX),
-                (_M_TOP_PAD, min(int(top_pad_bytes), _INT_MAX)))
-    return all(mallopt(param, value) == 1 for param, value in settings)
 
 
 # ---------------------------------------------------------------------------
@@ -264,3 +241,197 @@ def autocast(precision: str, device_type: str):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# Device
+# ---------------------------------------------------------------------------
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+"""Valid ``device`` names (matched with ``fullmatch``)."""
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def _device_problem(name: str) -> str | None:
+    """Why ``device=name`` cannot be used on this machine (``None`` when it can)."""
+    import torch
+
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"device={name!r} but CUDA is not available on this machine (use cpu or auto)"
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            return (f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                    f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    if name == "mps" and not _mps_available():
+        return "device='mps' but MPS (Apple GPU) is not available on this machine (use cpu or auto)"
+    return None
+
+
+def check_device(name: str) -> None:
+    """Check that a device name is valid and available here.
+
+    Raises:
+        ConfigError: not one of auto, cpu, cuda, cuda:N, mps, or not available.
+    """
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device={name!r} is not valid; expected {', '.join(DEVICE_CHOICES)}")
+    problem = _device_problem(name)
+    if problem:
+        raise ConfigError(problem)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The one device resolver: ``"auto"`` → CUDA if available, else MPS, else the CPU.
+
+    Other names (``cpu``, ``cuda``, ``cuda:N``, ``mps``) are checked to exist here
+    (:func:`check_device`).
+
+    Raises:
+        ConfigError: an invalid name or a device this machine does not have.
+    """
+    import torch
+
+    check_device(name)
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps" if _mps_available() else "cpu")
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """Check that ``path`` is, or can be created as, a folder we can write files into.
+
+    The folder (and its missing parents) is created, a temporary file is created and removed
+    in it, and the folders this check created are removed again, so the check is exact
+    (read-only mounts, ``/proc``, a file in the way) and leaves nothing behind.
+
+    Raises:
+        ConfigError: naming ``what`` (e.g. ``"out_dir"``), the path and the OS error.
+    """
+    import tempfile
+
+    p = resolve_path(path)
+    created = [d for d in (p, *p.parents) if not d.exists()]
+    try:
+        for attempt in range(3):
+            p.mkdir(parents=True, exist_ok=True)
+            try:
+                with tempfile.TemporaryFile(dir=p, prefix=".esd-write-probe."):
+                    pass
+                break
+            except FileNotFoundError:
+                # another process (a DDP rank) removed the folder it had created for its own
+                # check between our mkdir and our probe: create it again
+                if attempt == 2:
+                    raise
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"{what}={os.fspath(path)!r} is not a writable folder ({p}: {reason})"
+                          ) from None
+    finally:
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+# ---------------------------------------------------------------------------
+# A run's runtime: resolved and checked once
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run uses this machine, resolved once from its config (:func:`resolve_runtime`).
+
+    Attributes:
+        device: the resolved device (:func:`resolve_device`).
+        precision: the resolved precision, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        channels_last: the channels-last memory format for the model and the batches.
+        keep_freed_memory: glibc should keep freed memory (requested and the run uses the
+            CPU); :meth:`apply` applies it.
+        compile: the ``torch.compile`` mode of the spike pass (``"none"``: eager).
+        tf32: TF32 is in effect (requested and the run uses CUDA).
+        tf32_note: why a requested ``tf32`` has no effect (``None`` otherwise).
+    """
+
+    device: torch.device
+    precision: str
+    channels_last: bool
+    keep_freed_memory: bool
+    compile: str
+    tf32: bool
+    tf32_note: str | None = None
+
+    def apply(self) -> dict[str, Any]:
+        """Apply the process-wide settings (:func:`keep_freed_memory`) and describe them.
+
+        Returns:
+            The record's ``extra.runtime``: ``{"precision", "channels_last",
+            "keep_freed_memory" (whether glibc accepted), "compile", "tf32"}`` and
+            ``tf32_note`` when set.
+        """
+        kept = bool(self.keep_freed_memory and keep_freed_memory())
+        settings = {"precision": self.precision, "channels_last": self.channels_last,
+                    "keep_freed_memory": kept, "compile": self.compile, "tf32": self.tf32}
+        if self.tf32_note is not None:
+            settings["tf32_note"] = self.tf32_note
+        return settings
+
+
+def resolve_runtime(cfg: RunConfig) -> Runtime:
+    """Resolve and check a config's device and precision against this machine, once.
+
+    ``precision`` is checked (:func:`precision_problem`) and resolved
+    (:func:`resolve_precision`; ``"auto"`` becomes ``"fp32"`` or ``"bf16"``) exactly once.
+    Nothing is applied: :meth:`Runtime.apply` does that.
+
+    Raises:
+        ConfigError: the device does not exist here, or the precision cannot run on it.
+    """
+    device = resolve_device(cfg.device)
+    try:
+        precision = resolve_precision(cfg.precision, device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    on_cuda = device.type == "cuda"
+    note = None
+    if cfg.tf32 and not on_cuda:
+        note = (f"tf32=true has no effect on {device.type}: TF32 is a mode of CUDA tensor "
+                "cores; float32 arithmetic was used")
+    return Runtime(device=device, precision=precision, channels_last=cfg.channels_last,
+                   keep_freed_memory=bool(cfg.keep_freed_memory and device.type == "cpu"),
+                   compile=cfg.compile, tf32=bool(cfg.tf32 and on_cuda), tf32_note=note)
+
+
+def check_runtime(cfg: RunConfig) -> Runtime:
+    """Checks of a config against this machine, run before a run starts any work.
+
+    :class:`RunConfig` validation is machine-independent (a stored config must load
+    anywhere); this adds what only the machine that trains can tell: the device exists,
+    the ``precision`` can run on it (``fp16`` needs CUDA, ``bf16`` a CUDA device with native
+    bfloat16 or the CPU: :func:`precision_problem`), and ``out_dir``/``checkpoint_dir``/
+    ``cache_dir`` are writable folders.
+
+    Returns:
+        The run's :class:`Runtime` (:func:`resolve_runtime`), so that the caller resolves
+        nothing a second time.
+
+    Raises:
+        ConfigError: the first problem found, in one line.
+    """
+    runtime = resolve_runtime(cfg)
+    for what in ("out_dir", "checkpoint_dir", "cache_dir"):
+        value = getattr(cfg, what)
+        if value is not None and (what != "cache_dir" or cfg.dataset == "cifar10_dvs"):
+            check_writable_dir(value, what)
+    return runtime
