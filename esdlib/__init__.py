@@ -83,14 +83,14 @@ from esdlib.passes import (
 # Run-level API (after the core: config takes its choices from the modules above).
 from esdlib.train.config import ConfigError, RunConfig  # noqa: E402  isort: skip
 from esdlib.data import DatasetInfo, DatasetNotFoundError, build_datasets  # noqa: E402  isort: skip
-from esdlib.train.engine import (  # noqa: E402  isort: skip
+from esdlib.train.checkpoint import (  # noqa: E402  isort: skip
     CheckpointError,
-    DivergenceWarning,
-    evaluate,
-    fit,
     load_checkpoint,
     load_trained_model,
 )
+from esdlib.train.divergence import DivergenceWarning  # noqa: E402  isort: skip
+from esdlib.train.engine import fit  # noqa: E402  isort: skip
+from esdlib.train.evaluation import evaluate  # noqa: E402  isort: skip
 from esdlib.train.gradients import gradient_errors, gradient_study  # noqa: E402  isort: skip
 from esdlib.train.records import (  # noqa: E402  isort: skip
     load_paper_table,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from esdlib.data import TIME_VARYING_DATASETS, DataError, DatasetNotFoundError
 from esdlib.io import DiskFullError
+from esdlib.train.checkpoint import CheckpointError
 from esdlib.train.config import (
     COMPILE_MODES,
     MAX_T,
@@ -35,7 +36,7 @@ from esdlib.train.config import (
     RunConfig,
     check_device,
 )
-from esdlib.train.engine import CheckpointError, DistributedError
+from esdlib.train.distributed import DistributedError
 
 
 class CommandError(Exception):
@@ -66,7 +67,8 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from esdlib.train.engine import DivergenceWarning, fit
+    from esdlib.train.divergence import DivergenceWarning
+    from esdlib.train.engine import fit
 
     cfg = RunConfig.from_overrides(args.profile, train_overrides(args))
     with warnings.catch_warnings():
@@ -111,8 +113,10 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from esdlib.train.engine import datasets_of, evaluate, load_trained_model
+    from esdlib.train.checkpoint import load_trained_model
+    from esdlib.train.evaluation import evaluate
     from esdlib.train.runtime import resolve_device
+    from esdlib.train.setup import datasets_of
 
     check_evaluate_args(args)
     device = resolve_device(args.device)

@@ -219,55 +219,6 @@ def checkpoint_paths(cfg: RunConfig) -> dict[str, Path]:
     return {"dir": d, "last": d / "last.pt", "best": d / "best.pt"}
 
 
-def check_finished_best(paths: dict[str, Path], record: dict[str, Any]) -> None:
-    """For a finished run whose record is returned as it is: re-derive or warn about a
-    missing or damaged ``best.pt`` (e.g. an empty file), as a resumed run would
-    (:func:`ensure_best_checkpoint`). Nothing is checked when neither checkpoint exists."""
-    if not paths["last"].is_file():
-        return
-    try:
-        header = read_checkpoint_header(paths["last"]) or {}
-    except CheckpointError:
-        header = {}
-    best_epoch = record.get("metrics", {}).get("best_epoch")
-    state = {"best_epoch": best_epoch if isinstance(best_epoch, int) else -1,
-             "epoch": header.get("epoch"), "step_in_epoch": header.get("step_in_epoch")}
-    ensure_best_checkpoint(paths, state)
-
-
-def ensure_best_checkpoint(paths: dict[str, Path], state: dict[str, Any]) -> None:
-    """Make ``best.pt`` hold the best epoch that ``state`` (just resumed) names.
-
-    ``best.pt`` is written before ``last.pt`` at each epoch end, so a kill between the two
-    writes redoes the epoch and rewrites both. A ``best.pt`` lost otherwise (older versions
-    wrote it second; deleted; damaged) is re-derived when the best epoch is the epoch that
-    ``last.pt`` ended: the two files then hold the same state. Otherwise it cannot be rebuilt
-    and a warning says so.
-    """
-    best_epoch = state.get("best_epoch", -1)
-    if best_epoch is None or best_epoch < 1:
-        return
-    try:
-        header = read_checkpoint_header(paths["best"])
-        if header is None or (header.get("epoch") == best_epoch
-                              and header.get("step_in_epoch") == 0):
-            return  # format 1 (position unknown) or consistent
-        problem = f"holds epoch {header.get('epoch')}, not the best epoch {best_epoch}"
-    except CheckpointError as err:
-        problem = str(err)
-    if state["epoch"] == best_epoch and state["step_in_epoch"] == 0:
-        header = read_checkpoint_header(paths["last"])
-        if header is not None:
-            with atomic_open(paths["best"], "wb") as f:
-                f.write(paths["last"].read_bytes())
-            warnings.warn(f"{paths['best']} re-derived from {paths['last']} ({problem})",
-                          UserWarning, stacklevel=4)
-            return
-    warnings.warn(f"{paths['best']} cannot be re-derived: {problem}; the weights of the best "
-                  f"epoch ({best_epoch}) are not available (the record still reports its "
-                  "accuracy from the history)", UserWarning, stacklevel=4)
-
-
 def load_trained_model(checkpoint: str | os.PathLike,
                        device: str | torch.device = "cpu") -> tuple[SpikingNet, RunConfig]:
     """Rebuild the model of a checkpoint written by :func:`esdlib.train.engine.fit`, with its

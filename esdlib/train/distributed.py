@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
-from esdlib.train.config import ConfigError
+from esdlib.train.fields import ConfigError
 
 
 class EpochSampler(Sampler[int]):

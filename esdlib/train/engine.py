@@ -39,7 +39,7 @@ schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the file format),
   keeping freed memory on the CPU (``cfg.keep_freed_memory``), and the training step under
   ``cfg.precision``'s autocast (fp32 by default; bf16/fp16/auto, fp16 with a gradient scaler);
   evaluation runs in float32. What was resolved at run time is stored in the record's
-  ``extra.runtime`` (:func:`runtime_settings`), next to the config.
+  ``extra.runtime`` (:meth:`esdlib.train.runtime.Runtime.apply`), next to the config.
 - **Opt-in speed settings**: ``cfg.compile`` runs the two-pass methods' spike pass compiled by
   ``torch.compile`` (:class:`esdlib.passes.CompiledSpikePass`, one per run; a failed
   compilation falls back to the eager pass with one warning, recorded as
@@ -52,15 +52,11 @@ schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the file format),
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import resource
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,9 +73,7 @@ from esdlib.train.checkpoint import (
     CHECKPOINT_MAGIC,
     CHECKPOINT_VERSION,
     CheckpointError,
-    check_finished_best,
     checkpoint_paths,
-    ensure_best_checkpoint,
     load_checkpoint,
     load_trained_model,
     read_checkpoint_header,
@@ -87,7 +81,7 @@ from esdlib.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from esdlib.train.config import ConfigError, RunConfig, check_runtime
+from esdlib.train.config import RunConfig
 from esdlib.train.distributed import (
     DDP_TIMEOUT_S,
     DistributedError,
@@ -109,15 +103,24 @@ from esdlib.train.divergence import (
 from esdlib.train.evaluation import evaluate
 from esdlib.train.paths import resolve_path
 from esdlib.train.records import (
-    SCHEMA_VERSION,
-    RecordError,
-    load_record,
     make_record,
     make_run_id,
     record_path,
     write_record,
 )
-from esdlib.train.runtime import autocast, tf32
+from esdlib.train.resume import (
+    REBUILD_TOLERANCE,
+    check_finished_best,
+    ensure_best_checkpoint,
+    existing_record,
+)
+from esdlib.train.runtime import (
+    autocast,
+    check_runtime,
+    peak_memory_bytes,
+    resolve_device,
+    tf32,
+)
 from esdlib.train.setup import (
     build_run,
     datasets_of,
@@ -133,7 +136,7 @@ from esdlib.train.state import EpochSums, RunState, record_diagnostics
 __all__ = [  # the engine's own names, then the names it re-exports from their new modules
     "DIVERGED_LOSS", "REBUILD_TOLERANCE", "STUCK_LOSS_FACTOR", "DivergenceWarning",
     "EpochSums", "RunState", "fit", "peak_memory_bytes", "record_diagnostics",
-    "resolve_device", "runtime_settings",
+    "resolve_device",
     "CHECKPOINT_MAGIC", "CHECKPOINT_VERSION", "CheckpointError", "checkpoint_paths",
     "load_checkpoint", "load_trained_model", "read_checkpoint_header", "save_checkpoint",
     "DDP_TIMEOUT_S", "DistributedError", "EpochSampler", "allreduce_gradients",
@@ -141,129 +144,6 @@ __all__ = [  # the engine's own names, then the names it re-exports from their n
     "build_run", "datasets_of", "lr_factor", "make_optimizer", "make_scheduler",
     "model_from_config", "seed_everything", "time_first",
 ]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA if available, else MPS, else CPU; other names are checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} requested but CUDA is not available")
-    return dev
-
-
-def peak_memory_bytes(device: torch.device) -> int | None:
-    """Peak CUDA memory allocated, or the process's peak resident set size on CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) * 1024  # Linux reports KiB
-
-
-REBUILD_TOLERANCE = 0.01
-"""Largest difference (accuracy, as a fraction) between a finished checkpoint's recorded final
-test accuracy and a re-evaluation of its weights when a record is rebuilt from it: numerics of
-another machine move a sample or two, an altered history moves far more."""
-
-
-def _refuse_newer_schema(path: Path) -> None:
-    """A record of a newer schema is not damaged: it was written by a newer esdlib, and this
-    one must neither replace nor move it."""
-    try:
-        version = json.loads(path.read_text(encoding="utf-8")).get("schema_version")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise RecordError(f"{path}: run record of schema version {version}, written by a newer "
-                          f"esdlib (this one reads version {SCHEMA_VERSION}); update esdlib or "
-                          "use another out_dir")
-
-
-def _existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | None:
-    """The valid record of this run at ``path``, or None when there is none.
-
-    A damaged record (not JSON, not a valid record) or the record of another configuration is
-    moved aside to ``<name>.corrupt-<UTC time>`` (never deleted) with a warning giving every
-    reason, so the run can re-create it from its checkpoint (or by training). A record of a
-    newer schema version is left alone.
-
-    Raises:
-        RecordError: the record was written by a newer esdlib (a newer ``schema_version``).
-    """
-    if not path.is_file():
-        return None
-    try:
-        record = load_record(path)
-        if record.get("config_hash") == cfg.config_hash():
-            return record
-        problem = f"it belongs to another configuration (config_hash {record.get('config_hash')})"
-    except ValueError as err:  # RecordError, UnicodeDecodeError
-        problem = " ".join(str(err).split())[:500]  # every reason, on one line
-        _refuse_newer_schema(path)
-    if rank != 0:
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while aside.exists():
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    try:
-        os.replace(path, aside)
-    except FileNotFoundError:  # a concurrent run moved it already
-        return None
-    warnings.warn(f"damaged run record {path} moved to {aside.name} ({problem}); it is re-created "
-                  "from the checkpoint or by training", UserWarning, stacklevel=5)
-    return None
-
-
-def runtime_settings(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
-    """Resolve and apply the run's speed settings; what it returns goes into the record.
-
-    - ``precision``: ``cfg.precision`` resolved for ``device``
-      (:func:`esdlib.train.runtime.resolve_precision`; ``"auto"`` becomes ``"fp32"`` or ``"bf16"``);
-    - ``channels_last``: ``cfg.channels_last`` (the model and the batches are converted by
-      :func:`fit`);
-    - ``keep_freed_memory``: whether glibc now keeps freed memory for reuse — applied here
-      (:func:`esdlib.train.runtime.keep_freed_memory`, process-wide and permanent) when
-      ``cfg.keep_freed_memory`` is on and the run uses the CPU; ``False`` when off, on other
-      devices or where glibc is not the C library;
-    - ``compile``: ``cfg.compile`` (the record adds ``compile_error`` when the compiled spike
-      pass failed and the run fell back to the eager one);
-    - ``tf32``: whether TF32 is in effect for float32 matmuls and convolutions — ``cfg.tf32``
-      on CUDA (:func:`fit` applies it for the run), ``False`` elsewhere; a ``tf32=True`` run on
-      another device adds ``tf32_note`` saying it had no effect.
-
-    Args:
-        cfg: the run's config (already checked by :func:`esdlib.train.config.check_runtime`).
-        device: the resolved device.
-
-    Returns:
-        ``{"precision", "channels_last", "keep_freed_memory", "compile", "tf32"}`` (and
-        ``tf32_note``), stored as the record's ``extra.runtime``.
-
-    Raises:
-        ConfigError: the precision cannot run on ``device``.
-    """
-    from esdlib.train.runtime import keep_freed_memory, resolve_precision
-
-    try:
-        precision = resolve_precision(cfg.precision, device)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    kept = bool(cfg.keep_freed_memory and device.type == "cpu" and keep_freed_memory())
-    settings = {"precision": precision, "channels_last": cfg.channels_last,
-                "keep_freed_memory": kept, "compile": cfg.compile,
-                "tf32": bool(cfg.tf32 and device.type == "cuda")}
-    if cfg.tf32 and device.type != "cuda":
-        settings["tf32_note"] = (f"tf32=true has no effect on {device.type}: TF32 is a mode of "
-                                 "CUDA tensor cores; float32 arithmetic was used")
-    return settings
 
 
 def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
@@ -297,13 +177,13 @@ def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,
         esdlib.io.DiskFullError: the disk filled while writing a checkpoint or the record.
     """
     wall0 = time.perf_counter()
-    check_runtime(cfg)  # device, precision, writable folders: fail before any work
-    device = resolve_device(cfg.device)
-    runtime = runtime_settings(cfg, device)
+    runtime = check_runtime(cfg)  # device, precision, writable folders: before any work
+    device = runtime.device
+    settings = runtime.apply()  # what the record stores as extra.runtime
     owns_pg = init_distributed(device)
     try:
         with tf32(cfg.tf32):
-            run = _Run(cfg, device, runtime, wall0=wall0, progress=progress,
+            run = _Run(cfg, device, settings, wall0=wall0, progress=progress,
                        on_epoch_end=on_epoch_end, extra=extra)
             return run.run(resume=resume, stop_after_steps=stop_after_steps)
     finally:
@@ -358,7 +238,7 @@ class _Run:
         if self.rank == 0:
             for target in (self.paths["last"], self.paths["best"], self.rec_path):
                 remove_stale_temps(target)
-        existing = _existing_record(self.rec_path, self.cfg, self.rank)
+        existing = existing_record(self.rec_path, self.cfg, self.rank)
         if not resume or existing is None:
             return None
         if existing["status"] == "diverged":

@@ -142,7 +142,8 @@ def gradient_study(cfg: RunConfig, batch_size: int = 64, progress: bool = False)
     """
     from torch.utils.data import DataLoader
 
-    from esdlib.train.engine import fit, resolve_device
+    from esdlib.train.engine import fit
+    from esdlib.train.runtime import resolve_device
     from esdlib.train.setup import datasets_of, time_first
 
     if not cfg.uses_branches:
