@@ -182,7 +182,8 @@ class Chapter:
         return load_paper_table(name, self.results)
 
 
-def open_chapter(profile: str, results_dir: str | os.PathLike) -> Chapter:
+def open_chapter(profile: str, results_dir: str | os.PathLike,
+                 number: int | None = None) -> Chapter:
     """Validate a chapter's parameters and return its :class:`Chapter`.
 
     Inside a papermill run it also refuses injected parameters other than ``profile`` and
@@ -191,6 +192,8 @@ def open_chapter(profile: str, results_dir: str | os.PathLike) -> Chapter:
     Args:
         profile: a run profile, one of :data:`esdlib.train.config.PROFILES`.
         results_dir: the results directory; must contain ``paper/`` (the paper's values).
+        number: the chapter's number: its titled tables are numbered ``Table <number>.1``, …
+            (:func:`esdbook.display.number_tables`).
 
     Returns:
         The chapter, with ``results`` as an absolute path.
@@ -212,4 +215,7 @@ def open_chapter(profile: str, results_dir: str | os.PathLike) -> Chapter:
             f"results_dir={str(results_dir)!r} ({path}) has no 'paper/' folder; pass the "
             "repository's 'results' directory or a copy of it"
         )
+    from esdbook import display
+
+    display.number_tables(number)
     return Chapter(profile, path)

@@ -33,6 +33,7 @@ __all__ = [
     "left_out_table",
     "note",
     "num",
+    "number_tables",
     "pm_columns",
     "readable_name",
     "signed",
@@ -45,6 +46,25 @@ MAX_GLUE = 40
 
 INDICATIVE_PROFILES = ("smoke", "quick")
 """Profiles whose pages are previews: unconverged runs of one seed, no verdicts."""
+
+
+_PAGE: dict[str, Any] = {"chapter": None, "tables": 0}
+"""The page being executed: its chapter number and how many tables it has numbered so far."""
+
+
+def number_tables(chapter: int | None) -> None:
+    """Number the titled tables shown from now on ``Table <chapter>.1``, ``.2``, … (``None``:
+    titles without numbers). :func:`esdbook.open_chapter` calls it at the top of each page, so
+    a kernel that executes several pages starts every page at 1."""
+    _PAGE.update(chapter=chapter, tables=0)
+
+
+def _numbered(title: str | None) -> str | None:
+    """``"Table 4.2: <title>"`` (the page's next number), the bare title outside a chapter."""
+    if title is None or _PAGE["chapter"] is None:
+        return title
+    _PAGE["tables"] += 1
+    return f"Table {_PAGE['chapter']}.{_PAGE['tables']}: {title}"
 
 
 def _missing(x: Any) -> bool:
@@ -173,20 +193,24 @@ def _escape(v: Any) -> str:
     return html_lib.escape(str(v), quote=False)  # element text: quotes need no escape
 
 
-def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None) -> Any:
+def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None,
+               title: str | None = None) -> Any:
     """``df`` as HTML without its index, with column formats (``"{:.2f}×"``) and readable
     headers, in a scroll container; without ``formats`` it is :func:`table`. Every cell and
-    header is HTML-escaped."""
+    header is HTML-escaped; ``title`` is numbered as in :func:`table`."""
     from IPython.display import HTML
 
     if not formats:
-        return table(df)
+        return table(df, title=title)
     uuid = hashlib.sha1(df.to_csv().encode()).hexdigest()[:8]
     style = (df.style.set_uuid(uuid).hide(axis="index")
              .format(_escape, na_rep="—")  # every column, then the given formats
              .format(formats, na_rep="—", escape="html")
              .format_index(lambda c: _escape(readable_name(c)), axis="columns")
              .set_table_styles(TABLE_STYLES).set_table_attributes('class="dataframe"'))
+    head = _numbered(title)
+    if head:
+        style = style.set_caption(html_lib.escape(head))
     return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
 
 
@@ -291,7 +315,7 @@ def _formatter(values: list[Any], decimals: int | None) -> Any:
 
 def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] | None = None,
           constants_to_caption: bool = True, keep: Iterable[str] = (),
-          cell_css: dict[str, Sequence[str]] | None = None) -> Any:
+          cell_css: dict[str, Sequence[str]] | None = None, title: str | None = None) -> Any:
     """``df`` as a reader's HTML table: the one presentation of every table of the book.
 
     - a named or labelled index becomes ordinary columns (an unnamed integer index is row
@@ -316,6 +340,8 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
         keep: original column names never moved into the caption.
         cell_css: per original column name, one CSS declaration per row (the book's own
             styling, e.g. a verdict's background colour; never text from records).
+        title: what the table shows, with its units and scale; numbered ``Table <chapter>.<k>:``
+            on a chapter page (:func:`number_tables`) and placed first in the caption.
 
     Returns:
         An ``IPython.display.HTML`` object.
@@ -364,7 +390,7 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
             if len(css) != len(d):
                 raise ValueError(f"cell_css[{col!r}] has {len(css)} entries for {len(d)} rows")
             style = style.apply(lambda _, css=list(css): css, subset=[col], axis=0)
-    text = " · ".join([t for t in (caption, "; ".join(notes)) if t])
+    text = " · ".join([t for t in (_numbered(title), caption, "; ".join(notes)) if t])
     if text:
         style = style.set_caption(html_lib.escape(text))
     return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
@@ -427,12 +453,12 @@ def left_out_rows(records: pd.DataFrame, profile: str) -> pd.DataFrame:
 
 
 def left_out_table(records: pd.DataFrame, profile: str) -> Any:
-    """The records a page does not count (:func:`left_out_rows`), as an HTML table captioned
+    """The records a page does not count (:func:`left_out_rows`), as an HTML table titled
     "Records not counted on this page"; ``None`` when every record counts."""
     t = left_out_rows(records, profile)
     if not len(t):
         return None
-    return table(t, caption="Records not counted on this page", constants_to_caption=False)
+    return table(t, title="Records not counted on this page", constants_to_caption=False)
 
 
 def pm_columns(df: pd.DataFrame, *names: str, digits: int = 2) -> pd.DataFrame:

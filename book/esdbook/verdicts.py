@@ -98,8 +98,15 @@ def verdict_counts(table: pd.DataFrame, prefix: str = "") -> dict[str, int]:
     return {f"{prefix}n_{k}": v for k, v in counts.items()}
 
 
+VERDICT_TITLE = ("Verdicts: mean paired difference (points, or as the claim states) with its "
+                 "interval, paired seeds n, test and power")
+DETAILS_TITLE = "The paper's values, the seed-set check and the per-seed differences"
+CONVERGENCE_TITLE = ("Convergence: runs per method and T, how many settled, and their final "
+                     "trend (points)")
+
+
 def verdict_table(df: pd.DataFrame, chapter: str | None = None,
-                  claims: Sequence[Any] | None = None) -> Any:
+                  claims: Sequence[Any] | None = None, title: str = VERDICT_TITLE) -> Any:
     """The claims of a chapter (all claims when ``chapter`` is None) with their verdicts, compact
     enough for the text column.
 
@@ -110,8 +117,8 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
     power of the design (the interval's half-width and, for
     superiority, the smallest difference it detects with power 0.8). The paper's numbers, the
     seed-set check and the per-seed differences are in :func:`verdict_details`. ``claims``
-    replaces :data:`esdbook.claims.CLAIMS` (e.g. the bf16 parity checks). Returned as
-    HTML without an index, ready to display.
+    replaces :data:`esdbook.claims.CLAIMS` (e.g. the bf16 parity checks); ``title`` heads
+    the caption (numbered on a chapter page). Returned as HTML without an index.
     """
     t = claims_table(df, CLAIMS if claims is None else claims, chapter=chapter)
     shown = pd.DataFrame({  # the verdict second, so that it is in view on any screen
@@ -122,11 +129,11 @@ def verdict_table(df: pd.DataFrame, chapter: str | None = None,
         "test": [test_label(k, m, u) for k, m, u in zip(t["kind"], t["margin"], t["unit"],
                                                          strict=True)],
         "power": [_power(h, d) for h, d in zip(t["half_width"], t["detectable"], strict=True)]})
-    return display.table(shown, constants_to_caption=False)
+    return display.table(shown, constants_to_caption=False, title=title)
 
 
 def verdict_details(df: pd.DataFrame, chapter: str | None = None,
-                    claims: Sequence[Any] | None = None) -> Any:
+                    claims: Sequence[Any] | None = None, title: str = DETAILS_TITLE) -> Any:
     """The rest of :func:`verdict_table`: per claim what the paper reports, whether the verdict
     holds on each seed set (with ten seeds on record) and the per-seed differences
     (``seed: difference``). Returned as HTML without an index."""
@@ -134,7 +141,7 @@ def verdict_details(df: pd.DataFrame, chapter: str | None = None,
     shown = pd.DataFrame({"claim": t["claim"], "paper": t["paper"],
                           "seed sets": t["seed_sets"],
                           "per seed": t["differences"].replace("", "—")})
-    return display.table(shown, constants_to_caption=False)
+    return display.table(shown, constants_to_caption=False, title=title)
 
 
 VERDICT_COLOURS = {"for": "#d7efd7", "against": "#f5d3d3", "neither": "#e9e9e9",
@@ -171,7 +178,7 @@ def _claim_line(text: str, source: str, kind: str, margin: float, unit: str) -> 
 
 
 def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
-                caption: str | None = None) -> Any:
+                caption: str | None = None, title: str | None = None) -> Any:
     """What reproduced, one line per claim: the claim (*diagnosis* marks ours; the test in
     brackets when it is not superiority), the verdict on a coloured background
     (:data:`VERDICT_COLOURS`), the mean difference with its interval and :func:`meaning`.
@@ -188,7 +195,7 @@ def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
     css = [f"background-color: {VERDICT_COLOURS.get(sh, '#ffffff')}; font-weight: 600"
            for sh in t["shown"]]
     return display.table(shown, caption=caption, constants_to_caption=False,
-                         cell_css={"verdict": css})
+                         cell_css={"verdict": css}, title=title)
 
 
 def hand_verdict_values(df: pd.DataFrame, key: str = "esd>sd", n: int = 5,
@@ -261,7 +268,7 @@ def _power(half: float, detectable: float) -> str:
     return text + (f"; detects ≥ {detectable:.2f}" if np.isfinite(detectable) else "")
 
 
-def convergence_summary(df: pd.DataFrame) -> Any:
+def convergence_summary(df: pd.DataFrame, title: str = CONVERGENCE_TITLE) -> Any:
     """Per experiment, method (RateBP: and its loss scaling) and T: runs, how many settled, the
     mean and largest final trend.
 
@@ -284,7 +291,7 @@ def convergence_summary(df: pd.DataFrame) -> Any:
     for col in ("mean_final_trend", "largest_final_trend"):  # NaN: runs too short for a trend
         s[col] = s[col].map(lambda v: "—" if pd.isna(v) else f"{v:+.2f} pts")
     s["settled"] = s["settled"].astype(int)
-    return display.table(s, constants_to_caption=False)
+    return display.table(s, constants_to_caption=False, title=title)
 
 
 
