@@ -248,6 +248,155 @@ def _device_info(cfg: BenchConfig, env: Mapping[str, Any]) -> dict[str, Any]:
     return info
 
 
+class _Interleaved:
+    """The timed part of :func:`run_bench`: repetitions of one step of every configuration,
+    in an order shuffled anew for every repetition, on models and batches built once; then the
+    peak memory of each configuration in its own subprocess.
+
+    Per training configuration ``(arch, batch, precision, method, T)`` it keeps the step times,
+    their phases, the process load and page faults of each timed step, the last loss and the
+    saved-for-backward memory (measured at repetition 0); per inference configuration
+    ``(arch, batch, precision, T)`` the inference times.
+    """
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        precisions = cfg.resolved_precisions
+        self.cases = [(a, b, p, m, T) for a in cfg.archs for b in cfg.batches
+                      for p in precisions for m in cfg.methods for T in cfg.Ts]
+        self.units: list[tuple[str, tuple]] = [("train", c) for c in self.cases]
+        if cfg.inference:
+            self.units += [("infer", (a, b, p, T)) for a in cfg.archs for b in cfg.batches
+                           for p in precisions for T in cfg.Ts]
+        extra = 1 if cfg.saved_memory and cfg.warmup == 0 else 0
+        self.reps = extra + cfg.warmup + cfg.steps
+        self.first_timed = extra + cfg.warmup
+        self.trainers: dict[tuple[str, str, str], _Trainer] = {}
+        self.data: dict[int, tuple[Tensor, Tensor]] = {}
+        self.times: dict[tuple, list[float]] = {c: [] for c in self.cases}
+        self.phases: dict[tuple, dict[str, list[float]]] = {c: {} for c in self.cases}
+        self.losses: dict[tuple, float] = {}
+        self.load: dict[tuple, dict[str, list[float]]] = {
+            c: {"cpu_s": [], "load_other": [], "page_faults": []} for c in self.cases}
+        self.memory: dict[tuple, dict[str, int]] = {}
+        self.infer: dict[tuple, list[float]] = {}
+
+    @property
+    def total_steps(self) -> int:
+        """Units of work for the progress bar (steps, then one per peak-memory worker)."""
+        return self.reps * len(self.units) + (len(self.cases) if self.cfg.peak_memory else 0)
+
+    def trainer(self, arch: str, method: str, precision: str) -> _Trainer:
+        """The model and optimiser of one (arch, method, precision), built on first use."""
+        if (arch, method, precision) not in self.trainers:
+            self.trainers[(arch, method, precision)] = _Trainer(self.cfg, arch, method,
+                                                                precision)
+        return self.trainers[(arch, method, precision)]
+
+    def batch_of(self, b: int) -> tuple[Tensor, Tensor]:
+        """The fixed synthetic batch of size ``b``, built on first use."""
+        if b not in self.data:
+            self.data[b] = _batch(self.cfg, b)
+        return self.data[b]
+
+    def run(self, bar: Any) -> None:
+        """Every repetition of every unit, interleaved (``bar``: a tqdm bar)."""
+        rng = random.Random(self.cfg.seed)
+        for rep in range(self.reps):
+            order = list(self.units)
+            rng.shuffle(order)
+            for kind, case in order:
+                bar.set_postfix_str(f"rep {rep + 1}/{self.reps} {kind} {case}", refresh=False)
+                if rep >= self.first_timed:
+                    wait_quiet(self.cfg.quiet_wait_s, self.cfg.quiet_load)
+                if kind == "infer":
+                    self.infer_step(case, rep)
+                else:
+                    self.train_step(case, rep)
+                bar.update()
+
+    def infer_step(self, case: tuple, rep: int) -> None:
+        """One inference batch of ``(arch, batch, precision, T)``; timed after the warm-up."""
+        a, b, p, T = case
+        x, _ = self.batch_of(b)
+        with _no_gc():
+            dt = _infer_trainer(self.trainers, self.cfg, a, p).infer_step(x, T)
+        if rep >= self.first_timed:
+            self.infer.setdefault(case, []).append(dt)
+
+    def train_step(self, case: tuple, rep: int) -> None:
+        """One training step of ``case`` (the saved-memory measurement at repetition 0);
+        its time, phases and load are kept after the warm-up."""
+        a, b, p, m, T = case
+        x, y = self.batch_of(b)
+        tr = self.trainer(a, m, p)
+        if rep == 0 and self.cfg.saved_memory:
+            self.memory[case] = tr.memory_step(x, y, T)
+            return
+        with _no_gc():
+            probe = LoadProbe()
+            dt, ph, loss = tr.train_step(x, y, T)
+            cpu_s, others, faults = probe.stop()
+        self.losses[case] = loss
+        if rep < self.first_timed:
+            return
+        self.times[case].append(dt)
+        for phase, v in ph.items():
+            self.phases[case].setdefault(phase, []).append(v)
+        load = self.load[case]
+        load["cpu_s"].append(cpu_s)
+        if others is not None:
+            load["load_other"].append(others)
+        if faults is not None:
+            load["page_faults"].append(faults)
+
+    def peaks(self, bar: Any, timeout_s: float) -> dict[tuple, dict[str, Any]]:
+        """Peak memory of every training configuration, one subprocess each, after this
+        process has dropped its models and batches."""
+        self.trainers.clear()
+        self.data.clear()
+        gc.collect()
+        out = {}
+        for case in self.cases:
+            bar.set_postfix_str(f"peak memory {case}", refresh=False)
+            a, b, p, m, T = case
+            out[case] = measure_peak(self.cfg, a, b, m, T, precision=p, timeout_s=timeout_s)
+            bar.update()
+        return out
+
+    def row(self, case: tuple, peak: Mapping[str, Any]) -> dict[str, Any]:
+        """The record row of one training configuration: medians (and ranges) of what was
+        measured, ``None`` where nothing was, and every sample under ``samples``."""
+        a, b, prec, m, T = case
+        times, load = self.times[case], self.load[case]
+        med, lo, hi = _stats(times)
+        row: dict[str, Any] = {"arch": a, "batch": b, "precision": prec, "method": m, "T": T,
+                               "n_steps": len(times), "step_s": med, "step_s_min": lo,
+                               "step_s_max": hi}
+        for p in PHASES:
+            vals = self.phases[case].get(p)
+            row[f"{p}_s"] = statistics.median(vals) if vals else None
+        for key, name in (("cpu_s", "step_cpu_s"), ("load_other", "load_other"),
+                          ("page_faults", "page_faults")):
+            row[name] = _stats(load[key])[0]
+        quiet = [t for t, o in zip(times, load["load_other"], strict=False)
+                 if o <= self.cfg.quiet_load]
+        row["step_s_quiet"], row["n_quiet"] = _stats(quiet)[0], len(quiet)
+        row.update(dict.fromkeys(("saved_bytes", "saved_storages", "state_bytes",
+                                  "param_bytes", "optimizer_state_bytes")))
+        row.update(self.memory.get(case, {}))
+        row.update(dict.fromkeys(("peak_baseline_bytes", "peak_bytes", "peak_growth_bytes",
+                                  "peak_source")))
+        row.update(peak)
+        infer = self.infer.get((a, b, prec, T), [])
+        row.update(zip(("infer_s", "infer_s_min", "infer_s_max"), _stats(infer), strict=True))
+        row["final_loss"] = self.losses.get(case)
+        row["samples"] = {"step_s": times, **{f"{p}_s": v for p, v in self.phases[case].items()},
+                          "step_cpu_s": load["cpu_s"], "load_other": load["load_other"],
+                          "page_faults": load["page_faults"], "infer_s": infer}
+        return row
+
+
 def run_bench(cfg: BenchConfig, *, progress: bool = True,
               worker_timeout_s: float = 1800.0) -> dict[str, Any]:
     """Measure every configuration of ``cfg`` and return the benchmark record.
@@ -282,137 +431,22 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
     torch.set_num_threads(cfg.threads)
     try:
         env = environment_info(cfg.device_type)
-        precisions = cfg.resolved_precisions
-        cases = [(a, b, p, m, T) for a in cfg.archs for b in cfg.batches for p in precisions
-                 for m in cfg.methods for T in cfg.Ts]
-        units: list[tuple[str, tuple]] = [("train", c) for c in cases]
-        if cfg.inference:
-            units += [("infer", (a, b, p, T)) for a in cfg.archs for b in cfg.batches
-                      for p in precisions for T in cfg.Ts]
-        extra = 1 if cfg.saved_memory and cfg.warmup == 0 else 0
-        reps = extra + cfg.warmup + cfg.steps
-        first_timed = extra + cfg.warmup
-        total = reps * len(units) + (len(cases) if cfg.peak_memory else 0)
-        trainers: dict[tuple[str, str, str], _Trainer] = {}
-        data: dict[int, tuple[Tensor, Tensor]] = {}
-
-        def trainer(arch: str, method: str, precision: str) -> _Trainer:
-            if (arch, method, precision) not in trainers:
-                trainers[(arch, method, precision)] = _Trainer(cfg, arch, method, precision)
-            return trainers[(arch, method, precision)]
-
-        def batch_of(b: int) -> tuple[Tensor, Tensor]:
-            if b not in data:
-                data[b] = _batch(cfg, b)
-            return data[b]
-
-        times: dict[tuple, list[float]] = {c: [] for c in cases}
-        phases: dict[tuple, dict[str, list[float]]] = {c: {} for c in cases}
-        losses: dict[tuple, float] = {}
-        load: dict[tuple, dict[str, list[float]]] = {
-            c: {"cpu_s": [], "load_other": [], "page_faults": []} for c in cases}
-        memory: dict[tuple, dict[str, int]] = {}
-        infer: dict[tuple, list[float]] = {}
-        rng = random.Random(cfg.seed)
-        with tqdm(total=total, desc="esd bench", disable=not progress, unit="step") as bar:
-            for rep in range(reps):
-                order = list(units)
-                rng.shuffle(order)
-                for kind, case in order:
-                    bar.set_postfix_str(f"rep {rep + 1}/{reps} {kind} {case}", refresh=False)
-                    if rep >= first_timed:
-                        wait_quiet(cfg.quiet_wait_s, cfg.quiet_load)
-                    if kind == "infer":
-                        a, b, p, T = case
-                        x, _ = batch_of(b)
-                        with _no_gc():
-                            dt = _infer_trainer(trainers, cfg, a, p).infer_step(x, T)
-                        if rep >= first_timed:
-                            infer.setdefault(case, []).append(dt)
-                    else:
-                        a, b, p, m, T = case
-                        x, y = batch_of(b)
-                        tr = trainer(a, m, p)
-                        if rep == 0 and cfg.saved_memory:
-                            memory[case] = tr.memory_step(x, y, T)
-                        else:
-                            with _no_gc():
-                                probe = LoadProbe()
-                                dt, ph, loss = tr.train_step(x, y, T)
-                                cpu_s, others, faults = probe.stop()
-                            losses[case] = loss
-                            if rep >= first_timed:
-                                times[case].append(dt)
-                                for p, v in ph.items():
-                                    phases[case].setdefault(p, []).append(v)
-                                load[case]["cpu_s"].append(cpu_s)
-                                if others is not None:
-                                    load[case]["load_other"].append(others)
-                                if faults is not None:
-                                    load[case]["page_faults"].append(faults)
-                    bar.update()
-            peaks: dict[tuple, dict[str, Any]] = {}
-            if cfg.peak_memory:
-                trainers.clear()
-                data.clear()
-                gc.collect()
-                for case in cases:
-                    bar.set_postfix_str(f"peak memory {case}", refresh=False)
-                    a, b, p, m, T = case
-                    peaks[case] = measure_peak(cfg, a, b, m, T, precision=p,
-                                               timeout_s=worker_timeout_s)
-                    bar.update()
-        rows = []
-        for case in cases:
-            a, b, prec, m, T = case
-            med, lo, hi = _stats(times[case])
-            row: dict[str, Any] = {"arch": a, "batch": b, "precision": prec, "method": m, "T": T,
-                                   "n_steps": len(times[case]),
-                                   "step_s": med, "step_s_min": lo, "step_s_max": hi}
-            for p in PHASES:
-                vals = phases[case].get(p)
-                row[f"{p}_s"] = statistics.median(vals) if vals else None
-            row["step_cpu_s"] = _stats(load[case]["cpu_s"])[0]
-            row["load_other"] = _stats(load[case]["load_other"])[0]
-            row["page_faults"] = _stats(load[case]["page_faults"])[0]
-            quiet = [t for t, o in zip(times[case], load[case]["load_other"], strict=False)
-                     if o <= cfg.quiet_load]
-            row["step_s_quiet"] = _stats(quiet)[0]
-            row["n_quiet"] = len(quiet)
-            row.update({"saved_bytes": None, "saved_storages": None, "state_bytes": None,
-                        "param_bytes": None, "optimizer_state_bytes": None})
-            row.update(memory.get(case, {}))
-            row.update({"peak_baseline_bytes": None, "peak_bytes": None,
-                        "peak_growth_bytes": None, "peak_source": None})
-            row.update(peaks.get(case, {}))
-            imed, ilo, ihi = _stats(infer.get((a, b, prec, T), []))
-            row.update({"infer_s": imed, "infer_s_min": ilo, "infer_s_max": ihi})
-            row["final_loss"] = losses.get(case)
-            row["samples"] = {"step_s": times[case],
-                              **{f"{p}_s": v for p, v in phases[case].items()},
-                              "step_cpu_s": load[case]["cpu_s"],
-                              "load_other": load[case]["load_other"],
-                              "page_faults": load[case]["page_faults"],
-                              "infer_s": infer.get((a, b, prec, T), [])}
-            rows.append(row)
-        grid = cfg.to_dict()
-        digest = hashlib.sha1(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:8]
+        grid = _Interleaved(cfg)
+        with tqdm(total=grid.total_steps, desc="esd bench", disable=not progress,
+                  unit="step") as bar:
+            grid.run(bar)
+            peaks = grid.peaks(bar, worker_timeout_s) if cfg.peak_memory else {}
+        rows = [grid.row(case, peaks.get(case, {})) for case in grid.cases]
+        config = cfg.to_dict()
+        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
         stamp = created.replace("-", "").replace(":", "")
-        record = {
-            "bench_schema": BENCH_SCHEMA,
-            "kind": "esd-bench",
-            "bench_id": f"{stamp}-{cfg.device_type}-{digest}",
-            "created": created,
-            "device": _device_info(cfg, env),
-            "threads": cfg.threads,
-            "torch": torch.__version__,
-            "git_revision": git_revision(paths.code_root()),
-            "environment": env,
-            "grid": grid,
-            "wall_s": time.perf_counter() - started,
-            "rows": rows,
-        }
-        return to_jsonable(record)
+        return to_jsonable({
+            "bench_schema": BENCH_SCHEMA, "kind": "esd-bench",
+            "bench_id": f"{stamp}-{cfg.device_type}-{digest}", "created": created,
+            "device": _device_info(cfg, env), "threads": cfg.threads,
+            "torch": torch.__version__, "git_revision": git_revision(paths.code_root()),
+            "environment": env, "grid": config, "wall_s": time.perf_counter() - started,
+            "rows": rows})
     finally:
         torch.set_num_threads(prev_threads)
 
