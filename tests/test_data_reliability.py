@@ -102,7 +102,7 @@ def test_cifar10_dvs_run_id_covers_its_file_list(tmp_path):
     assert complete != partial  # a class folder extracted later: another run
     (tmp_path / "dvs" / "dog" / "dog_0.aedat").unlink()
     assert run_id() == partial
-    # the embedded digits' ids do not depend on any folder (test_results recomputes them all)
+    # the embedded digits' ids do not depend on any folder (test_records recomputes them all)
     digits = RunConfig.from_profile("smoke", data_root=str(tmp_path / "dvs"))
     assert "files_sha256" not in digits.hash_dict()
 

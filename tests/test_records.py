@@ -1,4 +1,5 @@
-"""Tests for esdlib.train.records: record schema, atomic writes, loading, paper tables."""
+"""Run records (esdlib.train.records, esdlib.io): the schema, run ids, atomic writes, loading,
+the environment and git revision they carry, and the paper tables beside them."""
 
 import copy
 import functools
