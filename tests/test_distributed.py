@@ -1,5 +1,11 @@
-"""DDP reliability without a second process (review 2026-12, issue 22: N9): a collective
-timeout is set, and a failed or timed-out collective is one clear error."""
+"""Distributed training (DDP) in the run layer.
+
+In this process: a collective timeout is set (and configurable), a failed or timed-out collective
+is one clear error, BatchNorm statistics are averaged over ranks before every evaluation and
+checkpoint. With torchrun and two gloo processes (``slow``): a run's record and evaluation cover
+the whole test set with the saved model's metrics, and a run whose rank was killed resumes to the
+uninterrupted run's record.
+"""
 
 import datetime
 
@@ -89,6 +95,39 @@ def test_fit_syncs_batchnorm_before_every_evaluation_and_checkpoint(tmp_path, mo
         if e in ("evaluate", "save"):
             assert events[i - 1] == "sync" or (e == "save" and events[i - 1] == "save"
                                                 and events[i - 2] == "sync"), events
+
+
+@pytest.mark.slow  # torchrun: two processes, each paying the torch import
+def test_ddp_two_processes_gloo(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from runs import esd
+
+    out, ck = tmp_path / "results", tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "esdlib.cli", "train", "--profile", "smoke", "--quiet",
+           "--set", f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu",
+           "--set", "epochs=3", "--set", "max_train_steps=20", "--set", "batch_size=16"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list(out.glob("*/*.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert rec["extra"]["world_size"] == 2 and rec["status"] == "complete"
+    # the evaluation was sharded and reduced: it covers the whole test set
+    assert rec["history"][0]["test_acc"] * 360 == pytest.approx(
+        round(rec["history"][0]["test_acc"] * 360))
+    # the record's metrics are those of the saved model (BN statistics synced over ranks)
+    last = next(ck.glob("*/last.pt"))
+    ev = esd("evaluate", last, "--device", "cpu", "--quiet")
+    assert ev.returncode == 0, ev.stderr
+    ev = json.loads(ev.stdout)
+    assert ev["test_acc"] == rec["metrics"]["final_test_acc"]
+    assert ev["test_loss"] == pytest.approx(rec["metrics"]["test_loss"], rel=1e-5)
 
 
 def _torchrun_train(out, ck, *extra):
