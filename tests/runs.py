@@ -17,6 +17,20 @@ from esdlib.train.paths import resolve_path
 from esdlib.train.records import record_path
 
 
+@contextlib.contextmanager
+def torch_threads(n: int = 1):
+    """Run torch on ``n`` CPU threads (restored afterwards). Runs whose numbers are compared
+    bit for bit must use the same count: it changes the order of the float reductions."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def smoke_config(root: Path, **overrides) -> RunConfig:
     """The smoke profile writing its records to ``root/out`` and checkpoints to ``root/ck``."""
     base = dict(out_dir=str(root / "out"), checkpoint_dir=str(root / "ck"))

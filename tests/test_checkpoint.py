@@ -35,6 +35,7 @@ from runs import (
     full_disk,
     record_file,
     smoke_config,
+    torch_threads,
     train_args,
 )
 
@@ -132,7 +133,8 @@ def test_format_1_checkpoint_still_loads_and_resumes(finished_runs, tmp_path):
     rec_ref = load_record(copy_run(finished_runs, tmp_path, "e2", 2)[3])
     # an old-format last.pt of epoch 1 of the same config: train 1 epoch, rewrite as format 1
     cfg = smoke_config(tmp_path / "old", epochs=2)
-    fit(cfg, progress=False, stop_after_steps=3)  # smoke: 3 steps = one epoch
+    with torch_threads(1):  # as the reference
+        fit(cfg, progress=False, stop_after_steps=3)  # smoke: 3 steps = one epoch
     last = checkpoint_paths(cfg)["last"]
     ckpt = load_checkpoint(last)
     npst = ckpt["rng"]["numpy"]
@@ -146,7 +148,7 @@ def test_format_1_checkpoint_still_loads_and_resumes(finished_runs, tmp_path):
     engine._set_rng_state(again["rng"])
     assert np.random.get_state()[1].tolist() == npst["key"].tolist()
     random.random()
-    with pytest.warns(UserWarning, match="predates"):
+    with pytest.warns(UserWarning, match="predates"), torch_threads(1):
         resumed = fit(cfg, progress=False)
     assert resumed["status"] == "complete"
     assert [h["train_loss"] for h in resumed["history"]] == \
@@ -271,7 +273,8 @@ def test_stopped_run_resumes_exactly(finished_runs, tmp_path):
     _, _, ref_paths, ref_rec = copy_run(finished_runs, tmp_path, "e2", 2)
     _, cfg, paths, _ = copy_run(finished_runs, tmp_path, "mid", 2)
     ref = load_record(ref_rec)
-    resumed = fit(cfg, progress=False)
+    with torch_threads(1):  # as the fixture's runs
+        resumed = fit(cfg, progress=False)
     assert resumed["status"] == "complete" and resumed["run_id"] == ref["run_id"]
     for a, b in zip(ref["history"], resumed["history"], strict=True):
         assert {k: a[k] for k in HISTORY_KEYS} == {k: b[k] for k in HISTORY_KEYS}
@@ -283,7 +286,8 @@ def test_stopped_run_resumes_exactly(finished_runs, tmp_path):
 @pytest.mark.slow  # a subprocess (torch import) and two training runs
 def test_killed_run_resumes_exactly(tmp_path):
     common = dict(epochs=2, max_train_steps=5, checkpoint_every=1, method="esd")
-    ref = fit(smoke_config(tmp_path / "ref", **common), progress=False)
+    with torch_threads(1):  # as the killed process (OMP_NUM_THREADS=1)
+        ref = fit(smoke_config(tmp_path / "ref", **common), progress=False)
 
     cfg = smoke_config(tmp_path / "killed", **common)
     script = (
@@ -291,7 +295,8 @@ def test_killed_run_resumes_exactly(tmp_path):
         "from esdlib.train.engine import fit; "
         "fit(RunConfig.from_dict(json.loads(sys.argv[1])), progress=False)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())])
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())],
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     last = tmp_path / "killed" / "ck"
     deadline = time.time() + 120
     ckpt_file = None
@@ -309,7 +314,8 @@ def test_killed_run_resumes_exactly(tmp_path):
     state = load_checkpoint(ckpt_file)["state"]
     assert state["epoch"] < 2, "the run finished before it was killed: nothing was tested"
 
-    resumed = fit(cfg, progress=False)
+    with torch_threads(1):
+        resumed = fit(cfg, progress=False)
     assert resumed["status"] == "complete"
     for a, b in zip(ref["history"], resumed["history"], strict=True):
         assert {k: a[k] for k in HISTORY_KEYS} == {k: b[k] for k in HISTORY_KEYS}
