@@ -1,4 +1,6 @@
-"""Tests for esdlib.train.config: profiles, validation, overrides, hashing."""
+"""The run configuration (esdlib.train.config): profiles, value validation, the machine checks
+(device, precision, writable folders), overrides from the command line and from notebooks, the
+config hash behind every run id."""
 
 import dataclasses
 import hashlib
@@ -23,6 +25,8 @@ from esdlib.train.config import (
     ConfigError,
     RunConfig,
     canonical_json,
+    check_runtime,
+    check_writable_dir,
     parse_override,
 )
 
@@ -134,6 +138,12 @@ def test_unknown_profile_lists_profiles():
 def test_profile_key_cannot_be_overridden():
     with pytest.raises(ConfigError, match="profile"):
         RunConfig.from_profile("smoke", profile="paper")
+
+
+def test_smoke_profile_with_cifar_takes_the_datasets_image_size():
+    assert RunConfig.from_profile("smoke", dataset="cifar10").image_size == 32
+    assert RunConfig.from_profile("default", dataset="cifar100").image_size == 32
+    assert RunConfig.from_profile("smoke", dataset="cifar10", image_size=None).image_size is None
 
 
 # -- validation -------------------------------------------------------------
@@ -304,6 +314,69 @@ def test_datasets_list():
                         "cifar10", "cifar100", "imagenet", "cifar10_dvs")
 
 
+def test_api_names_with_trailing_newline_are_rejected():
+    with pytest.raises(ConfigError, match="experiment"):
+        RunConfig.from_profile("smoke", experiment="abc\n")
+    with pytest.raises(ConfigError, match="device"):
+        RunConfig.from_profile("smoke", device="cpu\n")
+
+
+# -- machine checks: folders (device and precision: test_runtime.py, test_cli.py) ---------------
+
+
+def test_runtime_check_leaves_nothing_behind(tmp_path):
+    cfg = RunConfig.from_profile("smoke", out_dir=str(tmp_path / "a" / "b"),
+                                 checkpoint_dir=str(tmp_path / "c"), device="cpu")
+    check_runtime(cfg)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="out_dir"):
+        check_writable_dir(tmp_path / "file" / "sub", "out_dir")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_out_dir_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="not a writable folder"):
+            check_writable_dir(ro / "results", "out_dir")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_writable_check_survives_a_concurrent_checker(tmp_path, monkeypatch):
+    """Two DDP ranks check the same new folder: one removes it (its own clean-up) between the
+    other's mkdir and probe; the other must create it again, not report it unwritable."""
+    import tempfile
+
+    target = tmp_path / "new" / "out"
+    real, calls = tempfile.TemporaryFile, []
+
+    def other_rank_cleans_up_first(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            target.rmdir()
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", other_rank_cleans_up_first)
+    check_writable_dir(target, "out_dir")
+    assert calls and not (tmp_path / "new").exists()  # retried, then left nothing behind
+
+
+def test_relative_out_dir_resolves_against_the_working_directory(tmp_path, monkeypatch):
+    from esdlib.train.checkpoint import checkpoint_paths
+    from esdlib.train.paths import resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("results") == tmp_path / "results"
+    cfg = RunConfig.from_profile("smoke", checkpoint_dir="ck")
+    assert checkpoint_paths(cfg)["dir"].parent == tmp_path / "ck"
+    assert resolve_path("/abs/x") == Path("/abs/x")
+
+
 # -- scale label ----------------------------------------------------------------
 
 
@@ -396,6 +469,25 @@ def test_from_overrides_validates_values():
         RunConfig.from_overrides("smoke", "T=4")
 
 
+@pytest.mark.parametrize(("text", "needle"), [
+    ("{bad", "not valid JSON"), ("[1, 2]", "JSON object"), ("3", "JSON object"),
+    ('{"experiment": "x"}', "experiment must be set with the notebook parameter"),
+    ('{"T": "4"}', "T must be an integer"),
+])
+def test_overrides_json_errors_are_config_errors(text, needle):
+    with pytest.raises(ConfigError, match=needle):
+        RunConfig.from_notebook("smoke", text, experiment="e", out_dir="r")
+    assert RunConfig.from_notebook("smoke", '{"T": 3}', experiment="e").T == 3
+
+
+def test_notebooks_take_the_precision_and_layout_through_overrides_json():
+    cfg = RunConfig.from_notebook("smoke", '{"precision": "auto", "channels_last": false}',
+                                  experiment="e")
+    assert (cfg.precision, cfg.channels_last, cfg.keep_freed_memory) == ("auto", False, True)
+    with pytest.raises(ConfigError, match="replaced by precision"):
+        RunConfig.from_notebook("smoke", '{"amp": true}', experiment="e")
+
+
 # -- hashing ----------------------------------------------------------------------
 
 
@@ -405,20 +497,14 @@ def test_hash_is_hex_sha256_and_deterministic():
     assert h == RunConfig.from_profile("default").config_hash()
 
 
+@pytest.mark.slow  # a fresh interpreter pays the torch import; in the fast set,
+# test_committed_records_keep_their_run_ids recomputes ids that other processes wrote
 def test_hash_stable_across_processes():
-    # Loads config.py on its own (no esdlib package, no torch) under another hash seed.
-    code = (
-        "import importlib.util, sys;"
-        "spec = importlib.util.spec_from_file_location('cfgmod', sys.argv[1]);"
-        "m = importlib.util.module_from_spec(spec); sys.modules['cfgmod'] = m;"
-        "spec.loader.exec_module(m);"
-        "print(m.RunConfig.from_profile('paper', dataset='imagenet', seed=3).config_hash())"
-    )
+    """Another interpreter, under another hash seed, computes the same hash."""
+    code = ("from esdlib.train.config import RunConfig; "
+            "print(RunConfig.from_profile('paper', dataset='imagenet', seed=3).config_hash())")
     out = subprocess.run(
-        [sys.executable, "-c", code, str(REPO / "esdlib" / "train" / "config.py")],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
         env={**os.environ, "PYTHONHASHSEED": "12345"},
     ).stdout.strip()
     assert out == RunConfig.from_profile("paper", dataset="imagenet", seed=3).config_hash()

@@ -63,7 +63,7 @@ def _rel_err(a, b):
 
 @pytest.mark.parametrize("pair", [("bptt", "ratebp"), ("esd_bptt", "esd")])
 def test_T1_rate_bp_gradient_equals_bptt_in_bf16_on_cuda(pair):
-    """The CUDA twin of ``tests/test_rate_bp.py::test_T1_rate_bp_gradient_equals_bptt_in_bf16``
+    """The CUDA twin of ``tests/test_passes.py::test_T1_rate_bp_gradient_equals_bptt_in_bf16``
     (same tolerances and reasons: bf16 rounding at different places of two equal computations,
     ≤ 2 % of the whole gradient, ≤ 6 % of one tensor; a wrong gradient is off by ~100 %)."""
     net, x, y = _setup("spiking_resnet18", "dsconv" if pair[0] == "esd_bptt" else None)

@@ -1,4 +1,5 @@
-"""The DVS baselines follow the published scripts' loss scaling (issue 14, DVS RateBP).
+"""The DVS points of the book's grid (esdbook.reproduce.grid_points) follow the published
+scripts' loss scaling.
 
 The official RateBP DVS script trains with plain cross-entropy; only its CIFAR script (and every
 official ESD script) divides the loss by T. With 1/T on emulated DVS the RateBP baseline stayed

@@ -1,25 +1,23 @@
-"""Training engine: records, exact resume after a kill, DDP on gloo, CLI bad input."""
+"""The training loop (esdlib.train.engine's ``fit``) and what it records.
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
+A smoke run's record, the epoch sampler and learning-rate schedule, the runtime fast path and
+what ``precision`` resolves to, divergence (detected, recorded, reported), operation counting,
+the data of every path through ``datasets_of``, epoch timing. Checkpoints and resume:
+``test_checkpoint.py``; DDP: ``test_distributed.py``; the command line: ``test_cli.py``.
+"""
+
 
 import pytest
 import torch
 
+import esdlib.train.divergence as divergence
+from esdlib.train.checkpoint import load_trained_model
 from esdlib.train.config import RunConfig
-from esdlib.train.engine import (
-    EpochSampler,
-    fit,
-    load_checkpoint,
-    load_trained_model,
-    lr_factor,
-    record_diagnostics,
-)
-from esdlib.train.records import load_records, validate_record
+from esdlib.train.distributed import EpochSampler
+from esdlib.train.engine import fit
+from esdlib.train.records import load_record, load_records, validate_record
+from esdlib.train.setup import lr_factor
+from esdlib.train.state import record_diagnostics
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -66,116 +64,6 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(0, cfg) == pytest.approx(1 / 3)
     assert lr_factor(2, cfg) == pytest.approx(1.0)
     assert lr_factor(6, cfg) == pytest.approx(0.5)
-
-
-def test_killed_run_resumes_exactly(tmp_path):
-    common = dict(epochs=2, max_train_steps=5, checkpoint_every=1, method="esd")
-    ref = fit(_cfg(tmp_path / "ref", **common), progress=False)
-
-    cfg = _cfg(tmp_path / "killed", **common)
-    script = (
-        "import sys, json; from esdlib.train.config import RunConfig; "
-        "from esdlib.train.engine import fit; "
-        "fit(RunConfig.from_dict(json.loads(sys.argv[1])), progress=False)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())])
-    last = tmp_path / "killed" / "ckpt"
-    deadline = time.time() + 120
-    ckpt_file = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list(last.glob("*/last.pt"))
-        if found:
-            ckpt_file = found[0]
-            state = load_checkpoint(ckpt_file)["state"]
-            if state["global_step"] >= 2:
-                break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt_file is not None, "the subprocess never wrote a checkpoint"
-    state = load_checkpoint(ckpt_file)["state"]
-    assert state["epoch"] < 2, "the run finished before it was killed: nothing was tested"
-
-    resumed = fit(cfg, progress=False)
-    assert resumed["status"] == "complete"
-    keys = ("train_loss", "train_acc", "test_acc", "test_loss", "train_reliable_fraction")
-    for a, b in zip(ref["history"], resumed["history"], strict=True):
-        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
-    assert ref["firing_rates"]["per_timestep"] == resumed["firing_rates"]["per_timestep"]
-
-
-def test_ddp_two_processes_gloo(tmp_path, capsys):
-    from esdlib import cli
-
-    out, ck = tmp_path / "results", tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", "2", "-m", "esdlib.cli", "train", "--profile", "smoke", "--quiet",
-           "--set", f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu",
-           "--set", "epochs=3", "--set", "max_train_steps=20", "--set", "batch_size=16"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = list(out.glob("*/*.json"))
-    assert len(records) == 1
-    rec = json.loads(records[0].read_text())
-    assert rec["extra"]["world_size"] == 2 and rec["status"] == "complete"
-    # the evaluation was sharded and reduced: it covers the whole test set
-    assert rec["history"][0]["test_acc"] * 360 == pytest.approx(
-        round(rec["history"][0]["test_acc"] * 360))
-    # the record's metrics are those of the saved model (BN statistics synced over ranks)
-    last = next(ck.glob("*/last.pt"))
-    assert cli.main(["evaluate", str(last), "--device", "cpu", "--quiet"]) == 0
-    ev = json.loads(capsys.readouterr().out)
-    assert ev["test_acc"] == rec["metrics"]["final_test_acc"]
-    assert ev["test_loss"] == pytest.approx(rec["metrics"]["test_loss"], rel=1e-5)
-
-
-@pytest.mark.parametrize("override,needle", [
-    ("T=0", "T"), ("method=magic", "esd"), ("arch=vgg", "spiking_resnet18"),
-    ("tempo=3", "unknown"), ("beta=-1", "beta"),
-])
-def test_cli_rejects_bad_input_before_any_work(tmp_path, override, needle, capsys):
-    from esdlib import cli
-
-    out = tmp_path / "results"
-    code = cli.main(["train", "--profile", "smoke", "--set", override, "--set",
-                     f"out_dir={out}", "--set", f"checkpoint_dir={tmp_path / 'ck'}"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "invalid configuration" in err and needle in err
-    assert not out.exists() and not (tmp_path / "ck").exists()
-
-
-def test_cli_help_lists_every_command_and_key():
-    proc = subprocess.run([sys.executable, "-m", "esdlib.cli", "train", "--help"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "batch_size" in proc.stdout and "--profile" in proc.stdout
-    top = subprocess.run([sys.executable, "-m", "esdlib.cli", "--help"], capture_output=True,
-                         text=True, timeout=60)
-    for cmd in ("train", "evaluate", "info", "bench"):
-        assert cmd in top.stdout
-
-
-def test_missing_dataset_is_one_clear_message(tmp_path, capsys):
-    from esdlib import cli
-
-    code = cli.main(["train", "--profile", "smoke", "--set", "dataset=cifar10", "--set",
-                     f"data_root={tmp_path}", "--set", "image_size=32", "--set",
-                     f"out_dir={tmp_path / 'r'}"])
-    err = capsys.readouterr().err
-    assert code == 2 and "data set not found" in err and len(err.strip().splitlines()) == 1
-
-
-def test_evaluate_restores_memory(tmp_path):
-    import esdlib as esd
-
-    torch.manual_seed(0)
-    net = esd.build_model("spiking_resnet18", 10, 1, width=0.125).eval()
-    x = torch.randn(4, 1, 16, 16)
-    esd.evaluate_batch(net, x, 4)
-    leftovers = [k for m in net.modules() for k, v in vars(m).items()
-                 if isinstance(v, torch.Tensor) and k not in ("_parameters", "_buffers")]
-    assert leftovers == []
 
 
 def _spy_steps(monkeypatch):
@@ -250,14 +138,6 @@ def test_fit_records_what_auto_precision_resolved_to(tmp_path, monkeypatch, unit
     assert rec["config"]["precision"] == "auto"
     assert rec["extra"]["runtime"]["precision"] == resolved
     assert {s["autocast"] for s in seen} == {torch.bfloat16 if units else None}
-
-
-def test_fp16_on_the_cpu_is_refused_before_any_work(tmp_path):
-    from esdlib.train.config import ConfigError
-
-    with pytest.raises(ConfigError, match="fp16.*CUDA"):
-        fit(_cfg(tmp_path, device="cpu", precision="fp16"), progress=False)
-    assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
 
 
 def test_record_keys_number_the_outputs_branches_first_main_last():
@@ -337,3 +217,78 @@ def test_epoch_time_covers_the_whole_epoch_with_mid_epoch_checkpoints(tmp_path):
     assert sum(times) == pytest.approx(rec["timing"]["train_s"], rel=1e-9)
     # epoch 1 has a checkpoint after step 4 of 6, epoch 2 after its step 2 (global step 8)
     assert min(times) > 0.25 * max(times)
+
+
+# --- divergence: detected, recorded as such, reported in one line ----------------------------
+
+
+def test_huge_learning_rate_is_recorded_as_diverged(tmp_path):
+    from runs import esd, record_file, smoke_config, train_args
+
+    from esdlib.analysis.runs import left_out, runs_of
+    from esdlib.train.checkpoint import checkpoint_paths, load_checkpoint
+
+    proc = esd(*train_args(tmp_path, "--set", "lr=1e6", "--set", "epochs=2"))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "diverged at epoch 1" in lines[0], proc.stderr
+    cfg = smoke_config(tmp_path, lr=1e6, epochs=2)
+    rec = load_record(record_file(cfg))
+    validate_record(rec)
+    assert rec["status"] == "diverged"
+    d = rec["divergence"]
+    assert d["epoch"] == 1 and d["step"] >= 1
+    assert "non-finite" in d["reason"] or "exploding" in d["reason"]
+    assert rec["metrics"]["final_test_acc"] is None
+    last = checkpoint_paths(cfg)["last"]
+    if last.exists():  # any checkpoint kept is from before the divergence
+        ckpt = load_checkpoint(last)
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values()
+                   if t.is_floating_point())
+    df = load_records(tmp_path / "out")
+    assert len(runs_of(df, "smoke")) == 0
+    assert left_out(df, "smoke")["why"].tolist() == ["diverged"]
+    again = esd(*train_args(tmp_path, "--set", "lr=1e6", "--set", "epochs=2"))
+    assert again.returncode == 1 and "diverged" in again.stderr
+
+
+def test_non_finite_loss_is_divergence():
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    checked = divergence.checked_tensors(net)  # collected once: in-place updates stay visible
+    assert "loss" in divergence.divergence_reason(float("nan"), checked)
+    assert divergence.divergence_reason(1.0, checked) is None
+    assert "exploding" in divergence.divergence_reason(1.65e15, checked)  # finite, but blown up
+    assert divergence.divergence_reason(divergence.DIVERGED_LOSS, checked) is None
+    with torch.no_grad():
+        net[1].running_var[1] = float("nan")  # a buffer counts as well as a parameter
+    assert "weights" in divergence.divergence_reason(1.0, checked)
+    with torch.no_grad():
+        net[1].running_var[1] = 1.0
+        net[0].weight[0, 0] = float("inf")
+    assert "weights" in divergence.divergence_reason(1.0, checked)
+
+
+def test_a_loss_stuck_far_above_its_start_is_divergence(tmp_path, monkeypatch):
+    import esdlib.train.engine as engine
+
+    real = engine.get_method
+    calls = []
+
+    def inflated(name):
+        step = real(name)
+
+        def run(*args, **kwargs):
+            res = step(*args, **kwargs)
+            calls.append(1)
+            factor = 1.0 if len(calls) == 1 else 10.0  # the loss goes up 10x and stays there
+            return res._replace(loss=res.loss.detach() * factor)
+        return run
+
+    monkeypatch.setattr(engine, "get_method", inflated)
+    with pytest.warns(engine.DivergenceWarning, match="stuck far above its start"):
+        record = fit(_cfg(tmp_path, epochs=2), progress=False)
+    assert record["status"] == "diverged" and record["divergence"]["epoch"] == 1
+    assert divergence.stuck_reason(3.9, 1.0) is None and divergence.stuck_reason(4.1, 1.0)
+    assert divergence.stuck_reason(100.0, None) is None  # resumed from an older checkpoint

@@ -261,7 +261,7 @@ def _step_times(df, cfg: RunConfig) -> tuple[float, float, float]:
 def _checkpoint_bytes(cfg: RunConfig) -> int:
     import torch
 
-    from esdlib.train.engine import model_from_config
+    from esdlib.train.setup import model_from_config
 
     classes = {"cifar100": 100, "imagenet": 1000}.get(cfg.dataset, 10)
     with torch.device("meta"):

@@ -70,31 +70,23 @@ from esdlib.methods import get_method
 from esdlib.models import SpikingNet
 from esdlib.passes import CompiledSpikePass, compile_spike_pass
 from esdlib.train.checkpoint import (
-    CHECKPOINT_MAGIC,
     CHECKPOINT_VERSION,
     CheckpointError,
     checkpoint_paths,
     load_checkpoint,
-    load_trained_model,
-    read_checkpoint_header,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from esdlib.train.config import RunConfig
 from esdlib.train.distributed import (
-    DDP_TIMEOUT_S,
-    DistributedError,
     EpochSampler,
     allreduce_gradients,
-    ddp_timeout_s,
     dist_info,
     init_distributed,
     sync_batchnorm_stats,
 )
 from esdlib.train.divergence import (
-    DIVERGED_LOSS,
-    STUCK_LOSS_FACTOR,
     DivergenceWarning,
     checked_tensors,
     divergence_reason,
@@ -102,48 +94,24 @@ from esdlib.train.divergence import (
 )
 from esdlib.train.evaluation import evaluate
 from esdlib.train.paths import resolve_path
-from esdlib.train.records import (
-    make_record,
-    make_run_id,
-    record_path,
-    write_record,
-)
+from esdlib.train.records import make_record, make_run_id, record_path, write_record
 from esdlib.train.resume import (
     REBUILD_TOLERANCE,
     check_finished_best,
     ensure_best_checkpoint,
     existing_record,
 )
-from esdlib.train.runtime import (
-    autocast,
-    check_runtime,
-    peak_memory_bytes,
-    resolve_device,
-    tf32,
-)
+from esdlib.train.runtime import autocast, check_runtime, peak_memory_bytes, tf32
 from esdlib.train.setup import (
     build_run,
-    datasets_of,
-    lr_factor,
     make_optimizer,
     make_scheduler,
-    model_from_config,
     seed_everything,
     time_first,
 )
 from esdlib.train.state import EpochSums, RunState, record_diagnostics
 
-__all__ = [  # the engine's own names, then the names it re-exports from their new modules
-    "DIVERGED_LOSS", "REBUILD_TOLERANCE", "STUCK_LOSS_FACTOR", "DivergenceWarning",
-    "EpochSums", "RunState", "fit", "peak_memory_bytes", "record_diagnostics",
-    "resolve_device",
-    "CHECKPOINT_MAGIC", "CHECKPOINT_VERSION", "CheckpointError", "checkpoint_paths",
-    "load_checkpoint", "load_trained_model", "read_checkpoint_header", "save_checkpoint",
-    "DDP_TIMEOUT_S", "DistributedError", "EpochSampler", "allreduce_gradients",
-    "ddp_timeout_s", "init_distributed", "sync_batchnorm_stats", "evaluate",
-    "build_run", "datasets_of", "lr_factor", "make_optimizer", "make_scheduler",
-    "model_from_config", "seed_everything", "time_first",
-]
+__all__ = ["fit"]
 
 
 def fit(cfg: RunConfig, *, progress: bool = True, resume: bool = True,

@@ -1,4 +1,5 @@
-"""SpikeConv2d: the rate pass reuses the spike pass's output; value and gradients are conv's."""
+"""The layers (esdlib.layers), SpikeConv2d: the rate pass reuses the spike pass's output; value
+and gradients are those of the convolution."""
 
 import pytest
 import torch

@@ -1,4 +1,6 @@
-"""Rate-based backpropagation: forward values, T=1 exactness vs BPTT, memory flat in T."""
+"""The spike and rate passes (esdlib.passes, with the layers of esdlib.layers): rate-pass values,
+T = 1 exactness of rate-based backpropagation against BPTT, memory flat in T, BatchNorm
+statistics updated once per step."""
 
 import copy
 

@@ -1,4 +1,5 @@
-"""Tests for esdlib.train.records: record schema, atomic writes, loading, paper tables."""
+"""Run records (esdlib.train.records, esdlib.io): the schema, run ids, atomic writes, loading,
+the environment and git revision they carry, and the paper tables beside them."""
 
 import copy
 import functools
@@ -13,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from runs import copy_run, esd, train_args
 
-from esdlib.io import atomic_open, atomic_write_json, atomic_write_text
+from esdlib.io import DiskFullError, atomic_open, atomic_write_json, atomic_write_text
 from esdlib.train.config import RunConfig
+from esdlib.train.engine import fit
 from esdlib.train.paths import GENERATED_PATHS, paper_dir, project_root
 from esdlib.train.records import (
     RecordError,
@@ -196,6 +199,17 @@ def test_error_lists_every_violation(record):
     assert "status" in str(err.value) and "'timing' is a required property" in str(err.value)
 
 
+def test_schema_ties_diverged_status_to_the_divergence_block(record):
+    bad = dict(record, status="diverged")
+    with pytest.raises(RecordError, match="divergence"):
+        validate_record(bad)
+    with pytest.raises(RecordError):
+        validate_record(dict(record, divergence={"epoch": 1, "step": 1, "global_step": 1,
+                                                 "reason": "x"}))
+    validate_record(dict(bad, divergence={"epoch": 1, "step": 2, "global_step": 2,
+                                          "reason": "non-finite training loss (nan)"}))
+
+
 def test_make_record_converts_nan_and_numpy():
     rec = _record()
     rec2 = make_record(
@@ -311,6 +325,20 @@ def test_failed_write_leaves_old_file_intact(tmp_path):
         raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"version": "old"}
     assert _no_temp_files(tmp_path)
+
+
+def test_no_free_inode_is_a_disk_full_error(tmp_path, monkeypatch):
+    import errno
+
+    import esdlib.io
+
+    def no_inode(path, suffix=".tmp"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(esdlib.io, "temp_path_for", no_inode)
+    with pytest.raises(DiskFullError, match="no space left on device while writing"):
+        with atomic_open(tmp_path / "x.json") as f:
+            f.write("{}")
 
 
 def _die_mid_write(path):
@@ -448,6 +476,97 @@ def test_load_records_empty_and_invalid(tmp_path):
     # kept as a "damaged" row (issue 11) so pages can name it instead of dropping it
     assert len(df) == 2 and list(df["status"]).count("complete") == 1
     assert df.loc[df["status"] == "damaged", "path"].iloc[0].endswith("bad.json")
+
+
+# -- records of a run on resume: completed, rebuilt or set aside -----------------------------
+# (runs of the session fixture ``finished_runs``; ``esd train`` in this process)
+
+
+def test_running_record_with_a_complete_checkpoint_is_finished(finished_runs, tmp_path):
+    root, cfg, paths, rec = copy_run(finished_runs, tmp_path, "e2", 2)
+    good = load_record(rec)
+    stale = json.loads(rec.read_text())
+    stale["status"] = "running"
+    stale["history"] = stale["history"][:1]
+    stale["metrics"]["epochs_completed"] = 1
+    rec.write_text(json.dumps(stale))
+    last_bytes = paths["last"].read_bytes()
+    assert not record_exists(root / "out", cfg.experiment, good["run_id"])
+    proc = esd(*train_args(root, "--set", "epochs=2"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "complete"
+    fixed = load_record(rec)
+    assert fixed["status"] == "complete" and fixed["history"] == good["history"]
+    assert fixed["metrics"]["final_test_acc"] == good["metrics"]["final_test_acc"]
+    assert fixed["firing_rates"] == good["firing_rates"]
+    assert record_exists(root / "out", cfg.experiment, good["run_id"])
+    assert paths["last"].read_bytes() == last_bytes, "the finished run was retrained"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "invalid", "edited", "missing"])
+def test_damaged_or_missing_record_is_recreated_from_the_checkpoint(finished_runs, tmp_path,
+                                                                     damage):
+    root, cfg, paths, rec = copy_run(finished_runs, tmp_path, "e2", 2)
+    good = load_record(rec)
+    text = rec.read_text()
+    if damage == "truncated":
+        rec.write_text(text[: len(text) // 2])
+    elif damage in ("invalid", "edited"):  # 1.5 breaks the schema; 0.99 only the history
+        bad = json.loads(text)
+        bad["metrics"]["final_test_acc"] = 1.5 if damage == "invalid" else 0.99
+        rec.write_text(json.dumps(bad))
+    else:
+        rec.unlink()
+    damaged = rec.read_bytes() if rec.exists() else None
+    last_bytes = paths["last"].read_bytes()
+    proc = esd(*train_args(root, "--set", "epochs=2"))
+    assert proc.returncode == 0, proc.stderr
+    fixed = load_record(rec)
+    assert fixed["status"] == "complete" and fixed["history"] == good["history"]
+    assert paths["last"].read_bytes() == last_bytes, "the finished run was retrained"
+    aside = sorted(rec.parent.glob(rec.name + ".corrupt-*"))
+    if damaged is None:
+        assert aside == []
+    else:
+        assert len(aside) == 1 and aside[0].read_bytes() == damaged
+        assert "esd: warning: damaged run record" in proc.stderr and "moved to" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert list(load_records(root / "out")["run_id"]) == [good["run_id"]]
+
+
+def test_record_of_an_unrelated_config_is_moved_aside_not_returned(finished_runs, tmp_path):
+    _, cfg, _, rec = copy_run(finished_runs, tmp_path, "e1", 1)
+    other = json.loads(rec.read_text())
+    other["config_hash"] = "0" * 64
+    rec.write_text(json.dumps(other))
+    with pytest.warns(UserWarning, match="another configuration"):
+        out = fit(cfg, progress=False)
+    assert out["config_hash"] == cfg.config_hash()
+    assert len(list(rec.parent.glob(rec.name + ".corrupt-*"))) == 1
+
+
+def test_moved_aside_warning_gives_every_reason(finished_runs, tmp_path):
+    _, cfg, _, rec = copy_run(finished_runs, tmp_path, "e1", 1)
+    data = json.loads(rec.read_text())
+    data["unexpected_key"] = 1
+    data["metrics"]["final_test_acc"] = "0.1"
+    rec.write_text(json.dumps(data))
+    with pytest.warns(UserWarning) as seen:
+        fit(cfg, progress=False)
+    text = " ".join(str(w.message) for w in seen if "moved to" in str(w.message))
+    assert "unexpected_key" in text and "final_test_acc" in text, text
+
+
+def test_record_of_a_newer_schema_is_neither_replaced_nor_moved(finished_runs, tmp_path):
+    _, cfg, _, rec = copy_run(finished_runs, tmp_path, "e1", 1)
+    data = json.loads(rec.read_text())
+    data["schema_version"] = 2
+    data["new_field"] = 1
+    rec.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match="written by a newer esdlib"):
+        fit(cfg, progress=False)
+    assert json.loads(rec.read_text()) == data
+    assert not list(rec.parent.glob("*.corrupt-*"))
 
 
 # -- provenance ----------------------------------------------------------------------
