@@ -194,8 +194,9 @@ def results_box(df: pd.DataFrame, claims: Sequence[Any] | None = None,
             t["kind"], t["shown"], t["margin"], t["unit"], strict=True)]})
     css = [f"background-color: {VERDICT_COLOURS.get(sh, '#ffffff')}; font-weight: 600"
            for sh in t["shown"]]
+    wrap = ["white-space: normal"] * len(t)  # the interval under its mean: the box fits 700 px
     return display.table(shown, caption=caption, constants_to_caption=False,
-                         cell_css={"verdict": css}, title=title)
+                         cell_css={"verdict": css, "difference [interval]": wrap}, title=title)
 
 
 def hand_verdict_values(df: pd.DataFrame, key: str = "esd>sd", n: int = 5,
