@@ -4,7 +4,8 @@ The loop is a small run object (``_Run``: ``finished → setup → resume → (t
 end_epoch)* → finish``) around one :class:`RunState`, the checkpoint's ``state``. What it
 builds on lives beside it, one concept per module: :mod:`~esdlib.train.setup` (optimiser,
 schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the file format),
-:mod:`~esdlib.train.distributed` (DDP) and :mod:`~esdlib.train.evaluation`.
+:mod:`~esdlib.train.resume` (what a run finds on disk), :mod:`~esdlib.train.distributed`
+(DDP), :mod:`~esdlib.train.divergence` and :mod:`~esdlib.train.evaluation`.
 
 - SGD with momentum; weight decay only on convolution/linear weights (tensors with ≥ 2 dims);
   optional linear warm-up then cosine annealing, stepped per epoch.
@@ -31,8 +32,9 @@ schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the file format),
   damaged or missing re-creates the record from the checkpoint (a damaged record is moved aside
   to ``<name>.corrupt-<time>``). ``best.pt`` is written before ``last.pt`` and re-derived on
   resume when it is missing but recoverable.
-- **Divergence**: a non-finite loss, a loss above :data:`DIVERGED_LOSS`, or non-finite
-  weights after an optimiser step, stops training; the record gets ``status="diverged"`` with
+- **Divergence**: a non-finite loss, a loss above
+  :data:`~esdlib.train.divergence.DIVERGED_LOSS`, or non-finite weights after an optimiser
+  step, stops training; the record gets ``status="diverged"`` with
   the epoch and step (no checkpoint of the diverged state is written) and a
   :class:`DivergenceWarning` is issued.
 - **Fast path by default**: channels-last model and batches (``cfg.channels_last``), glibc
