@@ -51,3 +51,21 @@ def test_epoch_sums_are_sample_weighted_means():
 def test_record_diagnostics_number_branches_first_main_last():
     out = record_diagnostics({"acc_branch1": 0.1, "acc_branch2": 0.2, "acc_main": 0.9, "kl": 1})
     assert out == {"acc_out0": 0.1, "acc_out1": 0.2, "acc_out2": 0.9, "kl": 1}
+
+
+def test_a_diverged_run_has_no_result_metrics_but_keeps_its_history():
+    ev = {"firing_rates": {"mean": 0.2, "per_timestep": [0.2], "per_layer": {}, "definition": "d"},
+          "energy": {"sops_per_sample": 5.0}}
+    state = RunState(epoch=1, history=[{"epoch": 1, "test_acc": 0.8, "test_loss": 0.5,
+                                        "train_loss": 0.4, "train_acc": 0.9}],
+                     best_acc=0.8, best_epoch=1, last_eval=ev)
+    done = state.metrics("complete")
+    assert done["final_test_acc"] == 0.8 and done["best_epoch"] == 1
+    assert done["train_loss"] == 0.4 and done["sops_per_sample"] == 5.0
+    assert done["firing_rate_mean"] == 0.2
+    assert state.firing_rates("complete") == {"per_timestep": [0.2], "per_layer": {},
+                                              "definition": "d"}
+    diverged = state.metrics("diverged")
+    assert diverged == {"final_test_acc": None, "best_test_acc": None, "best_epoch": None,
+                        "epochs_completed": 1}
+    assert state.firing_rates("diverged") is None and RunState().firing_rates("complete") is None

@@ -461,43 +461,17 @@ class _Run:
 
     def record(self, status: str) -> dict[str, Any]:
         """The run record of the run as it stands (a diverged run has no result metrics)."""
-        state, hist = self.state, self.state.history
-        settings = dict(self.runtime)
+        state, settings = self.state, dict(self.runtime)
         if isinstance(self.spike_fn, CompiledSpikePass) and self.spike_fn.error is not None:
             settings["compile_error"] = self.spike_fn.error
         timing = {"wall_s": time.perf_counter() - self.wall0, "train_s": state.train_s,
                   "peak_memory_bytes": peak_memory_bytes(self.device)}
-        ev = {} if status == "diverged" else state.last_eval or {}
-        firing = None
-        if ev:
-            fr = ev["firing_rates"]
-            firing = {k: fr[k] for k in ("per_timestep", "per_layer", "definition")}
         extra = {"world_size": self.world, "dataset_split": self.info.split,
                  "dataset_description": self.info.description,
                  "headline": "final-epoch test accuracy (best epoch selected on the test set "
                              "is secondary, as in the official code)",
                  "parameter_counts": self.model.parameter_counts(), "runtime": settings,
                  **(self.extra() if self.extra is not None else {})}
-        return make_record(self.cfg, metrics=_metrics(state, status, ev), history=hist,
-                           timing=timing, firing_rates=firing, status=status, extra=extra,
-                           divergence=state.divergence)
-
-
-def _metrics(state: RunState, status: str, ev: dict[str, Any]) -> dict[str, Any]:
-    """The record's ``metrics``: final and best test accuracy, the last epoch's training means,
-    test loss, energy and firing rate (``None`` results for a diverged run, history kept)."""
-    hist = state.history
-    result = bool(hist) and status != "diverged"
-    metrics: dict[str, Any] = {
-        "final_test_acc": hist[-1]["test_acc"] if result else None,
-        "best_test_acc": state.best_acc if result else None,
-        "best_epoch": state.best_epoch if result else None,
-        "epochs_completed": len(hist),
-    }
-    if result:
-        metrics.update({k: v for k, v in hist[-1].items()
-                        if k.startswith("train_") and isinstance(v, float)})
-        metrics["test_loss"] = hist[-1]["test_loss"]
-        metrics.update(ev.get("energy", {}))
-        metrics["firing_rate_mean"] = ev["firing_rates"]["mean"]
-    return metrics
+        return make_record(self.cfg, metrics=state.metrics(status), history=state.history,
+                           timing=timing, firing_rates=state.firing_rates(status),
+                           status=status, extra=extra, divergence=state.divergence)

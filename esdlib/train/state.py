@@ -1,8 +1,9 @@
 """The state of a run: what :func:`esdlib.train.engine.fit` checkpoints and resumes from.
 
 :class:`RunState` is the schema of a checkpoint's ``state`` (where the run is, its history,
-its best epoch), :class:`EpochSums` that of its ``running`` sums of the current epoch, and
-:func:`record_diagnostics` names the step diagnostics as the run record's history does.
+its best epoch) and gives the run record's metrics, :class:`EpochSums` is that of its
+``running`` sums of the current epoch, and :func:`record_diagnostics` names the step
+diagnostics as the run record's history does.
 """
 
 from __future__ import annotations
@@ -133,3 +134,35 @@ class RunState:
                                 f"{type(default).__name__}")
             values[f.name] = value
         return cls(**values)
+
+    def _result_eval(self, status: str) -> dict[str, Any]:
+        """The last evaluation, or nothing for a run that diverged (it has no result)."""
+        return {} if status == "diverged" else self.last_eval or {}
+
+    def metrics(self, status: str) -> dict[str, Any]:
+        """The run record's ``metrics`` for a run of ``status``: final and best test accuracy,
+        the last epoch's training means, test loss, energy and firing rate (results ``None``
+        for a diverged run; its history is kept)."""
+        hist, ev = self.history, self._result_eval(status)
+        result = bool(hist) and status != "diverged"
+        metrics: dict[str, Any] = {
+            "final_test_acc": hist[-1]["test_acc"] if result else None,
+            "best_test_acc": self.best_acc if result else None,
+            "best_epoch": self.best_epoch if result else None,
+            "epochs_completed": len(hist),
+        }
+        if result:
+            metrics.update({k: v for k, v in hist[-1].items()
+                            if k.startswith("train_") and isinstance(v, float)})
+            metrics["test_loss"] = hist[-1]["test_loss"]
+            metrics.update(ev.get("energy", {}))
+            metrics["firing_rate_mean"] = ev["firing_rates"]["mean"]
+        return metrics
+
+    def firing_rates(self, status: str) -> dict[str, Any] | None:
+        """The run record's ``firing_rates`` (per timestep, per layer, their definition) of the
+        last evaluation; ``None`` without one or for a diverged run."""
+        ev = self._result_eval(status)
+        if not ev:
+            return None
+        return {k: ev["firing_rates"][k] for k in ("per_timestep", "per_layer", "definition")}
