@@ -227,7 +227,7 @@ def test_ablation_table_labels_factors_and_differences_to_the_reference():
     beta = t[(t.factor == "β") & (t.setting == "0.5")].iloc[0]
     assert beta["vs_reference_pts"] == pytest.approx(95.0 - 92.0)
     eta = ablations.ablation_rows(t, "η")
-    assert len(eta) == 2 and "OUR ASSUMPTION" in eta["factor"].iloc[1]
+    assert len(eta) == 2 and "our assumption" in eta["factor"].iloc[1]
     sweep = ablations.beta_sweep(df)
     assert sweep["beta"].tolist() == [0.1, 0.3, 0.5]
     assert ablations.vs_reference(t, "β", "0.5") == pytest.approx(3.0)

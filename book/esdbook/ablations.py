@@ -24,7 +24,7 @@ ABLATION_FACTORS = ("method", "branch_kind", "beta", "teacher_space", "eta")
 
 FACTOR_LABELS = {"method": "distillation", "branch_kind": "branch kind", "beta": "β",
                  "teacher_space": "teacher space",
-                 "eta": "η·R (R = OUR ASSUMPTION: log K − H(softmax(z/τ)))"}
+                 "eta": "η·R (R, our assumption: log K − H(softmax(z/τ)))"}
 
 
 def distillation_ablation(df: pd.DataFrame,
