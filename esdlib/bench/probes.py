@@ -1,8 +1,8 @@
 """Process probes of the benchmark: CPU time, page faults and machine load.
 
-Peak memory is measured by :func:`esdlib.train.runtime.peak_memory` (one counter for run and
+Peak memory is measured by :func:`esdlib.train.memory.peak_memory` (one counter for run and
 benchmark records: ``torch.cuda.max_memory_allocated`` on CUDA, the resident-set high-water mark
-``VmHWM``, reset by :func:`esdlib.train.runtime.reset_peak_memory`, on the CPU).
+``VmHWM``, reset by :func:`esdlib.train.memory.reset_peak_memory`, on the CPU).
 """
 
 from __future__ import annotations

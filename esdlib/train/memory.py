@@ -21,8 +21,8 @@ import functools
 import sys
 from typing import Any
 
-__all__ = ["keep_freed_memory", "peak_memory", "peak_memory_bytes", "reset_peak_memory",
-           "trim_heap"]
+__all__ = ["device_type", "keep_freed_memory", "peak_memory", "peak_memory_bytes",
+           "reset_peak_memory", "trim_heap"]
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -81,9 +81,6 @@ def keep_freed_memory(top_pad_bytes: int = 64 * 2**20) -> bool:
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
-
-
-
 def _vm_hwm_bytes() -> int | None:
     """``VmHWM`` (resident-set high-water mark of this process), Linux only."""
     try:
@@ -96,7 +93,8 @@ def _vm_hwm_bytes() -> int | None:
     return None
 
 
-def _device_kind(device: Any) -> str:
+def device_type(device: Any) -> str:
+    """The type of a ``torch.device`` or device name: ``"cuda"`` for ``cuda:1``."""
     return str(device).split(":")[0]
 
 
@@ -113,7 +111,7 @@ def peak_memory(device: Any) -> tuple[int, str]:
     """
     import torch
 
-    if _device_kind(device) == "cuda":
+    if device_type(device) == "cuda":
         device = torch.device(device)
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
@@ -137,7 +135,7 @@ def reset_peak_memory(device: Any) -> bool:
 
     import torch
 
-    if _device_kind(device) == "cuda":
+    if device_type(device) == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         return True

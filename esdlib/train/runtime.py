@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from esdlib.train.fields import ConfigError
 from esdlib.train.memory import (
+    device_type,
     keep_freed_memory,
     peak_memory,
     peak_memory_bytes,
@@ -133,10 +134,6 @@ def _cuda_bf16(device) -> bool:
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
-def _device_type(device) -> str:
-    return device if isinstance(device, str) else device.type
-
-
 def precision_problem(precision: str, device) -> str | None:
     """Why ``precision`` cannot train on ``device`` (``None`` when it can).
 
@@ -151,7 +148,7 @@ def precision_problem(precision: str, device) -> str | None:
     """
     if precision not in PRECISIONS:
         return f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}"
-    kind = _device_type(device).split(":")[0]
+    kind = device_type(device)
     if precision == "fp16" and kind != "cuda":
         return (f"precision='fp16' needs a CUDA device (float16 autocast with a gradient "
                 f"scaler), but this run would use {kind}; use bf16, fp32 or auto")
@@ -206,7 +203,7 @@ def resolve_precision(precision: str, device) -> str:
         raise ValueError(problem)
     if precision != "auto":
         return precision
-    kind = _device_type(device).split(":")[0]
+    kind = device_type(device)
     if kind == "cuda":
         return "bf16" if _cuda_bf16(device if not isinstance(device, str) else None) else "fp32"
     if kind == "cpu" and any(cpu_bf16_units().values()):
