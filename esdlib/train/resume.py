@@ -25,7 +25,7 @@ test accuracy and a re-evaluation of its weights when a record is rebuilt from i
 another machine move a sample or two, an altered history moves far more."""
 
 
-def refuse_newer_schema(path: Path) -> None:
+def _refuse_newer_schema(path: Path) -> None:
     """A record of a newer schema is not damaged: it was written by a newer esdlib, and this
     one must neither replace nor move it."""
     try:
@@ -58,7 +58,7 @@ def existing_record(path: Path, cfg: RunConfig, rank: int) -> dict[str, Any] | N
         problem = f"it belongs to another configuration (config_hash {record.get('config_hash')})"
     except ValueError as err:  # RecordError, UnicodeDecodeError
         problem = " ".join(str(err).split())[:500]  # every reason, on one line
-        refuse_newer_schema(path)
+        _refuse_newer_schema(path)
     if rank != 0:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
