@@ -198,8 +198,6 @@ def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None,
     """``df`` as HTML without its index, with column formats (``"{:.2f}×"``) and readable
     headers, in a scroll container; without ``formats`` it is :func:`table`. Every cell and
     header is HTML-escaped; ``title`` is numbered as in :func:`table`."""
-    from IPython.display import HTML
-
     if not formats:
         return table(df, title=title)
     uuid = hashlib.sha1(df.to_csv().encode()).hexdigest()[:8]
@@ -208,9 +206,16 @@ def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None,
              .format(formats, na_rep="—", escape="html")
              .format_index(lambda c: _escape(readable_name(c)), axis="columns")
              .set_table_styles(TABLE_STYLES).set_table_attributes('class="dataframe"'))
-    head = _numbered(title)
-    if head:
-        style = style.set_caption(html_lib.escape(head))
+    return _scrolled(style, _numbered(title))
+
+
+def _scrolled(style: Any, caption: str | None) -> Any:
+    """A styled table with its caption (HTML-escaped) in the book's horizontal scroll
+    container, so a wide table scrolls instead of overflowing the text column."""
+    from IPython.display import HTML
+
+    if caption:
+        style = style.set_caption(html_lib.escape(caption))
     return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
 
 
@@ -346,8 +351,6 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
     Returns:
         An ``IPython.display.HTML`` object.
     """
-    from IPython.display import HTML
-
     if not isinstance(df, pd.DataFrame):
         return df
     d = df.copy()
@@ -390,10 +393,8 @@ def table(df: pd.DataFrame, caption: str | None = None, digits: dict[str, int] |
             if len(css) != len(d):
                 raise ValueError(f"cell_css[{col!r}] has {len(css)} entries for {len(d)} rows")
             style = style.apply(lambda _, css=list(css): css, subset=[col], axis=0)
-    text = " · ".join([t for t in (_numbered(title), caption, "; ".join(notes)) if t])
-    if text:
-        style = style.set_caption(html_lib.escape(text))
-    return HTML('<div class="esd-scroll" style="overflow-x:auto">' + style.to_html() + "</div>")
+    return _scrolled(style, " · ".join(
+        [t for t in (_numbered(title), caption, "; ".join(notes)) if t]))
 
 
 def indicative_banner(profile: str) -> Any:
@@ -425,10 +426,14 @@ LEFT_OUT_WORDS = {"damaged": "unreadable", "diverged": "diverged", "unfinished":
 profile are counted per profile: ``"profile <name>"``)."""
 
 
+def _damaged_label(path: Any, problem: Any) -> str:
+    return f"{DAMAGED_MARKER} {path} ({problem})"
+
+
 def damaged_labels(df: pd.DataFrame) -> list[str]:
     """``"damaged record: <path> (<problem>)"`` for each row of ``df`` (damaged rows)."""
     errors = df["error"] if "error" in df else [""] * len(df)
-    return [f"{DAMAGED_MARKER} {p} ({e})" for p, e in zip(df["path"], errors, strict=True)]
+    return [_damaged_label(p, e) for p, e in zip(df["path"], errors, strict=True)]
 
 
 def left_out_rows(records: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -444,7 +449,7 @@ def left_out_rows(records: pd.DataFrame, profile: str) -> pd.DataFrame:
         if r.why == "other_profile":
             other[r.detail] = other.get(r.detail, 0) + 1
             continue
-        record = f"{DAMAGED_MARKER} {r.record} ({r.detail})" if r.why == "damaged" else r.record
+        record = _damaged_label(r.record, r.detail) if r.why == "damaged" else r.record
         row = {"record": record, "status": r.status, "why": LEFT_OUT_WORDS.get(r.why, r.why)}
         (stale if r.why == "old_branches" else rows).append(row)
     rows += [{"record": f"{n} run{'s' if n != 1 else ''}", "status": "complete",
