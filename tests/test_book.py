@@ -109,6 +109,11 @@ def test_expected_content_keys_are_toc_pages():
 def test_unknown_parameter_fails_before_any_kernel(tmp_path):
     with pytest.raises(ValueError, match="unknown chapter parameter.*'profle'.*declare"):
         execute_chapters(SOURCES, tmp_path, {"profle": "smoke"}, progress=False)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        execute_chapters(SOURCES, tmp_path, {"profile": "smoke"}, progress=False, jobs=0)
+    with pytest.raises(ValueError, match=r"no chapter\(s\) \['99_none'\].*01_introduction"):
+        execute_chapters(SOURCES, tmp_path, {"profile": "smoke"}, progress=False,
+                         only=["05_dvs", "99_none"])
     assert not list(tmp_path.iterdir())
 
 
@@ -245,11 +250,14 @@ def test_failed_chapter_leaves_no_torn_notebook(tmp_path):
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("raise ValueError(f'bad profile {profile}')")]
     nbformat.write(nb, src / "01_broken.ipynb")
+    nb.cells = nb.cells[:1]
+    nbformat.write(nb, src / "02_fine.ipynb")
     previous = out / "01_broken.ipynb"
     previous.write_text("previous good copy")
     with pytest.raises(ChapterExecutionError, match=r"01_broken\.ipynb.*ValueError.*bad profile"):
-        execute_chapters(src, out, {"profile": "smoke"}, progress=False, cwd=tmp_path)
+        execute_chapters(src, out, {"profile": "smoke"}, progress=False, cwd=tmp_path, jobs=1)
     assert previous.read_text() == "previous good copy"
+    # one job: the chapter after the failed one is never started
     assert [p.name for p in out.iterdir()] == ["01_broken.ipynb"]
 
 

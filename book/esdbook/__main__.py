@@ -133,7 +133,7 @@ def _book(args: argparse.Namespace) -> int:
     if args.command in ("execute", "all"):
         execute_chapters(book / "chapters", book / "_executed",
                          {"profile": args.profile, "results_dir": args.results_dir},
-                         cwd=project_root(), threads=args.threads)
+                         cwd=project_root(), threads=args.threads, jobs=args.jobs)
     if args.command in ("build", "all"):
         print(build_book(book, args.build_dir))
     if args.command in ("check", "all"):
@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", choices=PROFILES, default="default")
         p.add_argument("--results-dir", default="results")
         p.add_argument("--threads", type=int, default=None, help="CPU threads per kernel")
+        if name in ("execute", "all"):
+            p.add_argument("--jobs", type=int, default=None,
+                           help="chapters executed at once, each in its own kernel (default: "
+                                "one per CPU)")
         p.add_argument("--chromium", default=DEFAULT_CHROMIUM)
         p.set_defaults(func=_book)
     return parser

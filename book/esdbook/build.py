@@ -14,13 +14,15 @@ papermill and jupyter-book are imported only by the functions that need them.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import functools
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +162,10 @@ def execute_chapters(
     cwd: str | os.PathLike | None = None,
     timeout: float | None = 900.0,
     threads: int | None = None,
+    jobs: int | None = None,
+    only: Iterable[str] | None = None,
 ) -> list[Path]:
-    """Execute every chapter notebook of ``src_dir`` with papermill into ``out_dir``.
+    """Execute the chapter notebooks of ``src_dir`` with papermill into ``out_dir``.
 
     Each notebook receives the entries of ``parameters`` that its ``parameters`` cell declares
     (papermill injects them after that cell). The executed notebook is written to a hidden
@@ -182,6 +186,11 @@ def execute_chapters(
         threads: CPU threads per kernel (sets ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` for
             the kernels); ``None`` keeps the environment's setting. On a small, shared CPU
             ``threads=1`` is often several times faster for the small networks of the book.
+        jobs: chapters executed at the same time, each in its own fresh kernel (default: one
+            per CPU). The chapters only read records, so their order does not matter; after a
+            failure no further chapter is started.
+        only: execute only these chapters (names without ``.ipynb``, e.g. ``"05_dvs"``);
+            default: all.
 
     Returns:
         Paths of the executed notebooks, in chapter order.
@@ -189,7 +198,7 @@ def execute_chapters(
     Raises:
         FileNotFoundError: ``src_dir`` has no chapter notebooks.
         ValueError: a parameter that no notebook declares (the message lists the declared
-            ones), or a bad ``threads``.
+            ones), a chapter in ``only`` that ``src_dir`` lacks, or a bad ``threads``/``jobs``.
         ChapterExecutionError: a notebook failed; names it and gives the papermill error.
     """
     import papermill
@@ -199,24 +208,50 @@ def execute_chapters(
     notebooks = chapter_notebooks(src_dir)
     if not notebooks:
         raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {src_dir}")
+    if only is not None:
+        only = [only] if isinstance(only, str) else list(only)
+        missing = sorted(set(only) - {nb.stem for nb in notebooks})
+        if missing:
+            raise ValueError(f"no chapter(s) {missing} in {src_dir}; chapters: "
+                             f"{', '.join(nb.stem for nb in notebooks)}")
+        notebooks = [nb for nb in notebooks if nb.stem in only]
     declared = {nb: set(papermill.inspect_notebook(str(nb))) for nb in notebooks}
     known = set().union(*declared.values())
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(f"unknown chapter parameter(s) {unknown}; the notebooks in {src_dir} "
                          f"declare: {sorted(known)}")
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     workdir = Path(cwd) if cwd is not None else paths.project_root(src_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    bar = tqdm(notebooks, desc="chapters", unit="nb", disable=not progress)
-    with kernel_environment(threads):
-        for nb_path in bar:
-            bar.set_postfix_str(nb_path.name)
-            params = {k: v for k, v in parameters.items() if k in declared[nb_path]}
-            target = run_notebook(nb_path, out_dir / nb_path.name, params, cwd=workdir,
-                                  timeout=timeout, kernel=kernel)
-            written.append(target)
-    return written
+    failed = threading.Event()
+
+    def run(nb_path: Path) -> None:
+        if failed.is_set():
+            return  # an earlier chapter failed: this one is not started
+        params = {k: v for k, v in parameters.items() if k in declared[nb_path]}
+        try:
+            run_notebook(nb_path, out_dir / nb_path.name, params, cwd=workdir,
+                         timeout=timeout, kernel=kernel)
+        except BaseException:
+            failed.set()
+            raise
+
+    with (kernel_environment(threads), tqdm(total=len(notebooks), desc="chapters", unit="nb",
+                                            disable=not progress) as bar,
+          cf.ThreadPoolExecutor(jobs) as pool):
+        futures = {pool.submit(run, nb): nb for nb in notebooks}
+        try:
+            for fut in cf.as_completed(futures):
+                fut.result()
+                bar.set_postfix_str(futures[fut].name)
+                bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the running ones end, none starts
+            raise
+    return [out_dir / nb.name for nb in notebooks]
 
 
 def shown_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
@@ -282,6 +317,14 @@ def ipc_kernel_manager() -> type:
         @default("ip")
         def _private_socket_folder(self) -> str:
             return os.path.join(tempfile.mkdtemp(prefix="esdbook-kernel-"), "ipc")
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts every kernel before shutting it down. An idle kernel
+            # ignores the signal, but one still inside a message handler (likely while kernels
+            # share the CPUs) prints "KeyboardInterrupt caught in kernel" to our stderr. The
+            # kernels shut down here are idle, or are killed after the shutdown wait.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)

@@ -623,7 +623,7 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
     Returns:
         The :class:`DryRunResult` (its records are synthetic test data, marked as such).
     """
-    from esdbook.build import kernel_environment, run_notebook
+    from esdbook.build import execute_chapters
 
     if notebooks not in ("subset", "all"):
         raise PaperGridError(f"notebooks must be 'subset' or 'all', got {notebooks!r}")
@@ -654,11 +654,10 @@ def dry_run(folder: str | os.PathLike | None = None, *, seeds: int = 1,
     t2 = time.perf_counter()
     executed: list[Path] = []
     if chapters and not outcome.failed:
-        params = {"profile": "paper", "results_dir": str(results)}
-        sources = [root / "book" / "chapters" / f"{name}.ipynb" for name in DRY_RUN_CHAPTERS]
-        with kernel_environment(1), cf.ThreadPoolExecutor(jobs) as ex:
-            executed = list(ex.map(lambda src: run_notebook(
-                src, folder / "_executed" / src.name, params, cwd=root, timeout=600), sources))
+        executed = execute_chapters(root / "book" / "chapters", folder / "_executed",
+                                    {"profile": "paper", "results_dir": str(results)},
+                                    progress=False, cwd=root, timeout=600, threads=1, jobs=jobs,
+                                    only=DRY_RUN_CHAPTERS)
     t3 = time.perf_counter()
     return DryRunResult(folder, points, [p for p in points if p.run_id in subset_ids],
                         executed, outcome.failed, t3 - t0, t2 - t1, t3 - t2)

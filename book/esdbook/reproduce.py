@@ -322,7 +322,8 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
             ``<book_dir>/_executed``).
         build_dir: where the HTML goes (default ``<book_dir>/_build``).
         jobs: grid points run concurrently, one kernel per job that runs point after point
-            (:class:`esdbook.build.KernelSession`; default: one job per CPU).
+            (:class:`esdbook.build.KernelSession`; default: one job per CPU); also the
+            chapters executed at once.
         threads: CPU threads per kernel. One thread per kernel with one kernel per CPU is
             several times faster for the book's small networks than fewer, wider kernels.
         seeds: run the grid on these seeds instead of the manifest's.
@@ -346,7 +347,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
     ckpts = Path(checkpoint_dir or paths.checkpoints_dir(root)).resolve()
     book = Path(book_dir or root / "book").resolve()
     points = grid_points(profile, only=only, seeds=seeds)  # validates all before any work
-    jobs = jobs or os.cpu_count() or 1
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs and threads must be >= 1, got {jobs}, {threads}")
     todo = longest_first([p for p in points if not record_exists(results, p.experiment,
@@ -379,7 +380,7 @@ def reproduce(profile: str = "default", *, build: bool = True, progress: bool = 
         return None
     execute_chapters(book / "chapters", book / "_executed",
                      {"profile": profile, "results_dir": shown_path(results, root)},
-                     progress=progress, cwd=root, threads=threads)
+                     progress=progress, cwd=root, threads=threads, jobs=jobs)
     return build_book(book, build_dir)
 
 
