@@ -19,6 +19,7 @@ from esdlib.bench import (
     SavedTensorMeter,
     held_tensors,
     live_tensor_bytes,
+    meter,
 )
 from esdlib.train.paths import project_root
 from esdlib.train.records import RecordError
@@ -261,6 +262,17 @@ def test_leak_detectors_see_a_leak():
     model.stages[0][0].lif1.spike_map = torch.zeros(64, 64)  # what the published code keeps
     assert [n for n, _ in held_tensors(model)] == ["stages.0.0.lif1.spike_map"]
     assert live_tensor_bytes() - before >= 64 * 64 * 4
+
+
+def test_leak_detectors_skip_the_fake_tensors_of_a_compiled_graph():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # what torch.compile leaves alive in a process that compiled
+        fake = torch.zeros(64, 64)
+    before = live_tensor_bytes()  # no error from the fake tensor in the process
+    assert meter.storage_bytes(iter([fake])) == {}
+    del fake
+    assert live_tensor_bytes() == before
 
 
 @pytest.mark.parametrize("method", ["bptt", "esd"])

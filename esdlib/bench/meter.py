@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 
 class _Saved:
@@ -27,11 +28,15 @@ class _Saved:
 
 
 def _storage_key(t: Tensor) -> tuple[str, int] | None:
+    # None for tensors without memory of their own: meta tensors, and the fake and functional
+    # tensors torch.compile leaves alive in a process that compiled something (the guard
+    # PyTorch asks for: their data_ptr() is 0 with a warning, or raises)
+    if isinstance(t, FakeTensor):
+        return None
     try:
-        s = t.untyped_storage()
+        return (str(t.device), t.untyped_storage().data_ptr())
     except (RuntimeError, NotImplementedError, TypeError):
         return None
-    return (str(t.device), s.data_ptr())
 
 
 def storage_bytes(tensors: Iterator[Tensor], exclude: set | frozenset = frozenset()) -> dict:
