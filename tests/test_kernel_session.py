@@ -91,17 +91,25 @@ def test_reproduce_starts_the_longest_points_first():
 
 
 def test_kernels_listen_on_private_unix_sockets_and_print_no_tcp_warning(tmp_path, capfd):
-    import glob
+    import shutil
     import tempfile
 
     src = _notebook(tmp_path / "nb.ipynb", REPORT)
-    before = set(glob.glob(f"{tempfile.gettempdir()}/esdbook-kernel-*"))
-    run_notebook(src, tmp_path / "fresh.ipynb", {}, cwd=tmp_path)
-    with KernelSession(tmp_path) as session:
-        run_notebook(src, tmp_path / "shared.ipynb", {}, cwd=tmp_path, session=session)
-        km = session.manager()
-        assert km.transport == "ipc"
-        folder = km.ip.rsplit("/", 1)[0]
-        assert os.stat(folder).st_mode & 0o777 == 0o700
-    assert "without encryption" not in capfd.readouterr().err
-    assert set(glob.glob(f"{tempfile.gettempdir()}/esdbook-kernel-*")) == before  # removed
+    # a temporary folder of its own (short: socket paths have ~100 bytes), so that the kernels
+    # of tests running beside this one do not count
+    private = tempfile.mkdtemp(prefix="esd-kt-")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tempfile, "tempdir", private)
+            run_notebook(src, tmp_path / "fresh.ipynb", {}, cwd=tmp_path)
+            with KernelSession(tmp_path) as session:
+                run_notebook(src, tmp_path / "shared.ipynb", {}, cwd=tmp_path, session=session)
+                km = session.manager()
+                assert km.transport == "ipc"
+                folder = km.ip.rsplit("/", 1)[0]
+                assert folder.startswith(private + os.sep)
+                assert os.stat(folder).st_mode & 0o777 == 0o700
+        assert "without encryption" not in capfd.readouterr().err
+        assert os.listdir(private) == []  # every kernel's socket folder removed
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
