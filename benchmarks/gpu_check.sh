@@ -38,15 +38,16 @@ if [ -n "${GPU_CHECK_DRY:-}" ]; then
   # batch 2, not 1: torch 2.14.1's oneDNN corrupts the heap in the bf16 weight gradient of a
   # 1x1 stride-2 convolution with 8 input channels at batch 1, channels-last, 2 threads (the
   # width-0.125 PreAct-ResNet-34's first shortcut; benchmarks/README.md, "Known issues")
-  DEV=cpu; B_CIFAR=2; B_IMNET=2; TS=1,2; STEPS=1; EXTRA=(--width 0.125 --threads 2)
+  DEV=cpu; B_CIFAR=2; B_IMNET=2; TS=2; STEPS=1; WARMUP=1; EXTRA=(--width 0.125 --threads 2)
   IMNET_SIZE=112; LIMIT=120; TESTS=(tests/test_cuda.py); PRECISIONS=(fp32 bf16)
   # the call's syntax on the smallest part of the grid (tests/test_paper_grid.py runs it all)
   PAPER_DRY=(--device cpu --only gradient_error --no-book); PAPER_LIMIT=120
   COMPILE_STEP=(--device cpu --width 0.125 --batch 2 --image-size 16 --T 2 --warmup 1 --steps 1
                 --variants "eager fp32,default fp32,eager bf16")
-  COMPILE_TESTS=(-m "not slow and not gpu" tests/test_compile.py); COMPILE_LIMIT=300
+  # collected, not run: `make test` runs these CPU tests itself
+  COMPILE_TESTS=(--collect-only -m "not slow and not gpu" tests/test_compile.py); COMPILE_LIMIT=300
 else
-  DEV=cuda; B_CIFAR=128; B_IMNET=32; TS=1,2,4,6,8; STEPS=${GPU_CHECK_STEPS:-5}; EXTRA=()
+  DEV=cuda; B_CIFAR=128; B_IMNET=32; TS=1,2,4,6,8; STEPS=${GPU_CHECK_STEPS:-5}; WARMUP=2; EXTRA=()
   IMNET_SIZE=224; LIMIT=${GPU_CHECK_CALL_LIMIT:-100}; TESTS=(tests/test_cuda.py tests/test_bench.py)
   PRECISIONS=(fp32 bf16 fp16)
   PAPER_DRY=(--device cuda --gpus 1 --jobs 4); PAPER_LIMIT=${GPU_CHECK_PAPER_LIMIT:-150}
@@ -90,7 +91,7 @@ if [ -n "${GPU_CHECK_ONLY_COMPILE:-}" ]; then
   exit $fail
 fi
 
-common=(--device "$DEV" --methods bptt,ratebp,esd --T "$TS" --steps "$STEPS" --warmup 2
+common=(--device "$DEV" --methods bptt,ratebp,esd --T "$TS" --steps "$STEPS" --warmup "$WARMUP"
         --no-peak --quiet-wait 0 --no-progress --out "$OUT" "${EXTRA[@]}")
 for layout in --channels-last --no-channels-last; do
   for precision in "${PRECISIONS[@]}"; do
