@@ -40,13 +40,20 @@ $(PEER_STAMP): | $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# pytest-xdist: the test files spread over one worker per CPU (at most 4). A file's tests stay
+# in one worker, so its expensive fixtures (the smoke book, the paper dry run) are built once;
+# most of their time is single-threaded (kernels starting, notebooks, subprocesses), so two
+# workers on two cores finish in about two thirds of the serial time. `pytest FILE` alone
+# stays serial, for debugging.
+XDIST := -n auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP) $(PEER_STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not peer"
+	$(PY) -m pytest $(XDIST) -m "not peer"
 	$(PEER_PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not pipeline and not peer"
+	$(PY) -m pytest $(XDIST) -m "not slow and not pipeline and not peer"
 
 # Only the peer checks, with .peer/ first on the path (under CI=true a skipped check fails).
 test-peer: $(PEER_STAMP)
