@@ -1,6 +1,21 @@
-"""Fixtures shared across test files (helpers: ``tests/runs.py``)."""
+"""Fixtures shared across test files (helpers: ``tests/runs.py``), and the CPU share of each
+pytest-xdist worker."""
+
+import os
+from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``), give each worker its share of the CPUs: one thread
+    per worker on two cores. PyTorch's OpenMP threads spin while they wait, so two workers of two
+    threads each on two cores run several times slower than two workers of one thread. Set
+    before any test imports torch; subprocesses and kernels inherit it."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        threads = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +34,18 @@ def finished_runs(tmp_path_factory):
         fit(smoke_config(base / "e2", epochs=2), progress=False)
         fit(smoke_config(base / "mid", epochs=2), progress=False, stop_after_steps=2)
     return base
+
+
+LONGEST_FILES = ("test_book.py", "test_paper_grid.py", "test_bench.py", "test_distributed.py",
+                 "test_executed_chapters.py")
+"""Test files of a minute or more (their fixtures run the smoke book, the paper dry run, the
+GPU-check rehearsal, torchrun), longest first."""
+_MISSING = [name for name in LONGEST_FILES if not (Path(__file__).parent / name).is_file()]
+assert not _MISSING, f"tests/conftest.py LONGEST_FILES names missing files: {_MISSING}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the longest files first: pytest-xdist hands whole files to its workers in collection
+    order, so a long file collected last would run alone while the other workers idle."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

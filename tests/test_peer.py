@@ -79,7 +79,7 @@ def test_peer_pins_agree_with_makefile_and_readme():
     assert re.search(r"^PEER_SPIKINGJELLY := (\S+)$", make, re.M)[1] == PEER_SPIKINGJELLY
     below = re.search(r"^PEER_NUMPY_BELOW := (\S+)$", make, re.M)[1]
     assert tuple(map(int, below.split("."))) == PEER_NUMPY_BELOW
-    assert re.search(r'^\t\$\(PY\) -m pytest -m "not peer"$', make, re.M)
+    assert re.search(r'^\t\$\(PY\) -m pytest \$\(XDIST\) -m "not peer"$', make, re.M)
     assert ".peer/" in (ROOT / ".gitignore").read_text().splitlines()
     readme = (ROOT / "README.md").read_text()
     assert f"spikingjelly=={PEER_SPIKINGJELLY}" in readme and "numpy<2.3" in readme
