@@ -6,7 +6,7 @@ plain data and is loaded with ``torch.load(weights_only=True)``: a damaged, trun
 foreign file is a :class:`CheckpointError` naming the file, and a crafted one cannot run code.
 :func:`esdlib.train.engine.fit` writes ``last.pt`` (and ``best.pt``, before ``last.pt``) in
 each run's folder (:func:`checkpoint_paths`); what the payload holds is described by
-:class:`esdlib.train.engine.RunState`.
+:class:`esdlib.train.state.RunState`.
 """
 
 from __future__ import annotations

@@ -6,12 +6,9 @@ by :meth:`RunConfig.from_profile` from a named profile plus overrides, validated
 the valid choices before any work is done) and never mutated afterwards
 (:meth:`RunConfig.replace` returns a new, re-validated config).
 
-Profiles:
-    * ``smoke``   -- seconds on a CPU; used by CI and by notebooks' smoke runs.
-    * ``quick``   -- the ``default`` settings cut to 3 epochs: a preview of every book page.
-    * ``default`` -- the hard embedded digits; about a minute per run on one CPU core.
-    * ``paper``   -- the paper's data sets and schedules (GPU); the
-      hyper-parameters depend on the data set and live in :data:`PAPER_HPARAMS`.
+The profiles live in :mod:`esdlib.train.profiles`; each field's choices and bounds, and the
+rules between fields, in :mod:`esdlib.train.constraints`; the type coercion in
+:mod:`esdlib.train.fields`; the config hash and run id in :mod:`esdlib.train.identity`.
 
 Example:
     >>> cfg = RunConfig.from_profile("smoke", method="bptt")
@@ -23,20 +20,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from esdlib import methods as _methods
-from esdlib.data import DATASET_NAMES, FIXED_IMAGE_SIZE
-from esdlib.data import SPLITS as _DATA_SPLITS
+from esdlib.data import FIXED_IMAGE_SIZE
 from esdlib.losses import TEACHER_SPACES, LossConfig
-from esdlib.models import ARCHITECTURES, BRANCH_KINDS, BRANCH_POOLS, check_branch_pool
+from esdlib.models import BRANCH_KINDS, BRANCH_POOLS
 from esdlib.neurons import RESET_MODES, LIFParams
 from esdlib.passes import COMPILE_MODES
 from esdlib.train import fields as _fields
 from esdlib.train import identity as _identity
+from esdlib.train.constraints import (
+    ARCHS,
+    BRANCH_METHODS,
+    DATASETS,
+    MAX_EXPERIMENT_LEN,
+    MAX_HPARAM,
+    MAX_IMAGE_SIZE,
+    MAX_T,
+    MAX_WIDTH,
+    METHODS,
+    NAME_RE,
+    RATE_BP_METHODS,
+    RATE_GRAD_SCALES,
+    SPLITS,
+    cross_field_problem,
+)
 from esdlib.train.fields import ConfigError, did_you_mean, spec
 from esdlib.train.identity import (
     HASH_EXCLUDED_FIELDS,
@@ -72,46 +82,6 @@ __all__ = [
     "SPLITS", "TEACHER_SPACES", "canonical_json", "check_device", "check_runtime",
     "check_writable_dir", "parse_override",
 ]
-
-# ---------------------------------------------------------------------------
-# Choices
-# ---------------------------------------------------------------------------
-
-# The choices come from the modules that implement them (one source each).
-METHODS: tuple[str, ...] = tuple(_methods.METHODS)
-"""Training methods: BPTT, rate-based BP, standard self-distillation, ESD, ESD on BPTT."""
-
-BRANCH_METHODS = _methods.BRANCH_METHODS
-"""Methods that attach the auxiliary ANN branches during training."""
-
-RATE_BP_METHODS = _methods.RATE_BP_METHODS
-"""Methods trained with the two-pass rate-based backpropagation (the others use BPTT)."""
-
-DATASETS = DATASET_NAMES
-"""Data-set names (``esdlib.data.DATASET_NAMES``)."""
-
-SPLITS = _DATA_SPLITS
-"""Valid ``split`` per data set (``esdlib.data.SPLITS``). CIFAR10-DVS has no published split:
-``"official"`` is the paper code's ``random_split`` with seed 42, ``"balanced"`` a per-class
-split."""
-
-ARCHS: tuple[str, ...] = tuple(ARCHITECTURES)
-RATE_GRAD_SCALES = _methods.RATE_GRAD_SCALES
-
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched with fullmatch (no trailing \n)
-MAX_EXPERIMENT_LEN = 100
-"""Longest experiment name: the run id (experiment + ~70 characters) stays under the record
-schema's 200 characters and every file name under the usual 255-byte limit."""
-MAX_WIDTH = 16.0
-"""Largest channel-width multiplier (16x the paper's widths is already far beyond any GPU)."""
-MAX_IMAGE_SIZE = 1024
-"""Largest input side in pixels (the paper's largest is 224)."""
-MAX_T = 1024
-"""Largest number of timesteps (the paper's largest is 10)."""
-MAX_HPARAM = 1e6
-"""Upper bound of the float hyper-parameters (lr, weight decay, loss weights, temperature,
-neuron constants): larger values overflow float32 arithmetic at the first step."""
-
 
 _RENAMED = {"amp": " (replaced by precision: amp=true is precision=fp16)"}
 """Former keys, with the hint an error about them gives."""
@@ -193,36 +163,25 @@ class RunConfig:
         seed: Random seed for weights, shuffling and augmentation, in [0, 2**32).
         device: ``"auto"`` (CUDA if available, else MPS, else CPU), ``"cpu"``,
             ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (does not affect the config hash).
-        precision: Arithmetic of the training step: ``"fp32"`` (default), ``"bf16"``
-            (bfloat16 autocast, CPU or CUDA), ``"fp16"`` (float16 autocast with a gradient
-            scaler, CUDA only) or ``"auto"`` (bf16 where the hardware computes it natively,
-            else fp32: :func:`esdlib.train.runtime.resolve_precision`). Membranes, eligibilities,
-            rates, BN statistics, the teacher and the losses stay float32; evaluation runs in
-            float32. The default stays fp32 so that the committed evidence grid reproduces on
-            any host: bf16 changes the numbers (at the level of paired-seed noise), and
-            ``"auto"`` would make them depend on the machine. Replaces the former ``amp``
-            flag (a stored ``amp=true`` reads as ``"fp16"``). Hashed (``bf16``/``auto`` give
-            other run ids than ``fp32``; ``fp16`` hashes as the former ``amp=true``).
-        compile: Compile the spike pass of the two-pass methods with ``torch.compile``:
-            ``"none"`` (default, eager), ``"default"``, ``"reduce-overhead"`` or
-            ``"max-autotune"`` (the last two replay CUDA graphs on CUDA;
-            :class:`esdlib.passes.CompiledSpikePass`). A failed compilation falls back to
-            the eager pass with one warning (the record's ``extra.runtime.compile_error``).
-            BPTT methods have no spike pass and accept only ``"none"``. Hashed when set:
-            compiled kernels round differently (a spike may flip where the membrane lies
-            within rounding of the threshold).
-        tf32: Let float32 matrix products and cuDNN convolutions on CUDA use TF32 tensor
-            cores (10-bit mantissa inputs) during the run; off by default, so fp32 means
-            float32 there (PyTorch by itself lets cuDNN convolutions use TF32). :func:`esdlib.fit`
-            sets ``torch.backends.cuda.matmul.allow_tf32`` and
-            ``torch.backends.cudnn.allow_tf32`` to this value for the run and restores them
-            afterwards; the record's ``extra.runtime.tf32`` says whether TF32 was in effect
-            (on the CPU it has no effect, and the record says so). Hashed when set.
+        precision: Arithmetic of the training step: ``"fp32"`` (default: the committed
+            evidence reproduces on any host), ``"bf16"`` (bfloat16 autocast, CPU or CUDA),
+            ``"fp16"`` (float16 autocast with a gradient scaler, CUDA only) or ``"auto"``
+            (:func:`esdlib.train.runtime.resolve_precision`). Membranes, rates, BN statistics,
+            the teacher, the losses and evaluation stay float32. Replaces the former ``amp``
+            (a stored ``amp=true`` reads, and hashes, as ``"fp16"``). Hashed.
+        compile: Compile the two-pass methods' spike pass with ``torch.compile``: ``"none"``
+            (default), ``"default"``, ``"reduce-overhead"`` or ``"max-autotune"``
+            (:class:`esdlib.passes.CompiledSpikePass`; a failed compilation falls back to eager
+            with one warning, ``extra.runtime.compile_error``). BPTT methods accept only
+            ``"none"``. Hashed when set: compiled kernels round differently.
+        tf32: Let float32 CUDA matmuls and cuDNN convolutions use TF32 during the run
+            (:func:`esdlib.train.runtime.tf32`); off by default, so fp32 means float32 there
+            (PyTorch by itself allows it in cuDNN). The record's ``extra.runtime.tf32`` says
+            whether it was in effect (never on the CPU). Hashed when set.
         channels_last: Use the channels-last (NHWC) memory format for the model and input
-            (default on: oneDNN's convolutions are faster in it on the CPU, tensor cores want
-            it on CUDA). Also at the small profile of that time (digits 16×16, ×0.25, batch 16,
-            T = 4, one thread, 2-vCPU AMD EPYC, 2026-11-26): ESD 0.063 → 0.054 s per step,
-            BPTT 0.072 → 0.064 s, RateBP 0.047 → 0.042 s. Does not affect the config hash.
+            (default on: oneDNN's convolutions are faster in it on the CPU, ESD 0.063 → 0.054 s
+            per step at the small profile on a 2-vCPU AMD EPYC, 2026-11-26; tensor cores want
+            it on CUDA). Does not affect the config hash.
         keep_freed_memory: On the CPU, let glibc keep freed memory for reuse
             (:func:`esdlib.train.runtime.keep_freed_memory`, applied by :func:`esdlib.fit`; it acts
             on the whole process and stays in effect). Does not affect the config hash.
@@ -236,7 +195,7 @@ class RunConfig:
     """
 
     profile: str = spec("default", choices=PROFILES)
-    experiment: str = spec("train", pattern=_NAME_RE, max_len=MAX_EXPERIMENT_LEN,
+    experiment: str = spec("train", pattern=NAME_RE, max_len=MAX_EXPERIMENT_LEN,
                             pattern_doc="letters, digits, _ . -")
 
     dataset: str = spec("digits", choices=DATASETS)
@@ -291,39 +250,10 @@ class RunConfig:
     cache_dir: str | None = spec(None, nonempty=True)
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            try:
-                value = _fields.coerce_type(RunConfig, f.name, value)
-            except ConfigError as err:
-                problems.append(str(err))
-                continue
-            if value is not getattr(self, f.name):
-                object.__setattr__(self, f.name, value)
-            if value is not None:
-                problems.extend(_fields.check_constraints(f.name, value, f.metadata))
-        if not problems and self.split not in SPLITS[self.dataset]:
-            problems.append(
-                f"split={self.split!r} is not valid for dataset={self.dataset!r}; "
-                f"choose one of: {', '.join(repr(s) for s in SPLITS[self.dataset])}"
-            )
-        if not problems and self.image_size is not None and self.uses_branches:
-            try:
-                check_branch_pool(self.arch, self.image_size, self.branch_pool)
-            except ValueError as err:
-                problems.append(str(err))
-        if not problems and self.compile != "none" and not self.uses_rate_backprop:
-            problems.append(
-                f"compile={self.compile!r} compiles the spike pass of the two-pass methods "
-                f"({', '.join(RATE_BP_METHODS)}); method={self.method!r} has none: use "
-                "compile='none'")
-        if not problems and self.warmup_epochs > self.epochs:
-            problems.append(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
-        fixed = FIXED_IMAGE_SIZE.get(self.dataset)
-        if not problems and self.image_size not in (None, fixed) and fixed is not None:
-            problems.append(f"dataset={self.dataset!r} is {fixed}x{fixed}; image_size must be "
-                            f"{fixed} or none, got {self.image_size}")
+        problems = _fields.coerce_fields(self)  # each field's type and bounds
+        if not problems:
+            problem = cross_field_problem(self)
+            problems += [problem] if problem else []
         if problems:
             raise ConfigError("invalid RunConfig:\n  " + "\n  ".join(problems))
 

@@ -182,6 +182,28 @@ _TRUE_WORDS = ("true", "1", "yes", "on")
 _FALSE_WORDS = ("false", "0", "no", "off")
 
 
+def coerce_fields(obj: Any) -> list[str]:
+    """Coerce every field of the frozen dataclass instance ``obj`` to its declared type (in
+    place) and check its :func:`spec` constraints; the problems found, one message each.
+
+    A value that cannot be coerced is reported and not checked further; ``None`` (where the
+    type allows it) has no constraints to meet.
+    """
+    problems: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            value = coerce_type(type(obj), f.name, value)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        if value is not getattr(obj, f.name):
+            object.__setattr__(obj, f.name, value)
+        if value is not None:
+            problems.extend(check_constraints(f.name, value, f.metadata))
+    return problems
+
+
 def parse_override(text: str, cls: type,
                    renamed: Mapping[str, str] | None = None) -> tuple[str, Any]:
     """Parse one ``"key=value"`` string into ``(key, value)`` of the field's type.

@@ -1,5 +1,12 @@
 """Run profiles and the paper's hyper-parameters: the one place they live.
 
+* ``smoke``   -- seconds on a CPU; used by CI and by notebooks' smoke runs.
+* ``quick``   -- the ``default`` settings cut to 3 epochs: a preview of every book page.
+* ``default`` -- the hard embedded digits; about a minute per run on one CPU core.
+* ``mnist``   -- real handwritten digits (MNIST), the evidence grid sized for two CPU cores.
+* ``paper``   -- the paper's data sets and schedules (GPU); the hyper-parameters depend on the
+  data set and live in :data:`PAPER_HPARAMS`.
+
 Each profile is a dict of :class:`~esdlib.train.config.RunConfig` field values applied on top
 of the field defaults (:data:`PROFILE_SETTINGS`); the ``paper`` profile adds the data set's
 row of :data:`PAPER_HPARAMS`. Build a config from one with
