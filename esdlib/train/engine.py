@@ -1,57 +1,42 @@
 """Training engine: ``fit(cfg)`` trains, evaluates, checkpoints and writes one run record.
 
 The loop is a small run object (``_Run``: ``finished → setup → resume → (train_epoch →
-end_epoch)* → finish``) around one :class:`RunState`, the checkpoint's ``state``. What it
-builds on lives beside it, one concept per module: :mod:`~esdlib.train.setup` (optimiser,
-schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the file format),
-:mod:`~esdlib.train.resume` (what a run finds on disk), :mod:`~esdlib.train.distributed`
-(DDP), :mod:`~esdlib.train.divergence` and :mod:`~esdlib.train.evaluation`.
+end_epoch)* → finish``) around one :class:`~esdlib.train.state.RunState`, the checkpoint's
+``state``. What it builds on lives beside it, one concept per module: :mod:`~esdlib.train.setup`
+(optimiser, schedule, data sets, model), :mod:`~esdlib.train.checkpoint` (the checksummed file
+format, loaded with ``weights_only=True``), :mod:`~esdlib.train.resume` (what a run finds on
+disk), :mod:`~esdlib.train.distributed` (DDP), :mod:`~esdlib.train.divergence` and
+:mod:`~esdlib.train.evaluation`.
 
 - SGD with momentum; weight decay only on convolution/linear weights (tensors with ≥ 2 dims);
   optional linear warm-up then cosine annealing, stepped per epoch.
 - Each epoch: train with the method's step (:mod:`esdlib.methods`), evaluate the plain SNN at
   the full ``T`` on the test set (accuracy, firing rates, SOP energy), append to the history
-  (the epoch's training means ``train_loss``, ``train_acc`` and the loss diagnostics, e.g.
-  ``train_acc_out{i}``: outputs numbered branches first, main last, :func:`record_diagnostics`),
-  save ``last.pt`` (and ``best.pt``), write the record with ``status="running"``.
+  (the epoch's training means and loss diagnostics, :func:`record_diagnostics`), save
+  ``last.pt`` (and ``best.pt``), write the record with ``status="running"``.
 - **Headline = final-epoch test accuracy.** The best epoch's accuracy is kept as a secondary
   figure; the official code reports the best epoch chosen on the test set (no validation split).
 - **Exact resume**: checkpoints (written atomically every ``cfg.checkpoint_every`` steps and at
   each epoch end) hold the model, optimiser, scheduler, all RNG states, the epoch, the position
-  inside the epoch and the running sums of the epoch; data order is a function of
-  ``(seed, epoch)``. A run killed mid-epoch and resumed ends with the same metrics as an
-  uninterrupted one (CPU, ``num_workers=0``; with workers, augmentation draws differ).
-- **Safe, checksummed checkpoints**: a checkpoint file is a one-line header (SHA-256 and length
-  of the payload, position of the run) followed by the ``torch.save`` payload, which holds only
-  tensors and plain data and is loaded with ``torch.load(weights_only=True)``; a damaged,
-  truncated, empty or foreign file is a :class:`CheckpointError` naming the file. Automatic
-  resume from a damaged ``last.pt`` stops with that error and the advice to delete the file
-  (the run then starts again) — it never silently falls back to other weights.
+  inside the epoch and the epoch's running sums; data order is a function of ``(seed, epoch)``.
+  A run killed mid-epoch and resumed ends with the same metrics as an uninterrupted one (CPU,
+  ``num_workers=0``). A damaged ``last.pt`` stops the run with a :class:`CheckpointError` and
+  the advice to delete it; it never silently falls back to other weights.
 - **Runs always finish their record**: a finished run with a valid ``complete`` record is
-  returned without loading anything; a finished checkpoint whose record is ``running``,
-  damaged or missing re-creates the record from the checkpoint (a damaged record is moved aside
-  to ``<name>.corrupt-<time>``). ``best.pt`` is written before ``last.pt`` and re-derived on
-  resume when it is missing but recoverable.
-- **Divergence**: a non-finite loss, a loss above
-  :data:`~esdlib.train.divergence.DIVERGED_LOSS`, or non-finite weights after an optimiser
-  step, stops training; the record gets ``status="diverged"`` with
-  the epoch and step (no checkpoint of the diverged state is written) and a
-  :class:`DivergenceWarning` is issued.
-- **Fast path by default**: channels-last model and batches (``cfg.channels_last``), glibc
-  keeping freed memory on the CPU (``cfg.keep_freed_memory``), and the training step under
-  ``cfg.precision``'s autocast (fp32 by default; bf16/fp16/auto, fp16 with a gradient scaler);
-  evaluation runs in float32. What was resolved at run time is stored in the record's
-  ``extra.runtime`` (:meth:`esdlib.train.runtime.Runtime.apply`), next to the config.
-- **Opt-in speed settings**: ``cfg.compile`` runs the two-pass methods' spike pass compiled by
-  ``torch.compile`` (:class:`esdlib.passes.CompiledSpikePass`, one per run; a failed
-  compilation falls back to the eager pass with one warning, recorded as
-  ``extra.runtime.compile_error``); ``cfg.tf32`` allows TF32 in float32 CUDA matmuls and
-  convolutions for the run (:func:`esdlib.train.runtime.tf32`, restored afterwards).
+  returned without loading anything; otherwise the record is re-created from the finished
+  checkpoint (:mod:`~esdlib.train.resume`).
+- **Divergence** (:mod:`~esdlib.train.divergence`) stops training: the record gets
+  ``status="diverged"`` with the epoch and step, no checkpoint of the diverged state is written,
+  and a :class:`DivergenceWarning` is issued.
+- **Fast path by default**: channels-last model and batches, glibc keeping freed memory on the
+  CPU, the training step under ``cfg.precision``'s autocast (fp16 with a gradient scaler);
+  evaluation in float32. What was resolved is stored in the record's ``extra.runtime``.
+- **Opt-in speed settings**: ``cfg.compile`` (the spike pass compiled by ``torch.compile``, one
+  per run, eager fallback with one warning) and ``cfg.tf32`` (for the run, restored afterwards).
 - **DDP** under ``torchrun``: each rank trains on its shard of every epoch's permutation,
   gradients are averaged with ``all_reduce`` after each backward, evaluation is sharded and
   reduced; rank 0 writes checkpoints and records.
 """
-
 from __future__ import annotations
 
 import math
@@ -75,7 +60,6 @@ from esdlib.train.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     checkpoint_paths,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -98,10 +82,11 @@ from esdlib.train.evaluation import evaluate
 from esdlib.train.paths import resolve_path
 from esdlib.train.records import make_record, make_run_id, record_path, write_record
 from esdlib.train.resume import (
-    REBUILD_TOLERANCE,
     check_finished_best,
+    check_rebuilt_accuracy,
     ensure_best_checkpoint,
     existing_record,
+    load_run_checkpoint,
 )
 from esdlib.train.runtime import autocast, check_runtime, peak_memory_bytes, tf32
 from esdlib.train.setup import (
@@ -251,15 +236,7 @@ class _Run:
             CheckpointError: the file is damaged, of another config, or does not fit the run.
         """
         last = self.paths["last"]
-        try:
-            ckpt = load_checkpoint(last, self.device)
-        except CheckpointError as err:
-            raise CheckpointError(f"{err}. Cannot resume this run: delete {last} to train it "
-                                  "from the start (or run with --no-resume / resume=False)"
-                                  ) from None
-        if ckpt["config_hash"] != self.cfg.config_hash():
-            raise CheckpointError(f"checkpoint {last} belongs to a different config; delete it "
-                                  "or choose another checkpoint_dir")
+        ckpt = load_run_checkpoint(last, self.device, self.cfg)
         try:  # a valid checksum says nothing about the structure of what was saved
             state = RunState.from_dict(ckpt.get("state"))
             self.model.load_state_dict(ckpt["model"])
@@ -438,26 +415,12 @@ class _Run:
         if status == "complete" and state.last_eval is None:  # cannot happen after an epoch end
             state.last_eval = self.evaluate_model()
         elif status == "complete" and self.steps_this_call == 0 and state.history:
-            self.check_rebuilt()
+            check_rebuilt_accuracy(self.paths["last"], state.history,
+                                   self.evaluate_model()["test_acc"])
         final = self.record(status)
         if self.rank == 0 and state.history:
             write_record(final, self.out_dir)
         return final
-
-    def check_rebuilt(self) -> None:
-        """A record rebuilt from a finished checkpoint: its weights must give its history's
-        final test accuracy (within :data:`REBUILD_TOLERANCE`).
-
-        Raises:
-            CheckpointError: they do not (the checkpoint was altered).
-        """
-        ev = self.evaluate_model()
-        saved = self.state.history[-1].get("test_acc")
-        if not isinstance(saved, int | float) or abs(ev["test_acc"] - saved) > REBUILD_TOLERANCE:
-            raise CheckpointError(
-                f"{self.paths['last']}: its history says final test accuracy {saved!r}, its "
-                f"weights give {ev['test_acc']:.4f}: the checkpoint was altered; delete it to "
-                "train the run again")
 
     def record(self, status: str) -> dict[str, Any]:
         """The run record of the run as it stands (a diverged run has no result metrics)."""

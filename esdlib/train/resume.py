@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from esdlib.io import atomic_open
-from esdlib.train.checkpoint import CheckpointError, read_checkpoint_header
+from esdlib.train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_header
 from esdlib.train.config import RunConfig
 from esdlib.train.records import SCHEMA_VERSION, RecordError, load_record
 
@@ -123,3 +123,37 @@ def ensure_best_checkpoint(paths: dict[str, Path], state: dict[str, Any]) -> Non
     warnings.warn(f"{paths['best']} cannot be re-derived: {problem}; the weights of the best "
                   f"epoch ({best_epoch}) are not available (the record still reports its "
                   "accuracy from the history)", UserWarning, stacklevel=5)
+
+
+def load_run_checkpoint(path: Path, device: Any, cfg: RunConfig) -> dict[str, Any]:
+    """The checkpoint ``path`` of the run ``cfg``, loaded onto ``device`` to resume from
+    (:func:`~esdlib.train.checkpoint.load_checkpoint`).
+
+    Raises:
+        CheckpointError: the file is damaged or unsafe, or belongs to another configuration;
+            the message says how to start the run over instead.
+    """
+    try:
+        ckpt = load_checkpoint(path, device)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}. Cannot resume this run: delete {path} to train it "
+                              "from the start (or run with --no-resume / resume=False)"
+                              ) from None
+    if ckpt["config_hash"] != cfg.config_hash():
+        raise CheckpointError(f"checkpoint {path} belongs to a different config; delete it "
+                              "or choose another checkpoint_dir")
+    return ckpt
+
+
+def check_rebuilt_accuracy(path: Path, history: list[dict[str, Any]], test_acc: float) -> None:
+    """A record rebuilt from the finished checkpoint ``path``: its weights' ``test_acc`` must
+    equal the final test accuracy of its ``history`` within :data:`REBUILD_TOLERANCE`.
+
+    Raises:
+        CheckpointError: they differ (the checkpoint was altered).
+    """
+    saved = history[-1].get("test_acc")
+    if not isinstance(saved, int | float) or abs(test_acc - saved) > REBUILD_TOLERANCE:
+        raise CheckpointError(
+            f"{path}: its history says final test accuracy {saved!r}, its weights give "
+            f"{test_acc:.4f}: the checkpoint was altered; delete it to train the run again")
