@@ -1,9 +1,9 @@
-"""Running the benchmark: one configuration's trainer, the peak-memory subprocess worker
-(``python -m esdlib.bench --worker SPEC``) and :func:`run_bench`, the interleaved grid."""
+"""Running the benchmark: the peak-memory subprocess worker (``python -m esdlib.bench --worker
+SPEC``) and :func:`run_bench`, the interleaved grid (the trainer of one configuration:
+:mod:`esdlib.bench.trainer`)."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
@@ -13,26 +13,17 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from esdlib.bench.config import PHASES, BenchConfig, config_from_args
-from esdlib.bench.meter import (
-    SavedTensorMeter,
-    held_tensors,
-    param_storages,
-    storage_bytes,
-    tensors_in,
-)
 from esdlib.bench.probes import LoadProbe, wait_quiet
 from esdlib.bench.records import BENCH_SCHEMA, bench_frame, write_bench_record
 from esdlib.bench.tables import bench_table, phase_table
-from esdlib.losses import LossConfig
-from esdlib.methods import BRANCH_METHODS, evaluate_batch, get_method
-from esdlib.models import build_model
+from esdlib.bench.trainer import Trainer, make_batch, no_gc
 from esdlib.train import paths
 from esdlib.train.records import (
     environment_info,
@@ -46,133 +37,14 @@ if TYPE_CHECKING:
     import argparse
 
 
-class _Trainer:
-    """A model, its optimiser and (for fp16) gradient scaler for one (arch, method, precision)."""
-
-    def __init__(self, cfg: BenchConfig, arch: str, method: str, precision: str = "fp32") -> None:
-        self.cfg, self.method, self.precision = cfg, method, precision
-        self.device = torch.device(cfg.device_type)
-        torch.manual_seed(cfg.seed)
-        aux = "dsconv" if method in BRANCH_METHODS else None
-        model = build_model(arch, cfg.num_classes, cfg.in_channels, cfg.width, aux)
-        model = model.to(self.device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model.train()
-        self.step_fn = get_method(method)
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-        self.loss_cfg = LossConfig()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        from esdlib.train.runtime import autocast
-
-        return autocast(self.precision, self.device.type)
-
-    def train_step(self, x: Tensor, y: Tensor, T: int,
-                   on_backward: Callable[[], None] | None = None) -> tuple[float, dict, float]:
-        """One timed step; returns ``(total s, {phase: s}, loss)``."""
-        phases: dict[str, float] = {}
-
-        @contextlib.contextmanager
-        def timer(name: str) -> Iterator[None]:
-            self.sync()
-            t0 = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.sync()
-                phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
-
-        def backward(loss: Tensor) -> None:
-            if on_backward is not None:
-                on_backward()
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-        self.model.train()
-        self.sync()
-        t0 = time.perf_counter()
-        with timer("optimizer"):
-            self.opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            res = self.step_fn(self.model, x, y, T, self.loss_cfg, timer=timer,
-                               backward=backward)
-        with timer("optimizer"):
-            if self.scaler is not None:
-                self.scaler.step(self.opt)
-                self.scaler.update()
-            else:
-                self.opt.step()
-        self.sync()
-        total = time.perf_counter() - t0
-        phases["other"] = max(0.0, total - sum(phases.values()))
-        return total, phases, float(res.loss)
-
-    def memory_step(self, x: Tensor, y: Tensor, T: int) -> dict[str, int]:
-        """One untimed step measuring the saved bytes and module-held state at backward start."""
-        found: dict[str, int] = {}
-
-        def probe() -> None:
-            saved = meter.live_storages(exclude=self.model)
-            held = storage_bytes((t for _, t in held_tensors(self.model)),
-                                  set(saved) | param_storages(self.model))
-            found.update(saved_bytes=sum(saved.values()), saved_storages=len(saved),
-                         state_bytes=sum(held.values()))
-
-        with SavedTensorMeter() as meter:
-            self.train_step(x, y, T, on_backward=probe)
-        found["param_bytes"] = sum(storage_bytes(iter(self.model.parameters())).values())
-        found["optimizer_state_bytes"] = sum(storage_bytes(
-            t for st in self.opt.state.values() for t in tensors_in(st)).values())
-        return found
-
-    def infer_step(self, x: Tensor, T: int) -> float:
-        """Seconds for :func:`esdlib.evaluate_batch` on one batch in eval mode."""
-        self.model.eval()
-        try:
-            self.sync()
-            t0 = time.perf_counter()
-            with self.autocast():
-                evaluate_batch(self.model, x, T)
-            self.sync()
-            return time.perf_counter() - t0
-        finally:
-            self.model.train()
-
-
-def _batch(cfg: BenchConfig, batch: int) -> tuple[Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(cfg.seed + batch)
-    x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen)
-    y = torch.randint(0, cfg.num_classes, (batch,), generator=gen)
-    x, y = x.to(cfg.device_type), y.to(cfg.device_type)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def peak_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Body of ``python -m esdlib.bench --worker SPEC`` (runs in a fresh process)."""
     cfg = BenchConfig.from_dict(spec["config"])
     torch.set_num_threads(cfg.threads)
     arch, batch, method, T = spec["arch"], int(spec["batch"]), spec["method"], int(spec["T"])
     dev = cfg.device_type
-    trainer = _Trainer(cfg, arch, method, spec.get("precision", "fp32"))
-    x, y = _batch(cfg, batch)
+    trainer = Trainer(cfg, arch, method, spec.get("precision", "fp32"))
+    x, y = make_batch(cfg, batch)
     trainer.infer_step(x, T)  # warm-up: first-call allocations, code paged in, optimiser state
     trainer.train_step(x, y, T)
     reset = reset_peak_memory(dev)
@@ -271,7 +143,7 @@ class _Interleaved:
         extra = 1 if cfg.saved_memory and cfg.warmup == 0 else 0
         self.reps = extra + cfg.warmup + cfg.steps
         self.first_timed = extra + cfg.warmup
-        self.trainers: dict[tuple[str, str, str], _Trainer] = {}
+        self.trainers: dict[tuple[str, str, str], Trainer] = {}
         self.data: dict[int, tuple[Tensor, Tensor]] = {}
         self.times: dict[tuple, list[float]] = {c: [] for c in self.cases}
         self.phases: dict[tuple, dict[str, list[float]]] = {c: {} for c in self.cases}
@@ -286,17 +158,17 @@ class _Interleaved:
         """Units of work for the progress bar (steps, then one per peak-memory worker)."""
         return self.reps * len(self.units) + (len(self.cases) if self.cfg.peak_memory else 0)
 
-    def trainer(self, arch: str, method: str, precision: str) -> _Trainer:
+    def trainer(self, arch: str, method: str, precision: str) -> Trainer:
         """The model and optimiser of one (arch, method, precision), built on first use."""
         if (arch, method, precision) not in self.trainers:
-            self.trainers[(arch, method, precision)] = _Trainer(self.cfg, arch, method,
+            self.trainers[(arch, method, precision)] = Trainer(self.cfg, arch, method,
                                                                 precision)
         return self.trainers[(arch, method, precision)]
 
     def batch_of(self, b: int) -> tuple[Tensor, Tensor]:
         """The fixed synthetic batch of size ``b``, built on first use."""
         if b not in self.data:
-            self.data[b] = _batch(self.cfg, b)
+            self.data[b] = make_batch(self.cfg, b)
         return self.data[b]
 
     def run(self, bar: Any) -> None:
@@ -319,7 +191,7 @@ class _Interleaved:
         """One inference batch of ``(arch, batch, precision, T)``; timed after the warm-up."""
         a, b, p, T = case
         x, _ = self.batch_of(b)
-        with _no_gc():
+        with no_gc():
             dt = _infer_trainer(self.trainers, self.cfg, a, p).infer_step(x, T)
         if rep >= self.first_timed:
             self.infer.setdefault(case, []).append(dt)
@@ -333,7 +205,7 @@ class _Interleaved:
         if rep == 0 and self.cfg.saved_memory:
             self.memory[case] = tr.memory_step(x, y, T)
             return
-        with _no_gc():
+        with no_gc():
             probe = LoadProbe()
             dt, ph, loss = tr.train_step(x, y, T)
             cpu_s, others, faults = probe.stop()
@@ -451,11 +323,11 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
         torch.set_num_threads(prev_threads)
 
 
-def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str, precision: str) -> _Trainer:
+def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str, precision: str) -> Trainer:
     """The never-trained, branch-free model used for the inference timings of ``arch``."""
     key = (arch, "_infer", precision)
     if key not in trainers:
-        trainers[key] = _Trainer(cfg, arch, "bptt", precision)
+        trainers[key] = Trainer(cfg, arch, "bptt", precision)
     return trainers[key]
 
 

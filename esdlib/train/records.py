@@ -44,26 +44,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "RecordError",
-    "SCHEMA_VERSION",
-    "check_schema",
-    "environment_info",
-    "git_revision",
-    "load_paper_table",
-    "load_record",
-    "load_records",
-    "load_schema",
-    "make_record",
-    "make_run_id",
-    "paper_table_names",
-    "read_record",
-    "record_exists",
-    "record_path",
-    "scale_info",
-    "to_jsonable",
-    "utc_now_iso",
-    "validate_record",
-    "write_record",
+    "RecordError", "SCHEMA_VERSION", "check_schema", "environment_info", "git_revision",
+    "load_paper_table", "load_record", "load_records", "load_schema", "make_record",
+    "make_run_id", "paper_table_names", "read_record", "record_exists", "record_path",
+    "scale_info", "to_jsonable", "utc_now_iso", "validate_record", "write_record",
 ]
 
 SCHEMA_VERSION = 1
@@ -132,22 +116,13 @@ def scale_info(cfg: RunConfig, seeds: Iterable[int] | None = None) -> dict[str, 
 _AUTO: Any = object()
 
 
-def make_record(
-    cfg: RunConfig,
-    *,
-    metrics: Mapping[str, Any],
-    history: Iterable[Mapping[str, Any]],
-    timing: Mapping[str, Any],
-    firing_rates: Mapping[str, Any] | None = None,
-    status: str = "complete",
-    experiment: str | None = None,
-    seeds: Iterable[int] | None = None,
-    environment: Mapping[str, Any] | None = None,
-    git_rev: str | None = _AUTO,
-    created: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-    divergence: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def make_record(cfg: RunConfig, *, metrics: Mapping[str, Any],
+                history: Iterable[Mapping[str, Any]], timing: Mapping[str, Any],
+                firing_rates: Mapping[str, Any] | None = None, status: str = "complete",
+                experiment: str | None = None, seeds: Iterable[int] | None = None,
+                environment: Mapping[str, Any] | None = None, git_rev: str | None = _AUTO,
+                created: str | None = None, extra: Mapping[str, Any] | None = None,
+                divergence: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble a complete run record (not yet validated or written).
 
     Args:
