@@ -14,6 +14,7 @@ import torch
 
 import esdlib.train.distributed as distributed
 import esdlib.train.engine as engine
+from esdlib.train.checkpoint import CheckpointError, load_checkpoint
 from esdlib.train.config import ConfigError
 
 
@@ -175,8 +176,8 @@ def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(tmp_path
         found = list(ck.glob("*/last.pt"))
         if found:
             try:
-                state = engine.load_checkpoint(found[0])["state"]
-            except engine.CheckpointError:  # being replaced right now
+                state = load_checkpoint(found[0])["state"]
+            except CheckpointError:  # being replaced right now
                 state = {"epoch": 0}
             if state["epoch"] == 1 and state["step_in_epoch"] >= 2:
                 workers = [p for p in _children(run.pid)
@@ -197,6 +198,6 @@ def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(tmp_path
     assert [{k: h.get(k) for k in keys} for h in a["history"]] == \
         [{k: h.get(k) for k in keys} for h in b["history"]]
     assert a["metrics"]["final_test_acc"] == b["metrics"]["final_test_acc"]
-    wa = engine.load_checkpoint(next((tmp_path / "ref" / "c").glob("*/last.pt")))["model"]
-    wb = engine.load_checkpoint(next(ck.glob("*/last.pt")))["model"]
+    wa = load_checkpoint(next((tmp_path / "ref" / "c").glob("*/last.pt")))["model"]
+    wb = load_checkpoint(next(ck.glob("*/last.pt")))["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -175,11 +175,8 @@ class BenchConfig:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``esd bench`` options to ``parser`` (defaults from :class:`BenchConfig`).
-
-    Args:
-        parser: an ``argparse`` parser or sub-parser.
-    """
+    """Add the ``esd bench`` options to the ``argparse`` (sub-)parser ``parser``, with the
+    defaults of :class:`BenchConfig`."""
     import argparse
 
     # the field defaults, read without building (and validating) a config

@@ -65,20 +65,9 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
                                                       reduction="sum").item()
             meter.update(out.firing_per_t, out.num_neurons, y.numel())
             ops.add_samples(y.numel())
-    energy = ops.summary() if count_ops else {}
     if world > 1:
-        names = sorted(meter.sums)
-        packed = torch.cat([correct, torch.tensor([ops.macs, ops.acs, ops.samples],
-                                                  dtype=torch.float64)]
-                           + [meter.sums[n] for n in names])
-        all_reduce(packed, "summing the evaluation")
-        correct = packed[:4]
-        ops.macs, ops.acs, ops.samples = (float(v) for v in packed[4:7])
-        T_len = len(meter.sums[names[0]]) if names else 0
-        for i, n in enumerate(names):
-            meter.sums[n] = packed[7 + i * T_len: 7 + (i + 1) * T_len]
-        meter.samples = int(correct[1])
-        energy = ops.summary() if count_ops else {}
+        correct = _sum_over_ranks(correct, ops, meter)
+    energy = ops.summary() if count_ops else {}
     if correct[3] > 0:  # a NaN never crosses a threshold: silently "no spike", a wrong answer
         raise DataError(f"the evaluation data hold {int(correct[3])} of {int(correct[1])} "
                         "samples with non-finite (NaN/Inf) values; their predictions would be "
@@ -86,3 +75,18 @@ def evaluate(model: nn.Module, dataset: Dataset, T: int, *, batch_size: int = 25
     n = max(float(correct[1]), 1.0)
     return {"test_acc": float(correct[0]) / n, "test_loss": float(correct[2]) / n,
             "firing_rates": meter.summary(), "energy": energy, "samples": int(correct[1])}
+
+
+def _sum_over_ranks(sums: torch.Tensor, ops: OpCounter, meter: FiringRateMeter) -> torch.Tensor:
+    """Add up every rank's evaluation sums: ``sums`` (returned), and in place the operation
+    counts of ``ops`` and the per-layer, per-step spike sums of ``meter``; one ``all_reduce``."""
+    names = sorted(meter.sums)
+    packed = torch.cat([sums, torch.tensor([ops.macs, ops.acs, ops.samples], dtype=torch.float64)]
+                       + [meter.sums[n] for n in names])
+    all_reduce(packed, "summing the evaluation")
+    ops.macs, ops.acs, ops.samples = (float(v) for v in packed[4:7])
+    steps = len(meter.sums[names[0]]) if names else 0
+    for i, n in enumerate(names):
+        meter.sums[n] = packed[7 + i * steps: 7 + (i + 1) * steps]
+    meter.samples = int(packed[1])
+    return packed[:4]
