@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from esdlib.data import FIXED_IMAGE_SIZE
 from esdlib.losses import TEACHER_SPACES, LossConfig
 from esdlib.models import BRANCH_KINDS, BRANCH_POOLS
 from esdlib.neurons import RESET_MODES, LIFParams
@@ -63,6 +62,7 @@ from esdlib.train.profiles import (
     PROFILES,
     QUICK_PROFILE,
     SMOKE_PROFILE,
+    profile_values,
 )
 from esdlib.train.runtime import (
     DEVICE_CHOICES,
@@ -265,7 +265,7 @@ class RunConfig:
 
         For ``paper`` the data set is chosen first (``overrides["dataset"]``, else
         ``"cifar10"``), its row of :data:`PAPER_HPARAMS` is applied, then the
-        remaining overrides.
+        remaining overrides (:func:`esdlib.train.profiles.profile_values`).
 
         Args:
             name: One of :data:`PROFILES`.
@@ -288,24 +288,7 @@ class RunConfig:
             raise ConfigError(
                 "'profile' cannot be overridden; pass the profile name as the first argument"
             )
-        values: dict[str, Any] = {"profile": name, **PROFILE_SETTINGS[name]}
-        if name == "paper":
-            dataset = overrides.get("dataset", values["dataset"])
-            if dataset not in PAPER_HPARAMS:
-                raise ConfigError(
-                    f"the paper profile has no hyper-parameters for dataset={dataset!r}; "
-                    f"paper data sets: {', '.join(PAPER_HPARAMS)} "
-                    "(use the 'default' or 'smoke' profile for the embedded data sets)"
-                )
-            values.update(dataset=dataset, **PAPER_HPARAMS[dataset])
-        dataset = overrides.get("dataset", values["dataset"])
-        fixed = FIXED_IMAGE_SIZE.get(dataset) if isinstance(dataset, str) else None
-        if fixed is not None and "image_size" not in overrides:
-            # the profile's image size is for its own data set; a data set of fixed size
-            # chosen by an override brings its own (e.g. smoke + dataset=cifar10 -> 32)
-            values["image_size"] = fixed
-        values.update(overrides)
-        return cls(**values)
+        return cls(**profile_values(name, overrides))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:

@@ -15,10 +15,14 @@ row of :data:`PAPER_HPARAMS`. Build a config from one with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from esdlib.data import FIXED_IMAGE_SIZE
+from esdlib.train.fields import ConfigError
+
 __all__ = ["DEFAULT_PROFILE", "MNIST_PROFILE", "PAPER_ASSUMED", "PAPER_HPARAMS", "PROFILES",
-           "PROFILE_SETTINGS", "QUICK_PROFILE", "SMOKE_PROFILE"]
+           "PROFILE_SETTINGS", "QUICK_PROFILE", "SMOKE_PROFILE", "profile_values"]
 
 SMOKE_PROFILE: dict[str, Any] = {
     "dataset": "digits",
@@ -154,3 +158,31 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
 
 PROFILES = tuple(PROFILE_SETTINGS)
 """Profile names: ``("smoke", "quick", "default", "mnist", "paper")``."""
+
+
+def profile_values(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The field values of the profile ``name`` (one of :data:`PROFILES`) with ``overrides``
+    applied, as :meth:`~esdlib.train.config.RunConfig.from_profile` builds them.
+
+    For ``paper`` the data set is chosen first (``overrides["dataset"]``, else CIFAR-10) and
+    its row of :data:`PAPER_HPARAMS` applied; a data set of fixed image size (CIFAR,
+    CIFAR10-DVS) chosen by an override brings its own size unless ``image_size`` is overridden
+    too (e.g. smoke + ``dataset=cifar10`` -> 32).
+
+    Raises:
+        ConfigError: a paper profile for a data set the paper does not use.
+    """
+    values: dict[str, Any] = {"profile": name, **PROFILE_SETTINGS[name]}
+    if name == "paper":
+        dataset = overrides.get("dataset", values["dataset"])
+        if dataset not in PAPER_HPARAMS:
+            raise ConfigError(
+                f"the paper profile has no hyper-parameters for dataset={dataset!r}; "
+                f"paper data sets: {', '.join(PAPER_HPARAMS)} "
+                "(use the 'default' or 'smoke' profile for the embedded data sets)")
+        values.update(dataset=dataset, **PAPER_HPARAMS[dataset])
+    dataset = overrides.get("dataset", values["dataset"])
+    fixed = FIXED_IMAGE_SIZE.get(dataset) if isinstance(dataset, str) else None
+    if fixed is not None and "image_size" not in overrides:
+        values["image_size"] = fixed
+    return {**values, **overrides}
