@@ -100,24 +100,23 @@ def test_fit_syncs_batchnorm_before_every_evaluation_and_checkpoint(tmp_path, mo
                                                 and events[i - 2] == "sync"), events
 
 
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """One uninterrupted training in two processes under torchrun (gloo, smoke profile, 3 epochs
+    of 12 steps): the run of the DDP test, and the reference of the killed-rank test."""
+    base = tmp_path_factory.mktemp("ddp")
+    proc = _torchrun_train(base / "r", base / "c")
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    return base
+
+
 @pytest.mark.slow  # torchrun: two processes, each paying the torch import
-def test_ddp_two_processes_gloo(tmp_path):
+def test_ddp_two_processes_gloo(ddp_run):
     import json
-    import os
-    import subprocess
-    import sys
 
     from runs import esd
 
-    out, ck = tmp_path / "results", tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", "2", "-m", "esdlib.cli", "train", "--profile", "smoke", "--quiet",
-           "--set", f"out_dir={out}", "--set", f"checkpoint_dir={ck}", "--set", "device=cpu",
-           "--set", "epochs=3", "--set", "max_train_steps=20", "--set", "batch_size=16"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = list(out.glob("*/*.json"))
+    records = list((ddp_run / "r").glob("*/*.json"))
     assert len(records) == 1
     rec = json.loads(records[0].read_text())
     assert rec["extra"]["world_size"] == 2 and rec["status"] == "complete"
@@ -125,7 +124,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert rec["history"][0]["test_acc"] * 360 == pytest.approx(
         round(rec["history"][0]["test_acc"] * 360))
     # the record's metrics are those of the saved model (BN statistics synced over ranks)
-    last = next(ck.glob("*/last.pt"))
+    last = next((ddp_run / "c").glob("*/last.pt"))
     ev = esd("evaluate", last, "--device", "cpu", "--quiet")
     assert ev.returncode == 0, ev.stderr
     ev = json.loads(ev.stdout)
@@ -159,7 +158,7 @@ def _children(pid):
 
 
 @pytest.mark.slow
-def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(tmp_path):
+def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(ddp_run, tmp_path):
     """N4: kill rank 1 in the middle of epoch 2, resume with the same command: the record equals
     the one of an uninterrupted run (weights, BatchNorm statistics and metrics)."""
     import json
@@ -167,8 +166,6 @@ def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(tmp_path
     import signal
     import time
 
-    ref = _torchrun_train(tmp_path / "ref" / "r", tmp_path / "ref" / "c")
-    assert ref.wait(timeout=300) == 0, ref.stderr.read()[-3000:]
     out, ck = tmp_path / "k" / "r", tmp_path / "k" / "c"
     run = _torchrun_train(out, ck)
     deadline, killed = time.time() + 240, False
@@ -191,13 +188,13 @@ def test_resume_after_a_killed_rank_reproduces_the_uninterrupted_record(tmp_path
     assert run.wait(timeout=120) != 0  # torchrun tore the group down
     resumed = _torchrun_train(out, ck)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
-    a = json.loads(next((tmp_path / "ref" / "r").glob("*/*.json")).read_text())
+    a = json.loads(next((ddp_run / "r").glob("*/*.json")).read_text())
     b = json.loads(next(out.glob("*/*.json")).read_text())
     assert b["status"] == "complete" and b["run_id"] == a["run_id"]
     keys = ("train_loss", "train_acc", "test_acc", "test_loss", "firing_rate_mean")
     assert [{k: h.get(k) for k in keys} for h in a["history"]] == \
         [{k: h.get(k) for k in keys} for h in b["history"]]
     assert a["metrics"]["final_test_acc"] == b["metrics"]["final_test_acc"]
-    wa = load_checkpoint(next((tmp_path / "ref" / "c").glob("*/last.pt")))["model"]
+    wa = load_checkpoint(next((ddp_run / "c").glob("*/last.pt")))["model"]
     wb = load_checkpoint(next(ck.glob("*/last.pt")))["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
