@@ -38,7 +38,8 @@ if [ -n "${GPU_CHECK_DRY:-}" ]; then
   # batch 2, not 1: torch 2.14.1's oneDNN corrupts the heap in the bf16 weight gradient of a
   # 1x1 stride-2 convolution with 8 input channels at batch 1, channels-last, 2 threads (the
   # width-0.125 PreAct-ResNet-34's first shortcut; benchmarks/README.md, "Known issues")
-  DEV=cpu; B_CIFAR=2; B_IMNET=2; TS=2; STEPS=1; WARMUP=1; EXTRA=(--width 0.125 --threads "${OMP_NUM_THREADS:-2}")
+  DEV=cpu; B_CIFAR=2; B_IMNET=2; TS=2; STEPS=1; WARMUP=1
+  EXTRA=(--width 0.125 --threads "${OMP_NUM_THREADS:-2}")  # a pytest worker's share of the CPUs
   IMNET_SIZE=112; LIMIT=120; TESTS=(tests/test_cuda.py); PRECISIONS=(fp32 bf16)
   # the call's syntax on the smallest part of the grid (tests/test_paper_grid.py runs it all)
   PAPER_DRY=(--device cpu --only gradient_error --no-book); PAPER_LIMIT=120

@@ -33,14 +33,14 @@ steps (a few ulps of difference between CPUs change a trained model's prediction
 outputs are only required to execute)."""
 
 
-def _nbval(tmp_path: pathlib.Path, names: list[str], lax: bool) -> subprocess.CompletedProcess:
+def _nbval(tmp_path: pathlib.Path, names: list[str]) -> subprocess.CompletedProcess:
     (tmp_path / "results").symlink_to(ROOT / "results", target_is_directory=True)
     for name in names:
         (tmp_path / f"{name}.ipynb").write_bytes((EXECUTED / f"{name}.ipynb").read_bytes())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "book")])}
     env.pop("MPLBACKEND", None)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval-current-env",
-           "--nbval-lax" if lax else "--nbval", "--nbval-sanitize-with", str(SANITIZE),
+           "--nbval", "--nbval-sanitize-with", str(SANITIZE),
            "--rootdir", str(tmp_path), *[f"{name}.ipynb" for name in names]]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900)
@@ -55,7 +55,7 @@ def test_computing_chapters_reproduce_their_committed_outputs(tmp_path):
     missing = [n for n in COMPUTING if not (EXECUTED / f"{n}.ipynb").is_file()]
     if missing:
         pytest.skip(f"not executed yet: {missing}")
-    run = _nbval(tmp_path, list(COMPUTING), lax=False)
+    run = _nbval(tmp_path, list(COMPUTING))
     assert run.returncode == 0, (
         "a committed executed chapter no longer matches its code (re-execute with "
         f"`python -m esdbook execute`):\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}")
