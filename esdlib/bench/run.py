@@ -143,7 +143,7 @@ class _Interleaved:
         extra = 1 if cfg.saved_memory and cfg.warmup == 0 else 0
         self.reps = extra + cfg.warmup + cfg.steps
         self.first_timed = extra + cfg.warmup
-        self.trainers: dict[tuple[str, str, str], Trainer] = {}
+        self.trainers: dict[tuple[str, str, str, bool], Trainer] = {}
         self.data: dict[int, tuple[Tensor, Tensor]] = {}
         self.times: dict[tuple, list[float]] = {c: [] for c in self.cases}
         self.phases: dict[tuple, dict[str, list[float]]] = {c: {} for c in self.cases}
@@ -158,12 +158,15 @@ class _Interleaved:
         """Units of work for the progress bar (steps, then one per peak-memory worker)."""
         return self.reps * len(self.units) + (len(self.cases) if self.cfg.peak_memory else 0)
 
-    def trainer(self, arch: str, method: str, precision: str) -> Trainer:
-        """The model and optimiser of one (arch, method, precision), built on first use."""
-        if (arch, method, precision) not in self.trainers:
-            self.trainers[(arch, method, precision)] = Trainer(self.cfg, arch, method,
-                                                                precision)
-        return self.trainers[(arch, method, precision)]
+    def trainer(self, arch: str, method: str, precision: str, *,
+                inference: bool = False) -> Trainer:
+        """The model and optimiser of one (arch, method, precision), built on first use;
+        ``inference``: the separate, never-trained model of the inference timings (pass
+        ``method="bptt"``: no branches)."""
+        key = (arch, method, precision, inference)
+        if key not in self.trainers:
+            self.trainers[key] = Trainer(self.cfg, arch, method, precision)
+        return self.trainers[key]
 
     def batch_of(self, b: int) -> tuple[Tensor, Tensor]:
         """The fixed synthetic batch of size ``b``, built on first use."""
@@ -192,7 +195,7 @@ class _Interleaved:
         a, b, p, T = case
         x, _ = self.batch_of(b)
         with no_gc():
-            dt = _infer_trainer(self.trainers, self.cfg, a, p).infer_step(x, T)
+            dt = self.trainer(a, "bptt", p, inference=True).infer_step(x, T)
         if rep >= self.first_timed:
             self.infer.setdefault(case, []).append(dt)
 
@@ -321,14 +324,6 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True,
             "rows": rows})
     finally:
         torch.set_num_threads(prev_threads)
-
-
-def _infer_trainer(trainers: dict, cfg: BenchConfig, arch: str, precision: str) -> Trainer:
-    """The never-trained, branch-free model used for the inference timings of ``arch``."""
-    key = (arch, "_infer", precision)
-    if key not in trainers:
-        trainers[key] = Trainer(cfg, arch, "bptt", precision)
-    return trainers[key]
 
 
 def bench_command(args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ def cross_field_problem(cfg: RunConfig) -> str | None:
 
     Checked in order: ``split`` is one of ``SPLITS[dataset]``; the branches' pooling fits
     ``arch`` at ``image_size``; ``compile`` only for the two-pass methods; ``warmup_epochs <=
-    epochs``; a data set of fixed size (CIFAR, CIFAR10-DVS) gets that size or ``None``.
+    epochs``; a data set of fixed size (CIFAR-10/100: 32 px) gets that size or ``None``.
     """
     if cfg.split not in SPLITS[cfg.dataset]:
         return (f"split={cfg.split!r} is not valid for dataset={cfg.dataset!r}; "

@@ -165,9 +165,9 @@ def profile_values(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     applied, as :meth:`~esdlib.train.config.RunConfig.from_profile` builds them.
 
     For ``paper`` the data set is chosen first (``overrides["dataset"]``, else CIFAR-10) and
-    its row of :data:`PAPER_HPARAMS` applied; a data set of fixed image size (CIFAR,
-    CIFAR10-DVS) chosen by an override brings its own size unless ``image_size`` is overridden
-    too (e.g. smoke + ``dataset=cifar10`` -> 32).
+    its row of :data:`PAPER_HPARAMS` applied; a data set of fixed image size (CIFAR-10/100)
+    chosen by an override brings its own size unless ``image_size`` is overridden too (e.g.
+    smoke + ``dataset=cifar10`` -> 32).
 
     Raises:
         ConfigError: a paper profile for a data set the paper does not use.
