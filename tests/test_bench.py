@@ -10,6 +10,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from runs import torch_threads
 
 import esdlib as esd
 from esdlib import bench
@@ -33,10 +34,8 @@ BPTT_PHASES = ("forward", "backward", "optimizer", "other")
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
